@@ -1,0 +1,256 @@
+//! One runner per job. Triggers that arrive while a job runs coalesce into at most one
+//! follow-up run; runs of one job never overlap, in this process (one runner task) or across
+//! replicas (a Postgres advisory lock held for the whole run).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::{Trigger, TriggerCause};
+use crate::jobs::{Job, JobError, JobName, RunContext, ScheduledJob};
+use crate::store::runs::{self, RunCounts, RunStatus};
+
+/// How one call of [`JobRunner::run_once`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    Finished {
+        run_id: i64,
+        status: RunStatus,
+        counts: RunCounts,
+        error: Option<String>,
+    },
+    /// Another replica holds the job's lock; nothing was run or recorded.
+    LockedElsewhere,
+}
+
+pub struct JobRunner {
+    job: Arc<dyn Job>,
+    pool: PgPool,
+    /// After shutdown is requested, how long a run may take to reach a batch boundary.
+    grace: Duration,
+    host: String,
+    pending: Mutex<Option<TriggerCause>>,
+    wake: Notify,
+}
+
+impl JobRunner {
+    pub fn new(job: Arc<dyn Job>, pool: PgPool, grace: Duration) -> Self {
+        Self {
+            job,
+            pool,
+            grace,
+            host: host_id(),
+            pending: Mutex::new(None),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn job(&self) -> JobName {
+        self.job.name()
+    }
+
+    fn trigger(&self, cause: TriggerCause) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // The first cause of a coalesced burst is the one recorded.
+        pending.get_or_insert(cause);
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    /// Runs triggered passes until `cancel`; never two at once.
+    pub async fn run_loop(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+            }
+            let cause = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(cause) = cause else { continue };
+            let (counts, _) = watch::channel(RunCounts::default());
+            if let Err(error) = self.run_once(cause, &cancel, counts).await {
+                tracing::error!(job = %self.job(), error = %error, "could not record the run");
+            }
+        }
+    }
+
+    /// One run, start to finish: lock, `sync.runs` row, the job, the final row update.
+    /// Callable without the loop (CLI `sync`, demo, tests).
+    pub async fn run_once(
+        &self,
+        cause: TriggerCause,
+        cancel: &CancellationToken,
+        counts: watch::Sender<RunCounts>,
+    ) -> Result<RunOutcome, sqlx::Error> {
+        let job = self.job.name();
+        let Some(lock) = JobLock::try_acquire(&self.pool, job).await? else {
+            tracing::info!(%job, "another replica is running this job; skipping");
+            return Ok(RunOutcome::LockedElsewhere);
+        };
+        let outcome = async {
+            let run_id = runs::start(&self.pool, job.as_str(), cause.as_str(), &self.host).await?;
+            let span = tracing::info_span!("job_run", %job, run_id, partner = job.partner(), cause = cause.as_str());
+            self.execute(run_id, cancel, counts).instrument(span).await
+        }
+        .await;
+        lock.release().await;
+        outcome
+    }
+
+    async fn execute(
+        &self,
+        run_id: i64,
+        cancel: &CancellationToken,
+        counts: watch::Sender<RunCounts>,
+    ) -> Result<RunOutcome, sqlx::Error> {
+        tracing::info!("run started");
+        let ctx = RunContext {
+            run_id,
+            pool: self.pool.clone(),
+            cancel: cancel.clone(),
+            counts,
+        };
+        let hard_stop = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(self.grace).await;
+        };
+        let result = tokio::select! {
+            result = self.job.run(&ctx) => result,
+            // Dropping the job mid-batch rolls its open transaction back: nothing half-written.
+            _ = hard_stop => {
+                tracing::warn!(grace_s = self.grace.as_secs(), "run did not stop within the grace period; abandoning it");
+                Err(JobError::Cancelled)
+            }
+        };
+        let counts = *ctx.counts.borrow();
+        let (status, error) = match &result {
+            Ok(()) => (RunStatus::Succeeded, None),
+            Err(JobError::Cancelled) => (RunStatus::Cancelled, Some("cancelled by shutdown".to_owned())),
+            Err(JobError::Failed(e)) => (RunStatus::Failed, Some(format!("{e:#}"))),
+        };
+        runs::finish(&self.pool, run_id, status, &counts, error.as_deref()).await?;
+        match &error {
+            None => tracing::info!(
+                pages = counts.pages,
+                requests = counts.requests,
+                fetched = counts.fetched,
+                inserted = counts.inserted,
+                updated = counts.updated,
+                unchanged = counts.unchanged,
+                deleted = counts.deleted,
+                skipped = counts.skipped,
+                "run succeeded"
+            ),
+            Some(error) if status == RunStatus::Cancelled => tracing::warn!(%error, "run cancelled"),
+            Some(error) => tracing::error!(%error, "run failed"),
+        }
+        Ok(RunOutcome::Finished {
+            run_id,
+            status,
+            counts,
+            error,
+        })
+    }
+}
+
+/// A session-level advisory lock on a dedicated pooled connection, keyed by the job name.
+struct JobLock {
+    conn: Option<PoolConnection<sqlx::Postgres>>,
+    job: JobName,
+}
+
+impl JobLock {
+    async fn try_acquire(pool: &PgPool, job: JobName) -> Result<Option<Self>, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(job.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(locked.then_some(Self {
+            conn: Some(conn),
+            job,
+        }))
+    }
+
+    async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else { return };
+        let unlocked = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(self.job.as_str())
+            .fetch_one(&mut *conn)
+            .await;
+        if !matches!(unlocked, Ok(true)) {
+            tracing::warn!(job = %self.job, "could not release the job lock; closing its connection");
+            let _ = conn.close().await;
+        }
+    }
+}
+
+impl Drop for JobLock {
+    /// A lock dropped without `release` (its run was abandoned) must not go back to the pool
+    /// still held: closing the session is the one sure way to release a session lock.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Identifies this process in `sync.runs.host`, so ops can tell replicas apart.
+fn host_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Routes triggers to the runners.
+#[derive(Clone)]
+pub struct Dispatcher {
+    runners: Arc<BTreeMap<JobName, Arc<JobRunner>>>,
+}
+
+impl Dispatcher {
+    pub fn new(pool: &PgPool, jobs: &[ScheduledJob], grace: Duration) -> Self {
+        let runners = jobs
+            .iter()
+            .map(|s| (s.job.name(), Arc::new(JobRunner::new(s.job.clone(), pool.clone(), grace))))
+            .collect();
+        Self {
+            runners: Arc::new(runners),
+        }
+    }
+
+    pub fn runner(&self, job: JobName) -> Option<&Arc<JobRunner>> {
+        self.runners.get(&job)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = JobName> + '_ {
+        self.runners.keys().copied()
+    }
+
+    pub fn dispatch(&self, trigger: Trigger) {
+        match self.runners.get(&trigger.job) {
+            Some(runner) => {
+                tracing::debug!(job = %trigger.job, cause = trigger.cause.as_str(), "trigger");
+                runner.trigger(trigger.cause);
+            }
+            None => tracing::warn!(job = %trigger.job, "trigger for a job that is not enabled; ignored"),
+        }
+    }
+
+    pub fn spawn_runners(&self, tracker: &TaskTracker, cancel: &CancellationToken) {
+        for runner in self.runners.values() {
+            tracker.spawn(runner.clone().run_loop(cancel.clone()));
+        }
+    }
+}

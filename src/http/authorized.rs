@@ -1,0 +1,91 @@
+//! Bearer-authenticated calls: a token from the [`TokenCache`], and on 401 exactly one renewal
+//! and one retry. 403 becomes an error that names the scopes we asked for.
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+
+use super::token_cache::{AuthError, TokenCache};
+use super::{HttpError, PartnerHttp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("{partner} refused {path} with 403: the scopes requested [{scopes}] do not allow it ({detail})")]
+    Forbidden {
+        partner: &'static str,
+        path: String,
+        scopes: String,
+        detail: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct AuthorizedHttp {
+    http: PartnerHttp,
+    tokens: Arc<TokenCache>,
+    /// The scopes the tokens are requested with, for 403 messages.
+    scopes: String,
+}
+
+impl AuthorizedHttp {
+    pub fn new(http: PartnerHttp, tokens: Arc<TokenCache>, scopes: &[String]) -> Self {
+        Self {
+            http,
+            tokens,
+            scopes: scopes.join(" "),
+        }
+    }
+
+    pub fn http(&self) -> &PartnerHttp {
+        &self.http
+    }
+
+    pub fn tokens(&self) -> &Arc<TokenCache> {
+        &self.tokens
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &url::Url) -> Result<T, ApiError> {
+        let response = self.send(Method::GET, url).await?;
+        Ok(self.http.json(&Method::GET, url, response).await?)
+    }
+
+    async fn send(&self, method: Method, url: &url::Url) -> Result<reqwest::Response, ApiError> {
+        let token = self.tokens.token().await?;
+        let first = self
+            .http
+            .send(method.clone(), url, |r| r.bearer_auth(token.secret().expose_secret()))
+            .await;
+        let result = match first {
+            Err(error) if error.status() == Some(StatusCode::UNAUTHORIZED) => {
+                // The token may have been revoked or expired early: renew once and retry once.
+                self.tokens.invalidate(&token).await;
+                let token = self.tokens.token().await?;
+                self.http
+                    .send(method, url, |r| r.bearer_auth(token.secret().expose_secret()))
+                    .await
+            }
+            other => other,
+        };
+        result.map_err(|error| match error {
+            HttpError::Status {
+                status: StatusCode::FORBIDDEN,
+                partner,
+                path,
+                detail,
+                ..
+            } => ApiError::Forbidden {
+                partner,
+                path,
+                scopes: self.scopes.clone(),
+                detail,
+            },
+            other => other.into(),
+        })
+    }
+}

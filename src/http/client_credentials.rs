@@ -1,0 +1,100 @@
+//! OAuth 2.0 client-credentials token requests (RFC 6749 §4.4) sent through the partner's
+//! [`PartnerHttp`], so they share its rate limit and retries.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::token_cache::{AuthError, IssuedToken, TokenSource};
+use super::{HttpError, PartnerHttp};
+
+/// Used when a token response omits `expires_in`: short, so a wrong guess costs little.
+const UNSTATED_LIFETIME: Duration = Duration::from_secs(300);
+
+pub struct ClientCredentials {
+    pub http: PartnerHttp,
+    pub token_url: url::Url,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub scopes: Vec<String>,
+    /// Where the credentials live in the settings (`rabot`), named in error messages.
+    pub settings_prefix: &'static str,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: SecretString,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl ClientCredentials {
+    async fn request(&self) -> Result<IssuedToken, AuthError> {
+        let scope = self.scopes.join(" ");
+        let response = self
+            .http
+            .send(Method::POST, &self.token_url, |request| {
+                request.form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", self.client_id.as_str()),
+                    ("client_secret", self.client_secret.expose_secret()),
+                    ("scope", scope.as_str()),
+                ])
+            })
+            .await
+            .map_err(|error| self.classify(error))?;
+        let body: TokenResponse = self.http.json(&Method::POST, &self.token_url, response).await?;
+        if body.access_token.expose_secret().is_empty() {
+            return Err(AuthError::Http(HttpError::Decode {
+                partner: self.http.partner(),
+                method: Method::POST,
+                path: self.token_url.path().to_owned(),
+                reason: "empty access_token".to_owned(),
+            }));
+        }
+        let lifetime = body.expires_in.map(Duration::from_secs).unwrap_or_else(|| {
+            tracing::warn!(assumed_s = UNSTATED_LIFETIME.as_secs(), "token response has no expires_in");
+            UNSTATED_LIFETIME
+        });
+        Ok(IssuedToken {
+            secret: body.access_token,
+            lifetime,
+        })
+    }
+
+    /// Tells rejected credentials and scopes apart from other failures: both are final and
+    /// need a person to fix the settings.
+    fn classify(&self, error: HttpError) -> AuthError {
+        let HttpError::Status { status, detail, .. } = &error else {
+            return error.into();
+        };
+        let partner = self.http.partner();
+        if *status == StatusCode::FORBIDDEN || detail.contains("invalid_scope") {
+            AuthError::ScopeRejected {
+                partner,
+                scopes: self.scopes.join(" "),
+                detail: format!("{status}: {detail}"),
+            }
+        } else if *status == StatusCode::UNAUTHORIZED
+            || detail.contains("invalid_client")
+            || detail.contains("unauthorized_client")
+        {
+            AuthError::CredentialsRejected {
+                partner,
+                settings_prefix: self.settings_prefix,
+                detail: format!("{status}: {detail}"),
+            }
+        } else {
+            error.into()
+        }
+    }
+}
+
+impl TokenSource for ClientCredentials {
+    fn fetch(&self) -> BoxFuture<'_, Result<IssuedToken, AuthError>> {
+        Box::pin(self.request())
+    }
+}

@@ -1,0 +1,287 @@
+//! The outbound stack every partner shares: one reqwest client with timeouts, a governor rate
+//! limiter per partner that every request passes (token requests included), and retries with
+//! exponential back-off and jitter that honour `Retry-After`.
+//!
+//! Authentication sits one layer up ([`authorized::AuthorizedHttp`] with a [`token_cache::TokenCache`]),
+//! so the retry loop never sees credentials.
+
+pub mod authorized;
+pub mod client_credentials;
+pub mod retry;
+pub mod token_cache;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tracing::Instrument;
+
+use crate::settings::HttpSettings;
+pub use retry::RetryPolicy;
+
+/// Longest part of a partner's error body quoted in an error message.
+const ERROR_BODY_LIMIT: usize = 600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The partner answered with a status we do not retry (or retried to no avail for 401 / 403).
+    #[error("{partner} answered {status} to {method} {path}: {detail}")]
+    Status {
+        partner: &'static str,
+        method: Method,
+        path: String,
+        status: StatusCode,
+        detail: String,
+    },
+    #[error("{partner} {method} {path} failed after {attempts} attempts; last: {last}")]
+    Exhausted {
+        partner: &'static str,
+        method: Method,
+        path: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("{partner} {method} {path} failed: {reason}")]
+    Transport {
+        partner: &'static str,
+        method: Method,
+        path: String,
+        reason: String,
+    },
+    #[error("{partner} sent an unreadable answer to {method} {path}: {reason}")]
+    Decode {
+        partner: &'static str,
+        method: Method,
+        path: String,
+        reason: String,
+    },
+}
+
+impl HttpError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            HttpError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Rate settings for one partner.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub requests_per_second: f64,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    fn quota(self) -> Quota {
+        let period = Duration::from_secs_f64(1.0 / self.requests_per_second.max(1e-6));
+        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
+        Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst)
+    }
+}
+
+/// Counters a run reports (`requests` in the demo summary and `sync.runs`).
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    sent: AtomicU64,
+    rate_limit_wait_micros: AtomicU64,
+}
+
+impl RequestStats {
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+    pub fn rate_limit_wait(&self) -> Duration {
+        Duration::from_micros(self.rate_limit_wait_micros.load(Ordering::Relaxed))
+    }
+}
+
+/// One partner's HTTP client: shares connections, the rate limit and the counters.
+#[derive(Clone)]
+pub struct PartnerHttp {
+    partner: &'static str,
+    client: reqwest::Client,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    policy: RetryPolicy,
+    stats: Arc<RequestStats>,
+}
+
+impl std::fmt::Debug for PartnerHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartnerHttp")
+            .field("partner", &self.partner)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartnerHttp {
+    pub fn new(
+        partner: &'static str,
+        settings: &HttpSettings,
+        rate: RateLimit,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .user_agent(concat!("partner-sync/", env!("CARGO_PKG_VERSION")))
+            // A redirect could carry the bearer token to another host; partners' APIs do not redirect.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            partner,
+            client,
+            limiter: Arc::new(RateLimiter::direct(rate.quota())),
+            policy: RetryPolicy::from_settings(settings),
+            stats: Arc::default(),
+        })
+    }
+
+    pub fn partner(&self) -> &'static str {
+        self.partner
+    }
+
+    pub fn stats(&self) -> &Arc<RequestStats> {
+        &self.stats
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends the request built by `build` (called once per attempt), retrying 429, 502, 503,
+    /// 504 and connection failures. Returns the first 2xx response; any other status fails with
+    /// the body (the partner's error envelope) quoted in the error.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &url::Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, HttpError> {
+        let path = url.path().to_owned();
+        let span = tracing::debug_span!("http_request", partner = self.partner, %method, path = %path);
+        async {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let waited = Instant::now();
+                self.limiter.until_ready().await;
+                self.stats
+                    .rate_limit_wait_micros
+                    .fetch_add(waited.elapsed().as_micros() as u64, Ordering::Relaxed);
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+
+                let request = build(self.client.request(method.clone(), url.clone()));
+                let outcome = request.send().await;
+                let (retry_reason, retry_after) = match outcome {
+                    Ok(response) if response.status().is_success() => {
+                        tracing::debug!(attempt, status = response.status().as_u16(), "answered");
+                        return Ok(response);
+                    }
+                    Ok(response) if retry::is_retryable_status(response.status()) => {
+                        let status = response.status();
+                        let after = retry::retry_after(response.headers());
+                        let body = error_body(response).await;
+                        (format!("{status}: {body}"), after)
+                    }
+                    Ok(response) => {
+                        let status = response.status();
+                        return Err(HttpError::Status {
+                            partner: self.partner,
+                            method,
+                            path,
+                            status,
+                            detail: error_body(response).await,
+                        });
+                    }
+                    Err(error) if retry::is_retryable_error(&error) => {
+                        (describe_transport_error(&error), None)
+                    }
+                    Err(error) => {
+                        return Err(HttpError::Transport {
+                            partner: self.partner,
+                            method,
+                            path,
+                            reason: describe_transport_error(&error),
+                        });
+                    }
+                };
+
+                let delay = match self.policy.delay(attempt, retry_after) {
+                    Some(delay) => delay,
+                    None => {
+                        return Err(HttpError::Exhausted {
+                            partner: self.partner,
+                            method,
+                            path,
+                            attempts: attempt,
+                            last: retry_reason,
+                        });
+                    }
+                };
+                tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, reason = %retry_reason, "retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Reads a JSON body, naming the request in the error if it does not parse.
+    pub async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &Method,
+        url: &url::Url,
+        response: Response,
+    ) -> Result<T, HttpError> {
+        let decode = |reason: String| HttpError::Decode {
+            partner: self.partner,
+            method: method.clone(),
+            path: url.path().to_owned(),
+            reason,
+        };
+        let bytes = response.bytes().await.map_err(|e| decode(describe_transport_error(&e)))?;
+        serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))
+    }
+}
+
+/// The start of an error body, on one line. Error bodies are the partner's envelope or an OAuth
+/// error object; successful bodies, which may hold tokens, never come through here.
+async fn error_body(response: Response) -> String {
+    match response.text().await {
+        Ok(text) if text.trim().is_empty() => "(empty body)".to_owned(),
+        Ok(text) => {
+            let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            match one_line.char_indices().nth(ERROR_BODY_LIMIT) {
+                Some((cut, _)) => format!("{}…", &one_line[..cut]),
+                None => one_line,
+            }
+        }
+        Err(e) => format!("(body unreadable: {})", describe_transport_error(&e)),
+    }
+}
+
+/// reqwest's Display repeats the URL; the path is already in our error, so the cause chain is
+/// what is worth showing.
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,112 @@
+//! Jobs: one file per job, each a fetch → map → store pass that reports its counts.
+//! The [`registry`] decides which jobs the settings enable and on what schedule.
+
+pub mod rabot_mirror;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+use crate::store::runs::RunCounts;
+
+/// Stable job names: they appear in `sync.runs.job`, logs, and advisory-lock keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobName {
+    RabotMirror,
+}
+
+impl JobName {
+    pub const ALL: &[JobName] = &[JobName::RabotMirror];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobName::RabotMirror => "rabot_mirror",
+        }
+    }
+
+    pub fn partner(self) -> &'static str {
+        match self {
+            JobName::RabotMirror => "rabot",
+        }
+    }
+}
+
+impl std::fmt::Display for JobName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("cancelled by shutdown")]
+    Cancelled,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(error: sqlx::Error) -> Self {
+        JobError::Failed(anyhow::Error::new(error).context("database"))
+    }
+}
+
+/// What a job run gets from its runner.
+pub struct RunContext {
+    pub run_id: i64,
+    pub pool: PgPool,
+    /// Cancelled at shutdown: a job stops between batches, never inside one.
+    pub cancel: CancellationToken,
+    /// Running totals: the runner records them whatever the outcome, the demo shows progress.
+    pub counts: watch::Sender<RunCounts>,
+}
+
+impl RunContext {
+    pub fn check_cancelled(&self) -> Result<(), JobError> {
+        if self.cancel.is_cancelled() {
+            Err(JobError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub trait Job: Send + Sync {
+    fn name(&self) -> JobName;
+    fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>>;
+}
+
+/// A job with the cron expression that triggers it.
+#[derive(Clone)]
+pub struct ScheduledJob {
+    pub job: Arc<dyn Job>,
+    pub schedule: String,
+}
+
+/// The jobs the settings enable.
+pub fn registry(settings: &Settings) -> anyhow::Result<Vec<ScheduledJob>> {
+    let mut jobs = Vec::new();
+    if settings.rabot.enabled {
+        jobs.push(ScheduledJob {
+            job: Arc::new(rabot_mirror::RabotMirror::new(settings)?),
+            schedule: settings.rabot.schedule.clone(),
+        });
+    }
+    Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_are_unique_and_snake_case() {
+        let names: std::collections::BTreeSet<_> = JobName::ALL.iter().map(|j| j.as_str()).collect();
+        assert_eq!(names.len(), JobName::ALL.len());
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+    }
+}

@@ -1,0 +1,14 @@
+//! partner-sync: mirrors energy-partner data into PostgreSQL and keeps the OAuth grants behind
+//! it alive. See ARCHITECTURE.md for the map of modules and how data flows between them.
+
+pub mod app;
+pub mod cli;
+pub mod demo;
+pub mod events;
+pub mod http;
+pub mod jobs;
+pub mod partners;
+pub mod sandbox;
+pub mod settings;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,3 @@
+//! Partner APIs: wire types and typed client calls. Nothing here knows about storage or jobs.
+
+pub mod rabot;

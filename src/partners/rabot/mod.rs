@@ -1,0 +1,214 @@
+//! RABOT Partner API client: client-credentials auth, and the customer and contract lists as
+//! streams of pages, so a caller's memory never grows with the number of customers.
+
+pub mod wire;
+
+use std::sync::Arc;
+
+use futures::Stream;
+use futures::stream::{self, TryStreamExt};
+use serde_json::Value;
+
+use crate::http::authorized::{ApiError, AuthorizedHttp};
+use crate::http::client_credentials::ClientCredentials;
+use crate::http::token_cache::TokenCache;
+use crate::http::{PartnerHttp, RateLimit};
+use crate::settings::{HttpSettings, RabotSettings};
+pub use wire::{Contract, Customer};
+
+pub const PARTNER: &str = "rabot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RabotError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("rabot answered {path} with isSuccess=false: {detail}")]
+    Unsuccessful { path: String, detail: String },
+    #[error("rabot answered {path} with an unexpected shape: {detail}")]
+    Protocol { path: String, detail: String },
+}
+
+/// Items from one or more pages, with the items that could not be read set aside (logged, counted).
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub skipped: usize,
+    /// Pages these items came from.
+    pub pages: usize,
+}
+
+#[derive(Clone)]
+pub struct RabotClient {
+    api: AuthorizedHttp,
+    base: url::Url,
+    page_size: u32,
+}
+
+impl RabotClient {
+    pub fn new(settings: &RabotSettings, http_settings: &HttpSettings) -> anyhow::Result<Self> {
+        let http = PartnerHttp::new(
+            PARTNER,
+            http_settings,
+            RateLimit {
+                requests_per_second: settings.requests_per_second,
+                burst: settings.burst,
+            },
+        )?;
+        let tokens = TokenCache::new(ClientCredentials {
+            http: http.clone(),
+            token_url: url::Url::parse(&settings.token_url)?,
+            client_id: settings.client_id.clone(),
+            client_secret: settings.client_secret.clone(),
+            scopes: settings.scopes.clone(),
+            settings_prefix: "rabot",
+        });
+        Ok(Self {
+            api: AuthorizedHttp::new(http, Arc::new(tokens), &settings.scopes),
+            base: url::Url::parse(&settings.api_base_url)?,
+            page_size: settings.page_size,
+        })
+    }
+
+    /// Requests sent so far, token requests and retries included.
+    pub fn requests_sent(&self) -> u64 {
+        self.api.http().stats().sent()
+    }
+
+    pub fn api(&self) -> &AuthorizedHttp {
+        &self.api
+    }
+
+    /// `GET /customers`, optionally filtered by `filter.externalId`, page by page.
+    pub fn customer_pages(
+        &self,
+        external_id: Option<String>,
+    ) -> impl Stream<Item = Result<Page<Customer>, RabotError>> + Send + '_ {
+        let url = self.url(&["customers"]);
+        self.pages(url, external_id.map(|id| ("filter.externalId", id)))
+            .map_ok(|page| read_items(page, Customer::from_wire))
+    }
+
+    /// `GET /customers/{customerNumber}/contracts`, page by page.
+    pub fn contract_pages<'a>(
+        &'a self,
+        customer_number: &'a str,
+    ) -> impl Stream<Item = Result<Page<Contract>, RabotError>> + Send + 'a {
+        let url = self.url(&["customers", customer_number, "contracts"]);
+        self.pages(url, None)
+            .map_ok(move |page| read_items(page, |raw| Contract::from_wire(customer_number, raw)))
+    }
+
+    /// Every contract of one customer.
+    pub async fn contracts(&self, customer_number: String) -> Result<Page<Contract>, RabotError> {
+        self.contract_pages(&customer_number)
+            .try_fold(
+                Page {
+                    items: Vec::new(),
+                    skipped: 0,
+                    pages: 0,
+                },
+                |mut all, page| async move {
+                    all.items.extend(page.items);
+                    all.skipped += page.skipped;
+                    all.pages += page.pages;
+                    Ok(all)
+                },
+            )
+            .await
+    }
+
+    fn url(&self, segments: &[&str]) -> url::Url {
+        let mut url = self.base.clone();
+        // `path_segments_mut` percent-encodes each segment, so a customer number can never
+        // change the path. The base was validated as an http(s) URL, which always has segments.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Offset pagination: continue while `hasMoreItems` (or, if it is missing, while pages are
+    /// full), advancing by the items actually received in case the server caps `limit`.
+    fn pages(
+        &self,
+        url: url::Url,
+        filter: Option<(&'static str, String)>,
+    ) -> impl Stream<Item = Result<Vec<Value>, RabotError>> + Send + '_ {
+        stream::try_unfold(Some(0usize), move |offset| {
+            let mut url = url.clone();
+            let filter = filter.clone();
+            async move {
+                let Some(offset) = offset else {
+                    return Ok(None);
+                };
+                {
+                    let mut query = url.query_pairs_mut();
+                    query
+                        .append_pair("offset", &offset.to_string())
+                        .append_pair("limit", &self.page_size.to_string());
+                    if let Some((key, value)) = &filter {
+                        query.append_pair(key, value);
+                    }
+                }
+                let envelope: wire::Envelope = self.api.get_json(&url).await?;
+                let path = url.path().to_owned();
+                if envelope.is_success == Some(false) {
+                    return Err(RabotError::Unsuccessful {
+                        detail: envelope.error_text(),
+                        path,
+                    });
+                }
+                let items = match envelope.data {
+                    Some(Value::Array(items)) => items,
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(other) => {
+                        return Err(RabotError::Protocol {
+                            path,
+                            detail: format!("data is {} instead of an array", json_kind(&other)),
+                        });
+                    }
+                };
+                let more = envelope
+                    .has_more_items
+                    .unwrap_or(items.len() >= self.page_size as usize);
+                if more && items.is_empty() {
+                    return Err(RabotError::Protocol {
+                        path,
+                        detail: format!("hasMoreItems is true but the page at offset {offset} is empty"),
+                    });
+                }
+                let next = more.then_some(offset + items.len());
+                Ok(Some((items, next)))
+            }
+        })
+    }
+}
+
+fn read_items<T>(raw: Vec<Value>, read: impl Fn(Value) -> Result<T, String>) -> Page<T> {
+    let mut page = Page {
+        items: Vec::with_capacity(raw.len()),
+        skipped: 0,
+        pages: 1,
+    };
+    for value in raw {
+        match read(value) {
+            Ok(item) => page.items.push(item),
+            Err(reason) => {
+                tracing::warn!(partner = PARTNER, %reason, "skipping an item that cannot be mirrored");
+                page.skipped += 1;
+            }
+        }
+    }
+    page
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,190 @@
+//! RABOT wire shapes, read leniently: every documented field is optional, strings may arrive as
+//! numbers, unknown enum values stay strings, and the whole object is kept as `raw` so nothing
+//! the partner sent is lost (see shared/api/rabot.md).
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The envelope around every RABOT answer.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    #[serde(default)]
+    pub is_success: Option<bool>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Documented as an array of `{severity, code, message, details}` or null; kept loose.
+    #[serde(default)]
+    pub error: Option<Value>,
+    #[serde(default)]
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub has_more_items: Option<bool>,
+}
+
+impl Envelope {
+    /// The envelope's own error text, for answers that say `isSuccess: false` with a 2xx status.
+    pub fn error_text(&self) -> String {
+        let mut parts: Vec<String> = self.message.iter().cloned().collect();
+        if let Some(Value::Array(errors)) = &self.error {
+            parts.extend(errors.iter().map(|e| {
+                let code = str_field(e, "code").unwrap_or_default();
+                let message = str_field(e, "message").unwrap_or_default();
+                format!("{code}: {message}")
+            }));
+        }
+        if parts.is_empty() {
+            "no error details given".to_owned()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub customer_number: String,
+    pub external_id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub business_name: Option<String>,
+    pub email: Option<String>,
+    pub relations: Vec<String>,
+    pub raw: Value,
+}
+
+impl Customer {
+    pub fn from_wire(raw: Value) -> Result<Self, String> {
+        let customer_number = str_field(&raw, "customerNumber")
+            .ok_or_else(|| "customer without customerNumber".to_owned())?;
+        Ok(Self {
+            customer_number,
+            external_id: str_field(&raw, "externalIdentifier"),
+            first_name: str_field(&raw, "firstName"),
+            last_name: str_field(&raw, "lastName"),
+            business_name: str_field(&raw, "businessName"),
+            email: str_field(&raw, "emailAddress"),
+            relations: raw
+                .get("relations")
+                .and_then(Value::as_array)
+                .map(|items| items.iter().filter_map(scalar_string).collect())
+                .unwrap_or_default(),
+            raw,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// From the request path: contracts are listed per customer.
+    pub customer_number: String,
+    pub contract_number: String,
+    pub name: Option<String>,
+    pub state: Option<String>,
+    pub tariff_name: Option<String>,
+    pub delivery_start: Option<NaiveDate>,
+    pub delivery_end: Option<NaiveDate>,
+    pub meter_number: Option<String>,
+    pub malo_id: Option<String>,
+    pub melo_id: Option<String>,
+    /// Kept as the decimal text RABOT sent, so no precision is lost on the way to `numeric`.
+    pub expected_annual_kwh: Option<String>,
+    pub accounting_method: Option<String>,
+    pub grid_operator_code: Option<String>,
+    pub grid_operator_name: Option<String>,
+    pub raw: Value,
+}
+
+impl Contract {
+    pub fn from_wire(customer_number: &str, raw: Value) -> Result<Self, String> {
+        let contract_number = str_field(&raw, "contractNumber")
+            .ok_or_else(|| "contract without contractNumber".to_owned())?;
+        Ok(Self {
+            customer_number: customer_number.to_owned(),
+            contract_number,
+            name: str_field(&raw, "name"),
+            state: str_field(&raw, "contractState"),
+            tariff_name: str_field(&raw, "tariffName"),
+            delivery_start: date_field(&raw, "actualDateOfDelivery"),
+            delivery_end: date_field(&raw, "endDateOfDelivery"),
+            meter_number: str_field(&raw, "meterNumber"),
+            malo_id: str_field(&raw, "maLoIdentifier"),
+            melo_id: str_field(&raw, "meLoIdentifier"),
+            expected_annual_kwh: decimal_field(&raw, "expectedAnnualConsumptionInKwhPerYear"),
+            accounting_method: str_field(&raw, "accountingMethod"),
+            grid_operator_code: str_field(&raw, "distributionSystemOperatorCode"),
+            grid_operator_name: str_field(&raw, "distributionSystemOperatorName"),
+            raw,
+        })
+    }
+}
+
+fn scalar_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn str_field(object: &Value, key: &str) -> Option<String> {
+    object.get(key).and_then(scalar_string)
+}
+
+/// Accepts "2025-03-01" and date-times starting with a date; anything else stays only in `raw`.
+fn date_field(object: &Value, key: &str) -> Option<NaiveDate> {
+    let text = object.get(key)?.as_str()?;
+    NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d").ok()
+}
+
+/// A number, or a string holding one ("3500.5"); validated so the cast to numeric cannot fail.
+fn decimal_field(object: &Value, key: &str) -> Option<String> {
+    let text = match object.get(key)? {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_owned(),
+        _ => return None,
+    };
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|_| text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn customer_tolerates_numbers_nulls_and_unknown_fields() {
+        let raw = json!({"customerNumber": 46491184, "emailAddress": null, "firstName": "Zoë",
+                         "relations": ["Owner", 3, null], "somethingNew": {"x": 1}});
+        let c = Customer::from_wire(raw.clone()).unwrap();
+        assert_eq!(c.customer_number, "46491184");
+        assert_eq!(c.email, None);
+        assert_eq!(c.first_name.as_deref(), Some("Zoë"));
+        assert_eq!(c.relations, vec!["Owner", "3"]);
+        assert_eq!(c.raw, raw);
+        assert!(Customer::from_wire(json!({"firstName": "x"})).is_err());
+    }
+
+    #[test]
+    fn contract_reads_dates_decimals_and_unknown_states() {
+        let raw = json!({"contractNumber": "C-1", "contractState": "Open",
+                         "actualDateOfDelivery": "2025-03-01", "endDateOfDelivery": "2026-01-31T00:00:00",
+                         "expectedAnnualConsumptionInKwhPerYear": 3500.5});
+        let c = Contract::from_wire("1", raw).unwrap();
+        assert_eq!(c.state.as_deref(), Some("Open"));
+        assert_eq!(c.delivery_start, NaiveDate::from_ymd_opt(2025, 3, 1));
+        assert_eq!(c.delivery_end, NaiveDate::from_ymd_opt(2026, 1, 31));
+        assert_eq!(c.expected_annual_kwh.as_deref(), Some("3500.5"));
+
+        let odd = Contract::from_wire("1", json!({"contractNumber": 7, "actualDateOfDelivery": "soon",
+                                             "expectedAnnualConsumptionInKwhPerYear": "lots"})).unwrap();
+        assert_eq!(odd.contract_number, "7");
+        assert_eq!(odd.delivery_start, None);
+        assert_eq!(odd.expected_annual_kwh, None);
+    }
+}

@@ -1,0 +1,723 @@
+//! Simulated partner APIs served over real HTTP, for the demo and the integration tests.
+//!
+//! Each partner's routes and wire shapes live in their own file and are written from the
+//! documentation in shared/api, never from the client's types: a sandbox that shared the
+//! client's structs would agree with every field-name mistake the client makes, and the tests
+//! would then prove nothing about the real API.
+//!
+//! What every partner has in common runs in one gate in front of all routes, so a new partner
+//! only has to classify its paths and render its own error body: added latency, the enforced
+//! rate limit, injected faults, random 503s and the counters.
+
+mod rabot;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use governor::clock::Clock as _;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng as _;
+use rand::distr::Alphanumeric;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long `shutdown` lets in-flight requests (which may be sleeping injected latency) finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxOptions {
+    /// Number of generated customers
+    #[arg(long, default_value_t = 50)]
+    pub customers: usize,
+    /// Contracts per ordinary customer
+    #[arg(long, default_value_t = 2)]
+    pub contracts_per_customer: usize,
+    /// Every Nth customer (1-based: customers N, 2N, ...) is "heavy" and gets `heavy_contracts` contracts instead; 0 = none
+    #[arg(long, default_value_t = 0)]
+    pub heavy_customer_every: usize,
+    /// Contracts of each heavy customer
+    #[arg(long, default_value_t = 120)]
+    pub heavy_contracts: usize,
+    /// Seed for the deterministic data
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Client id the sandbox's token endpoints accept
+    #[arg(long, default_value = "sandbox-client")]
+    pub client_id: String,
+    /// Client secret the sandbox's token endpoints accept
+    #[arg(long, default_value = "sandbox-secret")]
+    pub client_secret: String,
+    /// Scopes the sandbox client is allowed to request (comma separated)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "api:partner,role:finance-reporting"
+    )]
+    pub granted_scopes: Vec<String>,
+    /// Access-token lifetime, humantime ("3599s", "5m")
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3599s")]
+    pub token_lifetime: Duration,
+    /// Enforced rate limit in requests per second over ALL endpoints (token endpoint included); answers 429 with Retry-After. None = unlimited
+    #[arg(long)]
+    pub rate_limit: Option<NonZeroU32>,
+    /// Burst allowed by the enforced rate limit (default: equal to rate_limit)
+    #[arg(long)]
+    pub rate_limit_burst: Option<NonZeroU32>,
+    /// Fraction (0.0..=1.0) of API (non-token) requests answered with 503 at random
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Added latency per request, humantime
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub latency: Duration,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        Self {
+            customers: 50,
+            contracts_per_customer: 2,
+            heavy_customer_every: 0,
+            heavy_contracts: 120,
+            seed: 42,
+            client_id: "sandbox-client".to_owned(),
+            client_secret: "sandbox-secret".to_owned(),
+            granted_scopes: vec!["api:partner".to_owned(), "role:finance-reporting".to_owned()],
+            token_lifetime: Duration::from_secs(3599),
+            rate_limit: None,
+            rate_limit_burst: None,
+            error_rate: 0.0,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SandboxStats {
+    /// Every POST to a token endpoint (any outcome).
+    pub token_requests: u64,
+    /// Successful token answers.
+    pub tokens_issued: u64,
+    /// Every request to a partner's data API (any outcome).
+    pub api_requests: u64,
+    /// 429 answers from the enforced rate limit.
+    pub rate_limited: u64,
+    /// Answers produced by `inject_fault`.
+    pub injected_faults: u64,
+    /// 503 answers from `error_rate`.
+    pub random_errors: u64,
+    /// 401 answers on API endpoints.
+    pub unauthorized: u64,
+}
+
+/// A canned error answer for the next `times` requests whose path contains `path_contains`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Matched against the request path (e.g. "/contracts", "/connect/token", "" = any).
+    pub path_contains: String,
+    /// e.g. 429, 500, 503.
+    pub status: u16,
+    /// Sent verbatim as the Retry-After header when Some ("1" or an HTTP date).
+    pub retry_after: Option<String>,
+    /// How many matching requests get this answer.
+    pub times: u32,
+}
+
+/// Starts the sandbox on `listen` (port 0 picks a free port) and returns once it accepts
+/// connections; the server runs on a spawned task until `Sandbox::shutdown` or drop.
+pub async fn start(options: SandboxOptions, listen: SocketAddr) -> anyhow::Result<Sandbox> {
+    if !(0.0..=1.0).contains(&options.error_rate) {
+        bail!(
+            "sandbox error rate must lie in 0.0..=1.0, got {}",
+            options.error_rate
+        );
+    }
+    if options.customers > rabot::MAX_CUSTOMERS {
+        bail!(
+            "the sandbox generates at most {} customers, {} were asked for",
+            rabot::MAX_CUSTOMERS,
+            options.customers
+        );
+    }
+    if options.rate_limit.is_none() && options.rate_limit_burst.is_some() {
+        bail!("a sandbox rate-limit burst needs a rate limit");
+    }
+    let limiter = options.rate_limit.map(|rate| {
+        let burst = options.rate_limit_burst.unwrap_or(rate);
+        RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+    });
+    let shared = Arc::new(Shared {
+        counters: Counters::default(),
+        faults: Mutex::new(VecDeque::new()),
+        latency_nanos: AtomicU64::new(duration_to_nanos(options.latency)),
+        limiter,
+        rabot: rabot::Rabot::generate(&options),
+        options,
+    });
+
+    let app = Router::new()
+        .merge(rabot::routes())
+        .fallback(unknown_endpoint)
+        .layer(middleware::from_fn_with_state(shared.clone(), gate))
+        .with_state(shared.clone());
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the sandbox to {listen}"))?;
+    let local_addr = listener
+        .local_addr()
+        .context("reading the sandbox's bound address")?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        // A dropped handle closes the channel, which stops the server just like a send.
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%error, "sandbox server failed");
+        }
+    });
+    tracing::info!(address = %local_addr, "sandbox listening");
+
+    Ok(Sandbox {
+        shared,
+        local_addr,
+        stop,
+        server,
+    })
+}
+
+/// Handle on a running sandbox: its addresses, its counters, and the knobs tests turn.
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+}
+
+impl Sandbox {
+    /// "http://127.0.0.1:PORT"; a wildcard listen address is reported as loopback so the URL
+    /// can be dialled.
+    pub fn base_url(&self) -> String {
+        let ip = match self.local_addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.local_addr.port()))
+    }
+
+    pub fn rabot_token_url(&self) -> String {
+        format!("{}{}", self.base_url(), rabot::TOKEN_PATH)
+    }
+
+    pub fn rabot_api_base_url(&self) -> String {
+        format!("{}{}", self.base_url(), rabot::API_BASE_PATH)
+    }
+
+    /// The options the sandbox was started with (`set_latency` does not change them).
+    pub fn options(&self) -> &SandboxOptions {
+        &self.shared.options
+    }
+
+    pub fn describe(&self) -> String {
+        let options = self.options();
+        let token_url = self.rabot_token_url();
+        let api_base_url = self.rabot_api_base_url();
+        format!(
+            "partner sandbox listening on {base}\n\
+             \n\
+             RABOT\n\
+             \x20 token URL:      {token_url}\n\
+             \x20 API base URL:   {api_base_url}\n\
+             \x20 client id:      {client_id}\n\
+             \x20 client secret:  {client_secret}\n\
+             \x20 granted scopes: {scopes_spaced}\n\
+             \x20 data:           {customers} customers, seed {seed}\n\
+             \n\
+             Environment for partner-sync:\n\
+             PARTNER_SYNC__RABOT__TOKEN_URL={token_url}\n\
+             PARTNER_SYNC__RABOT__API_BASE_URL={api_base_url}\n\
+             PARTNER_SYNC__RABOT__CLIENT_ID={client_id}\n\
+             PARTNER_SYNC__RABOT__CLIENT_SECRET={client_secret}\n\
+             PARTNER_SYNC__RABOT__SCOPES={scopes_listed}\n",
+            base = self.base_url(),
+            client_id = options.client_id,
+            client_secret = options.client_secret,
+            scopes_spaced = options.granted_scopes.join(" "),
+            scopes_listed = options.granted_scopes.join(","),
+            customers = self.shared.rabot.customer_count(),
+            seed = options.seed,
+        )
+    }
+
+    pub fn stats(&self) -> SandboxStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Every token issued so far answers 401 from now on; tokens issued later work.
+    pub fn revoke_all_tokens(&self) {
+        self.shared.rabot.tokens.revoke_all();
+    }
+
+    /// Queues a fault; queued faults are matched in FIFO order against incoming requests.
+    pub fn inject_fault(&self, fault: Fault) {
+        if fault.times > 0 {
+            lock(&self.shared.faults).push_back(fault);
+        }
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared
+            .latency_nanos
+            .store(duration_to_nanos(latency), Ordering::Relaxed);
+    }
+
+    /// Current customers, in list order.
+    pub fn customer_numbers(&self) -> Vec<String> {
+        self.shared.rabot.customer_numbers()
+    }
+
+    pub fn external_id_of(&self, customer_number: &str) -> Option<String> {
+        self.shared.rabot.external_id_of(customer_number)
+    }
+
+    pub fn contract_numbers(&self, customer_number: &str) -> Vec<String> {
+        self.shared.rabot.contract_numbers(customer_number)
+    }
+
+    /// Edits the stored JSON object of one contract; false if it does not exist.
+    pub fn update_contract(
+        &self,
+        customer_number: &str,
+        contract_number: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> bool {
+        self.shared
+            .rabot
+            .update_contract(customer_number, contract_number, edit)
+    }
+
+    pub fn remove_contract(&self, customer_number: &str, contract_number: &str) -> bool {
+        self.shared
+            .rabot
+            .remove_contract(customer_number, contract_number)
+    }
+
+    pub fn remove_customer(&self, customer_number: &str) -> bool {
+        self.shared.rabot.remove_customer(customer_number)
+    }
+
+    /// Stops accepting connections and waits (bounded) for in-flight requests.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let abort = self.server.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.server)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
+/// State every route and the gate share.
+struct Shared {
+    options: SandboxOptions,
+    counters: Counters,
+    faults: Mutex<VecDeque<Fault>>,
+    // Atomic so `set_latency` never waits behind a request.
+    latency_nanos: AtomicU64,
+    limiter: Option<DefaultDirectRateLimiter>,
+    rabot: rabot::Rabot,
+}
+
+impl Shared {
+    fn latency(&self) -> Duration {
+        Duration::from_nanos(self.latency_nanos.load(Ordering::Relaxed))
+    }
+
+    /// `Some(wait)` when the request is over the enforced limit; `wait` is what Retry-After
+    /// announces: whole seconds until a request would be allowed, at least one.
+    fn rate_limited(&self) -> Option<u64> {
+        let limiter = self.limiter.as_ref()?;
+        let not_until = limiter.check().err()?;
+        let wait = not_until.wait_time_from(limiter.clock().now());
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Some(seconds.max(1))
+    }
+
+    fn take_fault(&self, path: &str) -> Option<Fault> {
+        let mut faults = lock(&self.faults);
+        let index = faults
+            .iter()
+            .position(|fault| path.contains(fault.path_contains.as_str()))?;
+        let fault = faults.get_mut(index)?;
+        fault.times = fault.times.saturating_sub(1);
+        let answer = fault.clone();
+        if answer.times == 0 {
+            faults.remove(index);
+        }
+        Some(answer)
+    }
+
+    fn random_error(&self) -> bool {
+        let rate = self.options.error_rate;
+        rate > 0.0 && rand::rng().random_bool(rate.min(1.0))
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    token_requests: AtomicU64,
+    tokens_issued: AtomicU64,
+    api_requests: AtomicU64,
+    rate_limited: AtomicU64,
+    injected_faults: AtomicU64,
+    random_errors: AtomicU64,
+    unauthorized: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> SandboxStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        SandboxStats {
+            token_requests: read(&self.token_requests),
+            tokens_issued: read(&self.tokens_issued),
+            api_requests: read(&self.api_requests),
+            rate_limited: read(&self.rate_limited),
+            injected_faults: read(&self.injected_faults),
+            random_errors: read(&self.random_errors),
+            unauthorized: read(&self.unauthorized),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Which part of a partner's surface a request hits: the gate counts by it and only
+/// API requests draw random errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Token,
+    Api,
+    Other,
+}
+
+/// A request as one partner sees it. The gate answers on the partner's behalf (429, faults,
+/// 503), so it needs the partner's own error body.
+#[derive(Clone, Copy)]
+struct Route {
+    endpoint: Endpoint,
+    reject: fn(Endpoint, StatusCode, &str) -> Response,
+}
+
+fn classify(method: &Method, path: &str) -> Option<Route> {
+    rabot::classify(method, path)
+}
+
+fn reject(route: Option<Route>, status: StatusCode, message: &str) -> Response {
+    match route {
+        Some(route) => (route.reject)(route.endpoint, status, message),
+        None => (status, axum::Json(serde_json::json!({ "error": message }))).into_response(),
+    }
+}
+
+/// The checks every request passes before its handler, in the order a real gateway would
+/// apply them: latency, rate limit, injected faults, random API errors.
+async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let route = classify(request.method(), &path);
+    let endpoint = route.map(|route| route.endpoint);
+    match endpoint {
+        Some(Endpoint::Token) => bump(&shared.counters.token_requests),
+        Some(Endpoint::Api) => bump(&shared.counters.api_requests),
+        Some(Endpoint::Other) | None => {}
+    }
+
+    let latency = shared.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+
+    if let Some(wait_seconds) = shared.rate_limited() {
+        bump(&shared.counters.rate_limited);
+        tracing::debug!(%path, wait_seconds, "sandbox rate limit hit");
+        let mut response = reject(
+            route,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit exceeded, retry later.",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait_seconds));
+        return response;
+    }
+
+    if let Some(fault) = shared.take_fault(&path) {
+        bump(&shared.counters.injected_faults);
+        tracing::debug!(%path, status = fault.status, "sandbox injected fault");
+        let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = reject(route, status, "Injected fault.");
+        if let Some(value) = fault
+            .retry_after
+            .as_deref()
+            .and_then(|value| HeaderValue::from_str(value).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+
+    if endpoint == Some(Endpoint::Api) && shared.random_error() {
+        bump(&shared.counters.random_errors);
+        return reject(
+            route,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service temporarily unavailable.",
+        );
+    }
+
+    next.run(request).await
+}
+
+async fn unknown_endpoint(method: Method, uri: Uri) -> Response {
+    reject(
+        classify(&method, uri.path()),
+        StatusCode::NOT_FOUND,
+        "No such endpoint.",
+    )
+}
+
+/// Access tokens issued by one simulated authorization server.
+#[derive(Default)]
+struct TokenStore {
+    tokens: Mutex<HashMap<String, IssuedToken>>,
+}
+
+struct IssuedToken {
+    /// None when the lifetime is too long to represent: such a token never expires.
+    expires_at: Option<Instant>,
+    scopes: Vec<String>,
+}
+
+impl TokenStore {
+    fn issue(&self, scopes: Vec<String>, lifetime: Duration) -> String {
+        let token: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(48)
+            .map(char::from)
+            .collect();
+        let now = Instant::now();
+        let mut tokens = lock(&self.tokens);
+        // Pruning here keeps a long demo's memory flat without a background task.
+        tokens.retain(|_, issued| issued.is_valid_at(now));
+        tokens.insert(
+            token.clone(),
+            IssuedToken {
+                expires_at: now.checked_add(lifetime),
+                scopes,
+            },
+        );
+        token
+    }
+
+    /// Scopes of a token that is known, unexpired and not revoked.
+    fn scopes_of(&self, token: &str) -> Option<Vec<String>> {
+        let tokens = lock(&self.tokens);
+        let issued = tokens.get(token)?;
+        issued
+            .is_valid_at(Instant::now())
+            .then(|| issued.scopes.clone())
+    }
+
+    fn revoke_all(&self) {
+        lock(&self.tokens).clear();
+    }
+}
+
+impl IssuedToken {
+    fn is_valid_at(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|expires_at| now < expires_at)
+    }
+}
+
+/// A panic while holding a sandbox lock leaves plain data behind, still fit to serve.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn duration_to_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sandbox: SandboxOptions,
+    }
+
+    pub(super) async fn started(options: SandboxOptions) -> Sandbox {
+        start(options, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .expect("sandbox starts")
+    }
+
+    pub(super) async fn token(client: &reqwest::Client, sandbox: &Sandbox) -> String {
+        let options = sandbox.options();
+        let answer: serde_json::Value = client
+            .post(sandbox.rabot_token_url())
+            .form(&[
+                ("client_id", options.client_id.as_str()),
+                ("client_secret", options.client_secret.as_str()),
+                ("grant_type", "client_credentials"),
+            ])
+            .send()
+            .await
+            .expect("token request")
+            .error_for_status()
+            .expect("token granted")
+            .json()
+            .await
+            .expect("token JSON");
+        answer["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    #[test]
+    fn default_matches_the_command_line_defaults() {
+        let parsed = Cli::try_parse_from(["sandbox"]).expect("defaults parse");
+        assert_eq!(
+            format!("{:?}", parsed.sandbox),
+            format!("{:?}", SandboxOptions::default())
+        );
+    }
+
+    #[tokio::test]
+    async fn enforced_rate_limit_answers_429_with_retry_after() {
+        let sandbox = started(SandboxOptions {
+            customers: 3,
+            rate_limit: NonZeroU32::new(1),
+            ..SandboxOptions::default()
+        })
+        .await;
+        let client = reqwest::Client::new();
+        let token = token(&client, &sandbox).await;
+
+        // The token request spent the one-request burst; a loaded test machine may still let a
+        // second pass before the next is refused, so allow a few tries.
+        let mut limited = None;
+        for _ in 0..5 {
+            let response = client
+                .get(format!("{}/customers", sandbox.rabot_api_base_url()))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request");
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                limited = Some(response);
+                break;
+            }
+        }
+        let response = limited.expect("a request over the limit is refused");
+        let retry_after: u64 = response.headers()[header::RETRY_AFTER]
+            .to_str()
+            .expect("ASCII")
+            .parse()
+            .expect("whole seconds");
+        assert!(retry_after >= 1);
+        let body: serde_json::Value = response.json().await.expect("JSON envelope");
+        assert_eq!(body["isSuccess"], false);
+
+        assert_eq!(sandbox.stats().rate_limited, 1);
+        sandbox.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn injected_faults_are_served_in_order_then_run_out() {
+        let sandbox = started(SandboxOptions {
+            customers: 2,
+            ..SandboxOptions::default()
+        })
+        .await;
+        sandbox.inject_fault(Fault {
+            path_contains: "/connect/token".to_owned(),
+            status: 500,
+            retry_after: None,
+            times: 1,
+        });
+        sandbox.inject_fault(Fault {
+            path_contains: "/customers".to_owned(),
+            status: 503,
+            retry_after: Some("7".to_owned()),
+            times: 2,
+        });
+        let client = reqwest::Client::new();
+        let failed_token = client
+            .post(sandbox.rabot_token_url())
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(failed_token.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let token = token(&client, &sandbox).await;
+
+        let url = format!("{}/customers", sandbox.rabot_api_base_url());
+        for _ in 0..2 {
+            let response = client
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        }
+        let response = client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let stats = sandbox.stats();
+        assert_eq!(stats.injected_faults, 3);
+        assert_eq!((stats.token_requests, stats.tokens_issued), (2, 1));
+        sandbox.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn out_of_range_error_rate_is_refused() {
+        let options = SandboxOptions {
+            error_rate: 1.5,
+            ..SandboxOptions::default()
+        };
+        assert!(
+            start(options, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .await
+                .is_err()
+        );
+    }
+}

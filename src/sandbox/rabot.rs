@@ -1,0 +1,1067 @@
+//! The RABOT Partner API as shared/api/rabot.md documents it: the OAuth client-credentials token
+//! endpoint, the customer list and a customer's contracts, over data generated from a seed.
+//!
+//! Every JSON shape here is written by hand from that document; nothing is borrowed from the
+//! client in src/partners, so the integration tests check the client against the docs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{Endpoint, Route, SandboxOptions, Shared, TokenStore, bump, lock};
+
+pub(super) const TOKEN_PATH: &str = "/rabot/connect/token";
+pub(super) const API_BASE_PATH: &str = "/rabot/partner/v1";
+const PREFIX: &str = "/rabot";
+
+/// Customer ordinals are printed with 7 digits and external ids with 6; beyond this the
+/// generated identifiers would stop being unique.
+pub(super) const MAX_CUSTOMERS: usize = 1_000_000;
+
+const PARTNER_SCOPE: &str = "api:partner";
+/// Each role includes the ones before it, and any of them may read contracts.
+const CONTRACT_ROLES: [&str; 3] = [
+    "role:finance-reporting",
+    "role:customer-support",
+    "role:application",
+];
+
+const DEFAULT_LIMIT: usize = 10;
+const MAX_LIMIT: usize = 1000;
+
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(TOKEN_PATH, post(issue_token))
+        .route("/rabot/partner/v1/customers", get(list_customers))
+        .route(
+            "/rabot/partner/v1/customers/{customer_number}/contracts",
+            get(list_contracts),
+        )
+}
+
+pub(super) fn classify(method: &Method, path: &str) -> Option<Route> {
+    let endpoint = if path == TOKEN_PATH && method == Method::POST {
+        Endpoint::Token
+    } else if is_under(path, API_BASE_PATH) {
+        Endpoint::Api
+    } else if is_under(path, PREFIX) {
+        Endpoint::Other
+    } else {
+        return None;
+    };
+    Some(Route {
+        endpoint,
+        reject: rejection,
+    })
+}
+
+fn is_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn rejection(endpoint: Endpoint, status: StatusCode, message: &str) -> Response {
+    match endpoint {
+        // The token endpoint belongs to an OAuth server, not to the partner API, so its errors
+        // take the RFC 6749 shape rather than the API envelope.
+        Endpoint::Token => {
+            let code = if matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            ) {
+                "temporarily_unavailable"
+            } else if status.is_server_error() {
+                "server_error"
+            } else {
+                "invalid_request"
+            };
+            oauth_error(status, code, message)
+        }
+        Endpoint::Api | Endpoint::Other => {
+            let code = match status {
+                StatusCode::BAD_REQUEST => "validation-failed",
+                StatusCode::UNAUTHORIZED => "unauthorized",
+                StatusCode::FORBIDDEN => "insufficient-scope",
+                StatusCode::NOT_FOUND => "not-found",
+                StatusCode::TOO_MANY_REQUESTS => "too-many-requests",
+                StatusCode::SERVICE_UNAVAILABLE => "service-unavailable",
+                status if status.is_server_error() => "internal-error",
+                _ => "error",
+            };
+            envelope_error(status, code, message)
+        }
+    }
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
+}
+
+fn envelope_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({
+        "isSuccess": false,
+        "message": message,
+        "error": [{ "severity": "Error", "code": code, "message": message, "details": null }],
+        "refUri": null,
+        "data": null,
+    });
+    (status, Json(body)).into_response()
+}
+
+fn envelope_page(items: Vec<Value>, has_more_items: bool) -> Response {
+    let count = items.len();
+    Json(json!({
+        "isSuccess": true,
+        "message": null,
+        "error": null,
+        "refUri": null,
+        "data": items,
+        "count": count,
+        "hasMoreItems": has_more_items,
+    }))
+    .into_response()
+}
+
+fn validation_failed(message: &str) -> Response {
+    envelope_error(StatusCode::BAD_REQUEST, "validation-failed", message)
+}
+
+fn insufficient_scope(message: &str) -> Response {
+    let mut response = envelope_error(StatusCode::FORBIDDEN, "insufficient-scope", message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"Bearer error="insufficient_scope""#),
+    );
+    response
+}
+
+/// Form or query fields by name. RFC 6749 forbids repeating a parameter, and a repeated
+/// `offset` or `limit` is a client bug worth surfacing, so a repeat is `Err(name)`.
+fn unique_fields(input: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut fields = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(input) {
+        if fields.insert(name.to_string(), value.into_owned()).is_some() {
+            return Err(name.into_owned());
+        }
+    }
+    Ok(fields)
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+async fn issue_token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let rabot = &shared.rabot;
+    if !is_form(&headers) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Expected an application/x-www-form-urlencoded body.",
+        );
+    }
+    let form = match unique_fields(&body) {
+        Ok(form) => form,
+        Err(name) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("Parameter {name} was sent more than once."),
+            );
+        }
+    };
+    let field = |name: &str| form.get(name).map(String::as_str);
+
+    if field("client_id") != Some(rabot.client_id.as_str())
+        || field("client_secret") != Some(rabot.client_secret.as_str())
+    {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Unknown client or wrong client secret.",
+        );
+    }
+    match field("grant_type") {
+        Some("client_credentials") => {}
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The grant_type parameter is missing.",
+            );
+        }
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Only the client_credentials grant is supported.",
+            );
+        }
+    }
+    let scopes = match rabot.scopes_for(field("scope")) {
+        Ok(scopes) => scopes,
+        Err(scope) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                &format!("Scope {scope} is not granted to this client."),
+            );
+        }
+    };
+
+    let token = rabot.tokens.issue(scopes.clone(), rabot.token_lifetime);
+    bump(&shared.counters.tokens_issued);
+    (
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": rabot.token_lifetime.as_secs(),
+            "scope": scopes.join(" "),
+        })),
+    )
+        .into_response()
+}
+
+/// The scopes of the request's bearer token, or the 401 to answer with.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Vec<String>, Response> {
+    let scopes = bearer_token(headers).and_then(|token| shared.rabot.tokens.scopes_of(token));
+    scopes.ok_or_else(|| {
+        bump(&shared.counters.unauthorized);
+        let mut response = envelope_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "The access token is missing, invalid, expired or revoked.",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+        );
+        response
+    })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("Bearer") && !token.is_empty()).then_some(token)
+}
+
+fn has_scope(scopes: &[String], wanted: &str) -> bool {
+    scopes.iter().any(|scope| scope == wanted)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Page {
+    offset: usize,
+    limit: usize,
+}
+
+impl Page {
+    fn from_query(query: &HashMap<String, String>) -> Result<Self, String> {
+        let offset = match query.get("offset") {
+            None => 0,
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| format!("offset must be a non-negative integer, got {raw:?}."))?,
+        };
+        let limit = match query.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(raw) => raw
+                .parse()
+                .ok()
+                .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+                .ok_or_else(|| {
+                    format!("limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}.")
+                })?,
+        };
+        Ok(Self { offset, limit })
+    }
+
+    /// The page's items and whether more follow it.
+    fn cut<T: Clone>(self, items: &[T]) -> (Vec<T>, bool) {
+        let start = self.offset.min(items.len());
+        let end = start.saturating_add(self.limit).min(items.len());
+        (items[start..end].to_vec(), end < items.len())
+    }
+}
+
+/// Query parameters and the page they ask for, or the 400 to answer with.
+fn paged_query(query: Option<&str>) -> Result<(HashMap<String, String>, Page), Response> {
+    let fields = unique_fields(query.unwrap_or_default().as_bytes()).map_err(|name| {
+        validation_failed(&format!("Query parameter {name} was sent more than once."))
+    })?;
+    let page = Page::from_query(&fields).map_err(|message| validation_failed(&message))?;
+    Ok((fields, page))
+}
+
+async fn list_customers(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let scopes = match authenticate(&shared, &headers) {
+        Ok(scopes) => scopes,
+        Err(response) => return response,
+    };
+    if !has_scope(&scopes, PARTNER_SCOPE) {
+        return insufficient_scope("The api:partner scope is required.");
+    }
+    let (fields, page) = match paged_query(query.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    let external_id = fields.get("filter.externalId").map(String::as_str);
+    let (items, has_more_items) = shared.rabot.customer_page(external_id, page);
+    envelope_page(items, has_more_items)
+}
+
+async fn list_contracts(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    customer_number: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let scopes = match authenticate(&shared, &headers) {
+        Ok(scopes) => scopes,
+        Err(response) => return response,
+    };
+    if !has_scope(&scopes, PARTNER_SCOPE) {
+        return insufficient_scope("The api:partner scope is required.");
+    }
+    let Ok(Path(customer_number)) = customer_number else {
+        return validation_failed("The customer number in the path is not valid.");
+    };
+    let (_, page) = match paged_query(query.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    let has_role = CONTRACT_ROLES.iter().any(|role| has_scope(&scopes, role));
+    match shared.rabot.contract_page(&customer_number, has_role, page) {
+        ContractPage::Found(items, has_more_items) => envelope_page(items, has_more_items),
+        ContractPage::UnknownCustomer => envelope_error(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            &format!("Customer {customer_number} was not found."),
+        ),
+        ContractPage::NotPermitted => insufficient_scope(
+            "Contracts need the role:finance-reporting scope (or a broader role) or a linked customer.",
+        ),
+    }
+}
+
+/// The simulated RABOT: its one API client, the tokens it issued, and its customers.
+pub(super) struct Rabot {
+    client_id: String,
+    client_secret: String,
+    granted_scopes: Vec<String>,
+    token_lifetime: Duration,
+    pub(super) tokens: TokenStore,
+    customers: Mutex<Customers>,
+}
+
+enum ContractPage {
+    Found(Vec<Value>, bool),
+    UnknownCustomer,
+    NotPermitted,
+}
+
+struct Customers {
+    list: Vec<Customer>,
+    /// Position in `list` by customer number, rebuilt when a customer is removed.
+    index: HashMap<String, usize>,
+}
+
+struct Customer {
+    number: String,
+    /// The customer object exactly as the API serves it.
+    record: Value,
+    contracts: Vec<Value>,
+}
+
+impl Customer {
+    fn external_id(&self) -> Option<&str> {
+        self.record["externalIdentifier"].as_str()
+    }
+
+    /// The docs let a partner without a role read the contracts of a customer who linked it.
+    fn is_linked(&self) -> bool {
+        self.record["relations"]
+            .as_array()
+            .is_some_and(|relations| relations.iter().any(|relation| relation == "Linked"))
+    }
+
+    fn contract_position(&self, contract_number: &str) -> Option<usize> {
+        self.contracts
+            .iter()
+            .position(|contract| contract["contractNumber"].as_str() == Some(contract_number))
+    }
+}
+
+impl Customers {
+    fn new(list: Vec<Customer>) -> Self {
+        let mut customers = Self {
+            list,
+            index: HashMap::new(),
+        };
+        customers.reindex();
+        customers
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(position, customer)| (customer.number.clone(), position))
+            .collect();
+    }
+
+    fn get(&self, number: &str) -> Option<&Customer> {
+        self.list.get(*self.index.get(number)?)
+    }
+
+    fn get_mut(&mut self, number: &str) -> Option<&mut Customer> {
+        self.list.get_mut(*self.index.get(number)?)
+    }
+}
+
+impl Rabot {
+    pub(super) fn generate(options: &SandboxOptions) -> Self {
+        Self {
+            client_id: options.client_id.clone(),
+            client_secret: options.client_secret.clone(),
+            granted_scopes: options.granted_scopes.clone(),
+            token_lifetime: options.token_lifetime,
+            tokens: TokenStore::default(),
+            customers: Mutex::new(Customers::new(generate_customers(options))),
+        }
+    }
+
+    /// The scopes a token request gets: all granted ones when it names none, else exactly the
+    /// named ones, or `Err(scope)` for the first scope this client was not granted.
+    fn scopes_for(&self, requested: Option<&str>) -> Result<Vec<String>, String> {
+        let mut scopes: Vec<String> = Vec::new();
+        for scope in requested.unwrap_or_default().split(' ') {
+            if scope.is_empty() || has_scope(&scopes, scope) {
+                continue;
+            }
+            if !has_scope(&self.granted_scopes, scope) {
+                return Err(scope.to_owned());
+            }
+            scopes.push(scope.to_owned());
+        }
+        if scopes.is_empty() {
+            scopes.clone_from(&self.granted_scopes);
+        }
+        Ok(scopes)
+    }
+
+    fn customer_page(&self, external_id: Option<&str>, page: Page) -> (Vec<Value>, bool) {
+        let customers = lock(&self.customers);
+        let matching: Vec<&Customer> = customers
+            .list
+            .iter()
+            .filter(|customer| external_id.is_none_or(|wanted| customer.external_id() == Some(wanted)))
+            .collect();
+        let (items, has_more_items) = page.cut(&matching);
+        let records = items.into_iter().map(|customer| customer.record.clone()).collect();
+        (records, has_more_items)
+    }
+
+    fn contract_page(&self, customer_number: &str, has_role: bool, page: Page) -> ContractPage {
+        let customers = lock(&self.customers);
+        match customers.get(customer_number) {
+            // Without a role the partner may not learn which customer numbers exist.
+            None if has_role => ContractPage::UnknownCustomer,
+            None => ContractPage::NotPermitted,
+            Some(customer) if has_role || customer.is_linked() => {
+                let (items, has_more_items) = page.cut(&customer.contracts);
+                ContractPage::Found(items, has_more_items)
+            }
+            Some(_) => ContractPage::NotPermitted,
+        }
+    }
+
+    pub(super) fn customer_count(&self) -> usize {
+        lock(&self.customers).list.len()
+    }
+
+    pub(super) fn customer_numbers(&self) -> Vec<String> {
+        let customers = lock(&self.customers);
+        customers.list.iter().map(|customer| customer.number.clone()).collect()
+    }
+
+    pub(super) fn external_id_of(&self, customer_number: &str) -> Option<String> {
+        let customers = lock(&self.customers);
+        customers.get(customer_number)?.external_id().map(str::to_owned)
+    }
+
+    pub(super) fn contract_numbers(&self, customer_number: &str) -> Vec<String> {
+        let customers = lock(&self.customers);
+        customers
+            .get(customer_number)
+            .map(|customer| {
+                customer
+                    .contracts
+                    .iter()
+                    .filter_map(|contract| contract["contractNumber"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn update_contract(
+        &self,
+        customer_number: &str,
+        contract_number: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> bool {
+        let mut customers = lock(&self.customers);
+        let Some(customer) = customers.get_mut(customer_number) else {
+            return false;
+        };
+        let Some(position) = customer.contract_position(contract_number) else {
+            return false;
+        };
+        match customer.contracts.get_mut(position) {
+            Some(contract) => {
+                edit(contract);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn remove_contract(&self, customer_number: &str, contract_number: &str) -> bool {
+        let mut customers = lock(&self.customers);
+        let Some(customer) = customers.get_mut(customer_number) else {
+            return false;
+        };
+        match customer.contract_position(contract_number) {
+            Some(position) => {
+                customer.contracts.remove(position);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn remove_customer(&self, customer_number: &str) -> bool {
+        let mut customers = lock(&self.customers);
+        let Some(&position) = customers.index.get(customer_number) else {
+            return false;
+        };
+        customers.list.remove(position);
+        customers.reindex();
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data generation. Everything below draws from `Prng` streams keyed by the seed and the
+// customer's (and contract's) position, so the same options give byte-identical JSON, and
+// adding customers leaves the earlier ones unchanged.
+
+/// SplitMix64: tiny and fully specified, so a seed yields the same data on every platform and
+/// with every version of the rand crate (whose StdRng promises neither).
+struct Prng(u64);
+
+impl Prng {
+    fn new(seed: u64, stream: u64) -> Self {
+        Self(mix(seed ^ mix(stream)))
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(self.0)
+    }
+
+    /// Uniform enough below `bound` (the modulo bias is irrelevant for test data).
+    fn below(&mut self, bound: u32) -> u32 {
+        if bound == 0 {
+            0
+        } else {
+            (self.next_u64() % u64::from(bound)) as u32
+        }
+    }
+
+    fn between(&mut self, low: u32, high: u32) -> u32 {
+        low + self.below(high.saturating_sub(low).saturating_add(1))
+    }
+
+    fn percent(&mut self, chance: u32) -> bool {
+        self.below(100) < chance
+    }
+
+    /// `items` are the constant tables below, never empty.
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u32) as usize]
+    }
+
+    fn digits(&mut self, count: usize) -> String {
+        (0..count)
+            .map(|_| char::from(b'0' + self.below(10) as u8))
+            .collect()
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The stream of one customer (`slot` 0) or of its contract number `slot`.
+fn stream(customer_index: usize, slot: usize) -> u64 {
+    ((customer_index as u64) << 32) | slot as u64
+}
+
+const FIRST_NAMES: [(&str, &str); 18] = [
+    ("Zoë", "zoe"),
+    ("Jürgen", "juergen"),
+    ("Łukasz", "lukasz"),
+    ("Ådne", "aadne"),
+    ("Ñusta", "nusta"),
+    ("Σοφία", "sofia"),
+    ("Anna", "anna"),
+    ("Lena", "lena"),
+    ("Mehmet", "mehmet"),
+    ("Søren", "soeren"),
+    ("Chloé", "chloe"),
+    ("Björn", "bjoern"),
+    ("Jan", "jan"),
+    ("Marie", "marie"),
+    ("Ömer", "oemer"),
+    ("José", "jose"),
+    ("Hannah", "hannah"),
+    ("Paul", "paul"),
+];
+
+const LAST_NAMES: [(&str, &str); 16] = [
+    ("Müller", "mueller"),
+    ("Schmidt", "schmidt"),
+    ("Weiß", "weiss"),
+    ("Kowalczyk", "kowalczyk"),
+    ("Østergaard", "oestergaard"),
+    ("Παπαδοπούλου", "papadopoulou"),
+    ("Quispe", "quispe"),
+    ("Groß", "gross"),
+    ("Yılmaz", "yilmaz"),
+    ("Nguyễn", "nguyen"),
+    ("O'Brien", "obrien"),
+    ("Fischer", "fischer"),
+    ("Becker", "becker"),
+    ("Hoffmann", "hoffmann"),
+    ("Dvořák", "dvorak"),
+    ("Wagner", "wagner"),
+];
+
+const MAIL_DOMAINS: [&str; 3] = ["example.com", "example.org", "example.net"];
+
+const BUSINESS_NAMES: [&str; 5] = [
+    "Müller & Söhne GmbH",
+    "Bäckerei Groß e.K.",
+    "Café Østerbro UG (haftungsbeschränkt)",
+    "Ζαχαροπλαστείο Σοφία",
+    "Solar O'Brien GbR",
+];
+
+const CITIES: [(&str, &str); 10] = [
+    ("Berlin", "10115"),
+    ("München", "80331"),
+    ("Köln", "50667"),
+    ("Düsseldorf", "40213"),
+    ("Nürnberg", "90402"),
+    ("Leipzig", "04109"),
+    ("Hamburg", "20095"),
+    ("Stuttgart", "70173"),
+    ("Görlitz", "02826"),
+    ("Lübeck", "23552"),
+];
+
+const STREETS: [&str; 8] = [
+    "Hauptstraße",
+    "Königsallee",
+    "Schloßstraße",
+    "Am Mühlbach",
+    "Lindenweg",
+    "Bahnhofstraße",
+    "Gärtnerplatz",
+    "Straße des 17. Juni",
+];
+
+const TARIFFS: [&str; 5] = [
+    "RABOT Dynamic",
+    "RABOT Flex",
+    "RABOT Fix 12",
+    "Ökostrom Dynamisch",
+    "Wärmepumpe Dynamic",
+];
+
+const CONTRACT_NAMES: [&str; 5] = ["Zuhause", "Wärmepumpe", "Wallbox", "Ferienwohnung", "Büro"];
+
+const OPERATORS: [(&str, &str); 6] = [
+    ("9907248000005", "Stromnetz Berlin GmbH"),
+    ("9900270000007", "Westnetz GmbH"),
+    ("9905729000008", "Netze BW GmbH"),
+    ("9900094000002", "Bayernwerk Netz GmbH"),
+    ("9901068000001", "SWM Infrastruktur GmbH & Co. KG"),
+    ("9907227000001", "Stromnetz Hamburg GmbH"),
+];
+
+const SUPPLIERS: [(&str, &str); 5] = [
+    ("9900080000007", "E.ON Energie Deutschland GmbH"),
+    ("9900073000003", "Vattenfall Europe Sales GmbH"),
+    ("9903413000008", "Stadtwerke München GmbH"),
+    ("9900318000000", "EnBW Energie Baden-Württemberg AG"),
+    ("9907683000001", "LichtBlick SE"),
+];
+
+const BANKS: [(&str, &str); 5] = [
+    ("COBADEFFXXX", "Commerzbank"),
+    ("DEUTDEDBXXX", "Deutsche Bank"),
+    ("GENODEM1GLS", "GLS Gemeinschaftsbank eG"),
+    ("INGDDEFFXXX", "ING-DiBa"),
+    ("BYLADEM1001", "Deutsche Kreditbank AG"),
+];
+
+/// The customer data a contract repeats in its addresses and bank details.
+#[derive(Clone, Copy)]
+struct Holder {
+    first_name: &'static str,
+    last_name: &'static str,
+    business_name: Option<&'static str>,
+}
+
+fn generate_customers(options: &SandboxOptions) -> Vec<Customer> {
+    let count = options.customers.min(MAX_CUSTOMERS);
+    let external_base = Prng::new(options.seed, u64::MAX).below(900_000) as usize;
+    let mut taken_numbers = HashSet::with_capacity(count);
+    let mut previous_external: Option<String> = None;
+    let mut customers = Vec::with_capacity(count);
+
+    for index in 0..count {
+        let mut rng = Prng::new(options.seed, stream(index, 0));
+        let number = loop {
+            let candidate = rng.between(10_000_000, 99_999_999);
+            if taken_numbers.insert(candidate) {
+                break candidate.to_string();
+            }
+        };
+        let (first_name, first_ascii) = rng.pick(&FIRST_NAMES);
+        let (last_name, last_ascii) = rng.pick(&LAST_NAMES);
+        let email = if rng.percent(10) {
+            None
+        } else {
+            let domain = rng.pick(&MAIL_DOMAINS);
+            Some(format!("{first_ascii}.{last_ascii}.{}@{domain}", index + 1))
+        };
+        // Some customers share their predecessor's external id, so a filter can match two.
+        let external = if index % 10 == 3 && previous_external.is_some() {
+            previous_external.clone()
+        } else if rng.percent(10) {
+            None
+        } else {
+            Some(format!("EXT-{:06}", (external_base + index) % 1_000_000))
+        };
+        previous_external.clone_from(&external);
+        let business_name = rng.percent(12).then(|| rng.pick(&BUSINESS_NAMES));
+        let relations: &[&str] = if index % 7 == 6 {
+            &["Linked"]
+        } else if index % 11 == 5 {
+            &["Owner", "Affiliate"]
+        } else {
+            &["Owner"]
+        };
+        let created_at = timestamp(&mut rng, 2019, 2024);
+
+        let record = json!({
+            "customerNumber": number,
+            "emailAddress": email,
+            "externalIdentifier": external,
+            "firstName": first_name,
+            "lastName": last_name,
+            "businessName": business_name,
+            "relations": relations,
+            // Not in the docs: the client must tolerate fields it does not know.
+            "createdAt": created_at,
+        });
+
+        let heavy = options.heavy_customer_every > 0 && (index + 1) % options.heavy_customer_every == 0;
+        let contract_count = if heavy {
+            options.heavy_contracts
+        } else {
+            options.contracts_per_customer
+        };
+        let holder = Holder {
+            first_name,
+            last_name,
+            business_name,
+        };
+        let contracts = (0..contract_count)
+            .map(|slot| generate_contract(options.seed, index, slot, holder))
+            .collect();
+
+        customers.push(Customer {
+            number,
+            record,
+            contracts,
+        });
+    }
+    customers
+}
+
+fn generate_contract(seed: u64, customer_index: usize, slot: usize, holder: Holder) -> Value {
+    let mut rng = Prng::new(seed, stream(customer_index, slot + 1));
+    let contract_number = format!("C-{:07}-{:02}", customer_index + 1, slot + 1);
+    let state = match rng.below(100) {
+        0..=59 => "Delivery",
+        60..=79 => "PendingDelivery",
+        80..=94 => "Cancelled",
+        // Seen once in the reference docs but not in the documented set.
+        _ => "Open",
+    };
+    let tariff_name = rng.pick(&TARIFFS);
+    let name = (!rng.percent(5)).then(|| rng.pick(&CONTRACT_NAMES));
+
+    let start = (2021 + rng.below(5), 1 + rng.below(12));
+    let actual_date_of_delivery = date(start.0, start.1, 1);
+    let end_date_of_delivery = match state {
+        "Cancelled" => Some(last_day_of(add_months(start, rng.between(3, 30)))),
+        "Delivery" if rng.percent(10) => Some(last_day_of(add_months(start, 23))),
+        _ => None,
+    };
+
+    let delivery_address = address(&mut rng, holder);
+    let billing_address = if rng.percent(80) {
+        delivery_address.clone()
+    } else {
+        address(&mut rng, holder)
+    };
+    let bank_detail = if rng.percent(12) {
+        Value::Null
+    } else {
+        bank_detail(&mut rng, holder)
+    };
+
+    let meter_number = if state == "PendingDelivery" && rng.percent(50) {
+        None
+    } else {
+        Some(format!("1EMH00{}", rng.digits(8)))
+    };
+    let melo_identifier = if rng.percent(10) {
+        None
+    } else {
+        Some(melo_identifier(&mut rng))
+    };
+    let malo_identifier = malo_identifier(&mut rng);
+
+    let (cancellation_period, cancellation_unit) = if rng.percent(10) {
+        (2, "Week")
+    } else {
+        (rng.pick(&[1, 1, 3]), "Month")
+    };
+    let (duration_period, duration_unit) = if rng.percent(10) {
+        (None, None)
+    } else {
+        (Some(rng.pick(&[12, 12, 24, 1])), Some("Month"))
+    };
+    let (renewal_period, renewal_unit) = if rng.percent(10) {
+        (None, None)
+    } else {
+        (Some(rng.pick(&[1, 12])), Some("Month"))
+    };
+
+    let kwh = rng.between(900, 9500);
+    let expected_consumption = if rng.percent(30) {
+        json!(f64::from(kwh) + f64::from(rng.between(1, 99)) / 100.0)
+    } else {
+        json!(kwh)
+    };
+    let accounting_method = if rng.percent(92) { "SLP" } else { "RLM" };
+    let (operator_code, operator_name) = rng.pick(&OPERATORS);
+    let operator_code = (!rng.percent(5)).then_some(operator_code);
+    let (supplier_code, supplier_name) = if rng.percent(15) {
+        (None, None)
+    } else {
+        let (code, name) = rng.pick(&SUPPLIERS);
+        (Some(code), Some(name))
+    };
+    let paragraph_14a = if rng.percent(25) {
+        Value::Null
+    } else {
+        json!({
+            "isModule1InUse": rng.percent(30),
+            "isModule2InUse": rng.percent(10),
+            "isModule3InUse": rng.percent(5),
+        })
+    };
+    let created_at = timestamp(&mut rng, start.0.saturating_sub(1), start.0);
+
+    json!({
+        "contractNumber": contract_number,
+        "tariffName": tariff_name,
+        "contractState": state,
+        "name": name,
+        "deliveryAddress": delivery_address,
+        "billingAddress": billing_address,
+        "bankDetail": bank_detail,
+        "meterNumber": meter_number,
+        "meLoIdentifier": melo_identifier,
+        "maLoIdentifier": malo_identifier,
+        "actualDateOfDelivery": actual_date_of_delivery,
+        "endDateOfDelivery": end_date_of_delivery,
+        "cancellationPeriod": cancellation_period,
+        "cancellationPeriodUnit": cancellation_unit,
+        "durationPeriod": duration_period,
+        "durationPeriodUnit": duration_unit,
+        "renewalPeriod": renewal_period,
+        "renewalPeriodUnit": renewal_unit,
+        "expectedAnnualConsumptionInKwhPerYear": expected_consumption,
+        "accountingMethod": accounting_method,
+        "distributionSystemOperatorCode": operator_code,
+        "distributionSystemOperatorName": operator_name,
+        "previousSupplierCode": supplier_code,
+        "previousSupplierName": supplier_name,
+        "paragraph14AInfo": paragraph_14a,
+        // Not in the docs: the client must tolerate fields it does not know.
+        "createdAt": created_at,
+    })
+}
+
+fn address(rng: &mut Prng, holder: Holder) -> Value {
+    let title = rng.percent(8).then(|| rng.pick(&["Dr.", "Prof.", "Dr. med."]));
+    let gender = if rng.percent(15) {
+        None
+    } else {
+        Some(rng.pick(&["Male", "Female", "Diverse"]))
+    };
+    let extension = rng
+        .percent(15)
+        .then(|| rng.pick(&["Hinterhaus", "2. OG links", "c/o Weiß", "Whg. 4"]));
+    let street = rng.pick(&STREETS);
+    let number = rng.between(1, 180);
+    let suffix = if rng.percent(15) {
+        rng.pick(&["a", "b", "c"])
+    } else {
+        ""
+    };
+    let house_number = format!("{number}{suffix}");
+    let (city, post_code) = rng.pick(&CITIES);
+    json!({
+        "title": title,
+        "firstName": holder.first_name,
+        "lastName": holder.last_name,
+        "businessName": holder.business_name,
+        "gender": gender,
+        "extension": extension,
+        "streetName": street,
+        "houseNumber": house_number,
+        "city": city,
+        "postCode": post_code,
+        "countryCode": "DE",
+    })
+}
+
+fn bank_detail(rng: &mut Prng, holder: Holder) -> Value {
+    let (bic, bank_name) = rng.pick(&BANKS);
+    let bic = (!rng.percent(15)).then_some(bic);
+    let account_holder = match holder.business_name {
+        Some(business) => business.to_owned(),
+        None => format!("{} {}", holder.first_name, holder.last_name),
+    };
+    json!({
+        "accountHolder": account_holder,
+        "iban": german_iban(&rng.digits(18)),
+        "bic": bic,
+        "bankName": bank_name,
+        "hasAcceptedDirectDebit": !rng.percent(10),
+    })
+}
+
+/// A German IBAN with correct ISO 13616 check digits, so a client that validates IBANs
+/// accepts it.
+fn german_iban(bban: &str) -> String {
+    // Country code DE as digits (D=13, E=14) and check digits 00, moved behind the BBAN.
+    let rearranged = format!("{bban}131400");
+    let remainder = rearranged
+        .bytes()
+        .fold(0u32, |acc, digit| (acc * 10 + u32::from(digit - b'0')) % 97);
+    format!("DE{:02}{bban}", 98 - remainder)
+}
+
+/// 33 characters: "DE", a 11-digit network operator number, 20 alphanumerics.
+fn melo_identifier(rng: &mut Prng) -> String {
+    const ALPHANUMERIC: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let tail: String = (0..20)
+        .map(|_| char::from(rng.pick(ALPHANUMERIC)))
+        .collect();
+    format!("DE{}{tail}", rng.digits(11))
+}
+
+/// 11 digits, the last a check digit over the first ten (odd positions once, even twice).
+fn malo_identifier(rng: &mut Prng) -> String {
+    let body = format!("{}{}", rng.between(1, 9), rng.digits(9));
+    let sum: u32 = body
+        .bytes()
+        .enumerate()
+        .map(|(position, digit)| {
+            let value = u32::from(digit - b'0');
+            if position % 2 == 0 { value } else { 2 * value }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+fn timestamp(rng: &mut Prng, first_year: u32, last_year: u32) -> String {
+    let year = rng.between(first_year, last_year);
+    let month = rng.between(1, 12);
+    let day = rng.between(1, 28);
+    let (hour, minute, second) = (rng.below(24), rng.below(60), rng.below(60));
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+}
+
+fn date(year: u32, month: u32, day: u32) -> String {
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// `(year, month)` with month 1..=12, moved `months` ahead.
+fn add_months((year, month): (u32, u32), months: u32) -> (u32, u32) {
+    let zero_based = year * 12 + (month - 1) + months;
+    (zero_based / 12, zero_based % 12 + 1)
+}
+
+fn last_day_of((year, month): (u32, u32)) -> String {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    date(year, month, days)
+}

@@ -1,0 +1,276 @@
+//! Typed settings: embedded defaults (`config/default.toml`), an optional file, `DATABASE_URL`,
+//! then `PARTNER_SYNC__<SECTION>__<KEY>` environment variables — and the validation that turns a
+//! bad value into one line naming its key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The defaults ship inside the binary so it starts from any working directory.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+const ENV_PREFIX: &str = "PARTNER_SYNC";
+/// Keys whose environment values are comma-separated lists.
+const LIST_KEYS: &[&str] = &["rabot.scopes", "rabot.external_ids"];
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub daemon: DaemonSettings,
+    pub log: LogSettings,
+    pub http: HttpSettings,
+    pub rabot: RabotSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DatabaseSettings {
+    #[serde(serialize_with = "serialize_masked_url")]
+    pub url: SecretString,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DaemonSettings {
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub run_on_start: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HttpSettings {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RabotSettings {
+    pub enabled: bool,
+    pub token_url: String,
+    pub api_base_url: String,
+    pub client_id: String,
+    #[serde(serialize_with = "serialize_masked")]
+    pub client_secret: SecretString,
+    pub scopes: Vec<String>,
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub page_size: u32,
+    pub concurrency: usize,
+    pub external_ids: Vec<String>,
+    pub schedule: String,
+}
+
+/// A setting that cannot be used: the message names the key, so ops can find it in one read.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("cannot load settings: {0}")]
+    Load(#[from] config::ConfigError),
+}
+
+impl SettingsError {
+    fn invalid(key: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads from the process environment; see the module docs for the order of layers.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] but with the environment given explicitly, so tests need not
+    /// mutate the process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULTS,
+            config::FileFormat::Toml,
+        ));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(SettingsError::Load(config::ConfigError::Message(format!(
+                    "config file {} does not exist",
+                    file.display()
+                ))));
+            }
+            builder = builder.add_source(config::File::from(file));
+        }
+        if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
+            builder = builder.set_override("database.url", url.as_str())?;
+        }
+        let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .try_parsing(true)
+            .source(Some(env.into_iter().collect()));
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        let mut settings: Settings = builder
+            .add_source(environment)
+            .build()?
+            .try_deserialize()?;
+        settings.normalise();
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Trims list entries and drops empty ones: `PARTNER_SYNC__RABOT__EXTERNAL_IDS=""` means none.
+    fn normalise(&mut self) {
+        for list in [&mut self.rabot.scopes, &mut self.rabot.external_ids] {
+            *list = list
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        self.rabot.client_id = self.rabot.client_id.trim().to_owned();
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        validate_url("database.url", self.database.url.expose_secret(), &["postgres", "postgresql"])?;
+        if self.database.max_connections == 0 {
+            return Err(SettingsError::invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.http.max_attempts == 0 {
+            return Err(SettingsError::invalid("http.max_attempts", "must be at least 1"));
+        }
+        if self.rabot.enabled {
+            self.rabot.validate()?;
+        }
+        Ok(())
+    }
+
+    /// The effective settings as TOML with every secret masked, for `check-config`.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+impl RabotSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        validate_url("rabot.token_url", &self.token_url, &["http", "https"])?;
+        validate_url("rabot.api_base_url", &self.api_base_url, &["http", "https"])?;
+        if self.client_id.is_empty() {
+            return Err(SettingsError::invalid(
+                "rabot.client_id",
+                "is empty but rabot.enabled is true",
+            ));
+        }
+        if self.client_secret.expose_secret().is_empty() {
+            return Err(SettingsError::invalid(
+                "rabot.client_secret",
+                "is empty but rabot.enabled is true",
+            ));
+        }
+        if !self.scopes.iter().any(|s| s == "api:partner") {
+            return Err(SettingsError::invalid(
+                "rabot.scopes",
+                "must include api:partner (RABOT requires it for every request)",
+            ));
+        }
+        if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
+            return Err(SettingsError::invalid(
+                "rabot.requests_per_second",
+                format!("must be greater than 0 (got {})", self.requests_per_second),
+            ));
+        }
+        if self.burst == 0 {
+            return Err(SettingsError::invalid("rabot.burst", "must be at least 1"));
+        }
+        if !(1..=1000).contains(&self.page_size) {
+            return Err(SettingsError::invalid(
+                "rabot.page_size",
+                format!("must be between 1 and 1000 (got {})", self.page_size),
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(SettingsError::invalid("rabot.concurrency", "must be at least 1"));
+        }
+        validate_cron("rabot.schedule", &self.schedule)
+    }
+}
+
+fn validate_url(key: &'static str, value: &str, schemes: &[&str]) -> Result<(), SettingsError> {
+    // The parse error of a database URL could echo its password, so it is not repeated.
+    let url = url::Url::parse(value)
+        .map_err(|_| SettingsError::invalid(key, "is not a valid URL"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(SettingsError::invalid(
+            key,
+            format!("must be a {} URL (got scheme {:?})", schemes.join(" or "), url.scheme()),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) && !schemes.contains(&"postgres") {
+        return Err(SettingsError::invalid(key, "has no host"));
+    }
+    Ok(())
+}
+
+/// Six fields (with seconds), parsed by the same parser the scheduler uses.
+pub fn validate_cron(key: &'static str, expression: &str) -> Result<(), SettingsError> {
+    let fields = expression.split_whitespace().count();
+    if fields != 6 {
+        return Err(SettingsError::invalid(
+            key,
+            format!("{expression:?} must have 6 fields (sec min hour day month weekday), got {fields}"),
+        ));
+    }
+    crate::events::schedule::parse_cron(expression)
+        .map(|_| ())
+        .map_err(|reason| SettingsError::invalid(key, format!("{expression:?} is not a valid cron expression: {reason}")))
+}
+
+fn serialize_masked<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if secret.expose_secret().is_empty() { "" } else { "********" })
+}
+
+fn serialize_masked_url<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mask_url_password(secret.expose_secret()))
+}
+
+/// Keeps a URL readable for ops (host, database) while hiding its password.
+pub fn mask_url_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("********"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => "********".to_owned(),
+    }
+}

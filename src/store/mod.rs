@@ -1,0 +1,110 @@
+//! PostgreSQL: the pool, embedded migrations, and one file of queries per table group.
+//! Every value is a bound parameter; identifiers are never built from input except the
+//! database name in [`create_database_if_missing`], which is quoted.
+
+pub mod rabot;
+pub mod runs;
+
+use std::str::FromStr;
+
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::settings::DatabaseSettings;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not repeated: it may hold a password.
+    #[error("database.url is not a valid PostgreSQL URL: {0}")]
+    BadUrl(String),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, StoreError> {
+    let options = PgConnectOptions::from_str(settings.url.expose_secret())
+        .map_err(|e| StoreError::BadUrl(without_secrets(&e.to_string())))?;
+    // Statements are logged at debug, not info: a resync would otherwise log every batch.
+    Ok(options
+        .application_name("partner-sync")
+        .log_statements(tracing::log::LevelFilter::Debug))
+}
+
+/// sqlx's URL errors can quote the URL; keep only the first clause.
+fn without_secrets(message: &str) -> String {
+    message.split(':').next().unwrap_or("invalid").to_owned()
+}
+
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_with(connect_options(settings)?)
+        .await?;
+    Ok(pool)
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Creates the database named in the URL when it does not exist (for the demo and tests),
+/// connecting to the `postgres` maintenance database of the same server.
+pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<(), StoreError> {
+    let options = connect_options(settings)?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = options.database("postgres").connect().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        let statement = format!("CREATE DATABASE {}", quote_identifier(&name));
+        match sqlx::query(&statement).execute(&mut admin).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// SHA-256 of a payload's JSON text. serde_json's maps are ordered by key, so the same content
+/// always hashes the same whatever order the partner sent the fields in.
+pub fn content_hash(payload: &serde_json::Value) -> Vec<u8> {
+    let bytes = serde_json::to_vec(payload).unwrap_or_default();
+    Sha256::digest(&bytes).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_ignores_field_order_but_not_content() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"a":1,"b":[1,2]}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"b":[1,2],"a":1}"#).unwrap();
+        let c: serde_json::Value = serde_json::from_str(r#"{"b":[2,1],"a":1}"#).unwrap();
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_ne!(content_hash(&a), content_hash(&c));
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier(r#"we"ird"#), r#""we""ird""#);
+    }
+}

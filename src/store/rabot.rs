@@ -1,0 +1,352 @@
+//! `mirror.rabot_customers` and `mirror.rabot_contracts`: batched upserts that skip unchanged
+//! rows before they reach `ON CONFLICT`, and tombstones after a complete pass.
+
+use chrono::NaiveDate;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use super::content_hash;
+use super::runs::UpsertCounts;
+use crate::partners::rabot::{Contract, Customer};
+
+/// Which customers a pass covered, and so which rows it may tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    AllCustomers,
+    ExternalId(String),
+}
+
+/// Upserts one page of customers and records them as seen by `run_id`, in one statement.
+/// Rows whose content hash is unchanged (and that are not tombstoned) are filtered out first,
+/// so an unchanged resync writes nothing to the mirror.
+pub async fn upsert_customers(
+    conn: &mut PgConnection,
+    run_id: i64,
+    rows: Vec<Customer>,
+) -> Result<UpsertCounts, sqlx::Error> {
+    let rows = dedup_last(rows, |r| r.customer_number.clone());
+    let total = rows.len() as i64;
+    if total == 0 {
+        return Ok(UpsertCounts::default());
+    }
+    let mut cols = CustomerColumns::with_capacity(rows.len());
+    for row in rows {
+        cols.push(row);
+    }
+    let inserted_flags: Vec<bool> = sqlx::query_scalar(
+        r#"
+        WITH input AS (
+            SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                 $7::text[], $8::jsonb[], $9::jsonb[], $10::bytea[])
+                AS t(customer_number, external_id, first_name, last_name, business_name,
+                     email, relations, payload, content_hash)
+        ),
+        seen AS (
+            INSERT INTO sync.rabot_seen (run_id, customer_number)
+            SELECT $1, customer_number FROM input
+            ON CONFLICT DO NOTHING
+        ),
+        changed AS (
+            SELECT i.* FROM input i
+            LEFT JOIN mirror.rabot_customers m USING (customer_number)
+            WHERE m.customer_number IS NULL
+               OR m.content_hash <> i.content_hash
+               OR m.deleted_at IS NOT NULL
+        )
+        INSERT INTO mirror.rabot_customers AS m
+            (customer_number, external_id, first_name, last_name, business_name, email,
+             relations, payload, content_hash)
+        SELECT customer_number, external_id, first_name, last_name, business_name, email,
+               ARRAY(SELECT jsonb_array_elements_text(relations)), payload, content_hash
+          FROM changed
+        ON CONFLICT (customer_number) DO UPDATE SET
+            external_id = EXCLUDED.external_id,
+            first_name = EXCLUDED.first_name,
+            last_name = EXCLUDED.last_name,
+            business_name = EXCLUDED.business_name,
+            email = EXCLUDED.email,
+            relations = EXCLUDED.relations,
+            payload = EXCLUDED.payload,
+            content_hash = EXCLUDED.content_hash,
+            changed_at = now(),
+            deleted_at = NULL
+        RETURNING (xmax = 0)
+        "#,
+    )
+    .bind(run_id)
+    .bind(cols.customer_number)
+    .bind(cols.external_id)
+    .bind(cols.first_name)
+    .bind(cols.last_name)
+    .bind(cols.business_name)
+    .bind(cols.email)
+    .bind(cols.relations)
+    .bind(cols.payload)
+    .bind(cols.content_hash)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(counts(total, &inserted_flags))
+}
+
+/// Upserts contracts (of any number of customers) and records them as seen by `run_id`.
+pub async fn upsert_contracts(
+    conn: &mut PgConnection,
+    run_id: i64,
+    rows: Vec<Contract>,
+) -> Result<UpsertCounts, sqlx::Error> {
+    let rows = dedup_last(rows, |r| (r.customer_number.clone(), r.contract_number.clone()));
+    let total = rows.len() as i64;
+    if total == 0 {
+        return Ok(UpsertCounts::default());
+    }
+    let mut cols = ContractColumns::with_capacity(rows.len());
+    for row in rows {
+        cols.push(row);
+    }
+    let inserted_flags: Vec<bool> = sqlx::query_scalar(
+        r#"
+        WITH input AS (
+            SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                 $7::date[], $8::date[], $9::text[], $10::text[], $11::text[],
+                                 $12::text[], $13::text[], $14::text[], $15::text[],
+                                 $16::jsonb[], $17::bytea[])
+                AS t(customer_number, contract_number, name, state, tariff_name,
+                     delivery_start, delivery_end, meter_number, malo_id, melo_id,
+                     expected_annual_kwh, accounting_method, grid_operator_code,
+                     grid_operator_name, payload, content_hash)
+        ),
+        seen AS (
+            INSERT INTO sync.rabot_seen (run_id, customer_number, contract_number)
+            SELECT $1, customer_number, contract_number FROM input
+            ON CONFLICT DO NOTHING
+        ),
+        changed AS (
+            SELECT i.* FROM input i
+            LEFT JOIN mirror.rabot_contracts m USING (customer_number, contract_number)
+            WHERE m.contract_number IS NULL
+               OR m.content_hash <> i.content_hash
+               OR m.deleted_at IS NOT NULL
+        )
+        INSERT INTO mirror.rabot_contracts AS m
+            (customer_number, contract_number, name, state, tariff_name, delivery_start,
+             delivery_end, meter_number, malo_id, melo_id, expected_annual_kwh,
+             accounting_method, grid_operator_code, grid_operator_name, payload, content_hash)
+        SELECT customer_number, contract_number, name, state, tariff_name, delivery_start,
+               delivery_end, meter_number, malo_id, melo_id, expected_annual_kwh::numeric,
+               accounting_method, grid_operator_code, grid_operator_name, payload, content_hash
+          FROM changed
+        ON CONFLICT (customer_number, contract_number) DO UPDATE SET
+            name = EXCLUDED.name,
+            state = EXCLUDED.state,
+            tariff_name = EXCLUDED.tariff_name,
+            delivery_start = EXCLUDED.delivery_start,
+            delivery_end = EXCLUDED.delivery_end,
+            meter_number = EXCLUDED.meter_number,
+            malo_id = EXCLUDED.malo_id,
+            melo_id = EXCLUDED.melo_id,
+            expected_annual_kwh = EXCLUDED.expected_annual_kwh,
+            accounting_method = EXCLUDED.accounting_method,
+            grid_operator_code = EXCLUDED.grid_operator_code,
+            grid_operator_name = EXCLUDED.grid_operator_name,
+            payload = EXCLUDED.payload,
+            content_hash = EXCLUDED.content_hash,
+            changed_at = now(),
+            deleted_at = NULL
+        RETURNING (xmax = 0)
+        "#,
+    )
+    .bind(run_id)
+    .bind(cols.customer_number)
+    .bind(cols.contract_number)
+    .bind(cols.name)
+    .bind(cols.state)
+    .bind(cols.tariff_name)
+    .bind(cols.delivery_start)
+    .bind(cols.delivery_end)
+    .bind(cols.meter_number)
+    .bind(cols.malo_id)
+    .bind(cols.melo_id)
+    .bind(cols.expected_annual_kwh)
+    .bind(cols.accounting_method)
+    .bind(cols.grid_operator_code)
+    .bind(cols.grid_operator_name)
+    .bind(cols.payload)
+    .bind(cols.content_hash)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(counts(total, &inserted_flags))
+}
+
+/// After a complete, successful pass of `scope`: tombstones the customers of the scope that the
+/// run did not see, and every contract of the scope's customers that it did not see.
+/// Returns how many rows were tombstoned. Call it inside the transaction that ends the pass.
+pub async fn tombstone_unseen(
+    conn: &mut PgConnection,
+    run_id: i64,
+    scope: &Scope,
+) -> Result<i64, sqlx::Error> {
+    let external_id = match scope {
+        Scope::AllCustomers => None,
+        Scope::ExternalId(id) => Some(id.as_str()),
+    };
+    // `$2 IS NULL` selects every customer; otherwise only those of the external id.
+    let customers: i64 = sqlx::query_scalar(
+        r#"
+        WITH gone AS (
+            UPDATE mirror.rabot_customers m SET deleted_at = now()
+             WHERE m.deleted_at IS NULL
+               AND ($2::text IS NULL OR m.external_id = $2)
+               AND NOT EXISTS (SELECT 1 FROM sync.rabot_seen s
+                                WHERE s.run_id = $1 AND s.customer_number = m.customer_number
+                                  AND s.contract_number = '')
+            RETURNING 1
+        )
+        SELECT count(*) FROM gone
+        "#,
+    )
+    .bind(run_id)
+    .bind(external_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let contracts: i64 = sqlx::query_scalar(
+        r#"
+        WITH gone AS (
+            UPDATE mirror.rabot_contracts k SET deleted_at = now()
+             WHERE k.deleted_at IS NULL
+               AND ($2::text IS NULL OR k.customer_number IN
+                       (SELECT customer_number FROM mirror.rabot_customers WHERE external_id = $2))
+               AND NOT EXISTS (SELECT 1 FROM sync.rabot_seen s
+                                WHERE s.run_id = $1 AND s.customer_number = k.customer_number
+                                  AND s.contract_number = k.contract_number)
+            RETURNING 1
+        )
+        SELECT count(*) FROM gone
+        "#,
+    )
+    .bind(run_id)
+    .bind(external_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(customers + contracts)
+}
+
+/// Drops the seen-keys of `run_id`, and those of runs that are no longer running (left behind
+/// by a crash).
+pub async fn forget_seen(pool: &PgPool, run_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM sync.rabot_seen
+          WHERE run_id = $1
+             OR run_id NOT IN (SELECT id FROM sync.runs WHERE status = 'running')",
+    )
+    .bind(run_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+fn counts(total: i64, inserted_flags: &[bool]) -> UpsertCounts {
+    let inserted = inserted_flags.iter().filter(|i| **i).count() as i64;
+    let written = inserted_flags.len() as i64;
+    UpsertCounts {
+        inserted,
+        updated: written - inserted,
+        unchanged: total - written,
+    }
+}
+
+/// `ON CONFLICT DO UPDATE` cannot touch one row twice in a statement; a page that repeats a key
+/// keeps its last occurrence.
+fn dedup_last<T, K: Eq + std::hash::Hash>(rows: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    let mut kept: Vec<T> = rows.into_iter().rev().filter(|r| seen.insert(key(r))).collect();
+    kept.reverse();
+    kept
+}
+
+/// Column vectors for `unnest`: one bind parameter per column instead of one per value.
+#[derive(Default)]
+struct CustomerColumns {
+    customer_number: Vec<String>,
+    external_id: Vec<Option<String>>,
+    first_name: Vec<Option<String>>,
+    last_name: Vec<Option<String>>,
+    business_name: Vec<Option<String>>,
+    email: Vec<Option<String>>,
+    relations: Vec<Value>,
+    payload: Vec<Value>,
+    content_hash: Vec<Vec<u8>>,
+}
+
+impl CustomerColumns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            customer_number: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            content_hash: Vec::with_capacity(n),
+            ..Self::default()
+        }
+    }
+
+    fn push(&mut self, row: Customer) {
+        self.content_hash.push(content_hash(&row.raw));
+        self.customer_number.push(row.customer_number);
+        self.external_id.push(row.external_id);
+        self.first_name.push(row.first_name);
+        self.last_name.push(row.last_name);
+        self.business_name.push(row.business_name);
+        self.email.push(row.email);
+        self.relations.push(Value::from(row.relations));
+        self.payload.push(row.raw);
+    }
+}
+
+#[derive(Default)]
+struct ContractColumns {
+    customer_number: Vec<String>,
+    contract_number: Vec<String>,
+    name: Vec<Option<String>>,
+    state: Vec<Option<String>>,
+    tariff_name: Vec<Option<String>>,
+    delivery_start: Vec<Option<NaiveDate>>,
+    delivery_end: Vec<Option<NaiveDate>>,
+    meter_number: Vec<Option<String>>,
+    malo_id: Vec<Option<String>>,
+    melo_id: Vec<Option<String>>,
+    expected_annual_kwh: Vec<Option<String>>,
+    accounting_method: Vec<Option<String>>,
+    grid_operator_code: Vec<Option<String>>,
+    grid_operator_name: Vec<Option<String>>,
+    payload: Vec<Value>,
+    content_hash: Vec<Vec<u8>>,
+}
+
+impl ContractColumns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            customer_number: Vec::with_capacity(n),
+            contract_number: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            content_hash: Vec::with_capacity(n),
+            ..Self::default()
+        }
+    }
+
+    fn push(&mut self, row: Contract) {
+        self.content_hash.push(content_hash(&row.raw));
+        self.customer_number.push(row.customer_number);
+        self.contract_number.push(row.contract_number);
+        self.name.push(row.name);
+        self.state.push(row.state);
+        self.tariff_name.push(row.tariff_name);
+        self.delivery_start.push(row.delivery_start);
+        self.delivery_end.push(row.delivery_end);
+        self.meter_number.push(row.meter_number);
+        self.malo_id.push(row.malo_id);
+        self.melo_id.push(row.melo_id);
+        self.expected_annual_kwh.push(row.expected_annual_kwh);
+        self.accounting_method.push(row.accounting_method);
+        self.grid_operator_code.push(row.grid_operator_code);
+        self.grid_operator_name.push(row.grid_operator_name);
+        self.payload.push(row.raw);
+    }
+}
