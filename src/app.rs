@@ -55,10 +55,16 @@ pub async fn run_daemon(settings: Settings, shutdown: CancellationToken) -> anyh
     tracing::info!(jobs = jobs.len(), "daemon running");
 
     shutdown.cancelled().await;
-    tracing::info!(grace_s = grace.as_secs(), "stopping: no new runs; waiting for running ones");
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "stopping: no new runs; waiting for running ones"
+    );
     schedule.shutdown().await;
     tracker.close();
-    if tokio::time::timeout(grace + RECORD_MARGIN, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(grace + RECORD_MARGIN, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::error!("runners did not stop in time; exiting anyway");
     }
     pool.close().await;

@@ -19,7 +19,11 @@ use crate::store::runs::{RunCounts, RunStatus};
 use crate::{app, demo, store, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "partner-sync", version, about = "Mirrors energy-partner data into PostgreSQL")]
+#[command(
+    name = "partner-sync",
+    version,
+    about = "Mirrors energy-partner data into PostgreSQL"
+)]
 pub struct Cli {
     /// A settings file layered over the built-in defaults (environment variables still win).
     #[arg(long, global = true, env = "PARTNER_SYNC_CONFIG")]
@@ -131,13 +135,19 @@ async fn sync(settings: Settings, job: JobName) -> ExitCode {
         let job = jobs::registry(&settings)?
             .into_iter()
             .find(|j| j.job.name() == job)
-            .ok_or_else(|| anyhow::anyhow!("{job} is not enabled: set {}.enabled = true", job.partner()))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("{job} is not enabled: set {}.enabled = true", job.partner())
+            })?;
         let pool = app::database(&settings).await?;
         let shutdown = CancellationToken::new();
         signals::spawn_shutdown_handler(shutdown.clone())?;
         let runner = JobRunner::new(job.job, pool, settings.daemon.shutdown_grace);
         let (counts, _) = watch::channel(RunCounts::default());
-        anyhow::Ok(runner.run_once(TriggerCause::Cli, &shutdown, counts).await?)
+        anyhow::Ok(
+            runner
+                .run_once(TriggerCause::Cli, &shutdown, counts)
+                .await?,
+        )
     }
     .await;
     match outcome {

@@ -70,10 +70,24 @@ pub async fn run(
     .await?;
     pool.close().await;
 
-    println!("{}", summary(run_id, status, &counts, elapsed, mirrored_customers, mirrored_contracts));
+    println!(
+        "{}",
+        summary(
+            run_id,
+            status,
+            &counts,
+            elapsed,
+            mirrored_customers,
+            mirrored_contracts
+        )
+    );
     match (status, error) {
         (RunStatus::Succeeded, _) => Ok(()),
-        (_, error) => anyhow::bail!("run {run_id} {}: {}", status.as_str(), error.unwrap_or_default()),
+        (_, error) => anyhow::bail!(
+            "run {run_id} {}: {}",
+            status.as_str(),
+            error.unwrap_or_default()
+        ),
     }
 }
 

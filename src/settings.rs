@@ -115,10 +115,8 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
         let env: std::collections::HashMap<String, String> = env.into_iter().collect();
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULTS,
-            config::FileFormat::Toml,
-        ));
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
             if !file.is_file() {
                 return Err(SettingsError::Load(config::ConfigError::Message(format!(
@@ -128,8 +126,10 @@ impl Settings {
             }
             builder = builder.add_source(config::File::from(file));
         }
+        // DATABASE_URL sits between the files and PARTNER_SYNC__ variables (which may override it).
         if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
-            builder = builder.set_override("database.url", url.as_str())?;
+            let layer = format!("[database]\nurl = {}\n", toml::Value::String(url.clone()));
+            builder = builder.add_source(config::File::from_str(&layer, config::FileFormat::Toml));
         }
         let mut environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
@@ -140,10 +140,7 @@ impl Settings {
         for key in LIST_KEYS {
             environment = environment.with_list_parse_key(key);
         }
-        let mut settings: Settings = builder
-            .add_source(environment)
-            .build()?
-            .try_deserialize()?;
+        let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.normalise();
         settings.validate()?;
         Ok(settings)
@@ -162,12 +159,22 @@ impl Settings {
     }
 
     pub fn validate(&self) -> Result<(), SettingsError> {
-        validate_url("database.url", self.database.url.expose_secret(), &["postgres", "postgresql"])?;
+        validate_url(
+            "database.url",
+            self.database.url.expose_secret(),
+            &["postgres", "postgresql"],
+        )?;
         if self.database.max_connections == 0 {
-            return Err(SettingsError::invalid("database.max_connections", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
         }
         if self.http.max_attempts == 0 {
-            return Err(SettingsError::invalid("http.max_attempts", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "http.max_attempts",
+                "must be at least 1",
+            ));
         }
         if self.rabot.enabled {
             self.rabot.validate()?;
@@ -219,7 +226,10 @@ impl RabotSettings {
             ));
         }
         if self.concurrency == 0 {
-            return Err(SettingsError::invalid("rabot.concurrency", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "rabot.concurrency",
+                "must be at least 1",
+            ));
         }
         validate_cron("rabot.schedule", &self.schedule)
     }
@@ -227,12 +237,16 @@ impl RabotSettings {
 
 fn validate_url(key: &'static str, value: &str, schemes: &[&str]) -> Result<(), SettingsError> {
     // The parse error of a database URL could echo its password, so it is not repeated.
-    let url = url::Url::parse(value)
-        .map_err(|_| SettingsError::invalid(key, "is not a valid URL"))?;
+    let url =
+        url::Url::parse(value).map_err(|_| SettingsError::invalid(key, "is not a valid URL"))?;
     if !schemes.contains(&url.scheme()) {
         return Err(SettingsError::invalid(
             key,
-            format!("must be a {} URL (got scheme {:?})", schemes.join(" or "), url.scheme()),
+            format!(
+                "must be a {} URL (got scheme {:?})",
+                schemes.join(" or "),
+                url.scheme()
+            ),
         ));
     }
     if url.host_str().is_none_or(str::is_empty) && !schemes.contains(&"postgres") {
@@ -247,16 +261,27 @@ pub fn validate_cron(key: &'static str, expression: &str) -> Result<(), Settings
     if fields != 6 {
         return Err(SettingsError::invalid(
             key,
-            format!("{expression:?} must have 6 fields (sec min hour day month weekday), got {fields}"),
+            format!(
+                "{expression:?} must have 6 fields (sec min hour day month weekday), got {fields}"
+            ),
         ));
     }
     crate::events::schedule::parse_cron(expression)
         .map(|_| ())
-        .map_err(|reason| SettingsError::invalid(key, format!("{expression:?} is not a valid cron expression: {reason}")))
+        .map_err(|reason| {
+            SettingsError::invalid(
+                key,
+                format!("{expression:?} is not a valid cron expression: {reason}"),
+            )
+        })
 }
 
 fn serialize_masked<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(if secret.expose_secret().is_empty() { "" } else { "********" })
+    s.serialize_str(if secret.expose_secret().is_empty() {
+        ""
+    } else {
+        "********"
+    })
 }
 
 fn serialize_masked_url<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {

@@ -72,7 +72,11 @@ impl JobRunner {
                 _ = cancel.cancelled() => break,
                 _ = self.wake.notified() => {}
             }
-            let cause = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let cause = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             let Some(cause) = cause else { continue };
             let (counts, _) = watch::channel(RunCounts::default());
             if let Err(error) = self.run_once(cause, &cancel, counts).await {
@@ -132,7 +136,10 @@ impl JobRunner {
         let counts = *ctx.counts.borrow();
         let (status, error) = match &result {
             Ok(()) => (RunStatus::Succeeded, None),
-            Err(JobError::Cancelled) => (RunStatus::Cancelled, Some("cancelled by shutdown".to_owned())),
+            Err(JobError::Cancelled) => (
+                RunStatus::Cancelled,
+                Some("cancelled by shutdown".to_owned()),
+            ),
             Err(JobError::Failed(e)) => (RunStatus::Failed, Some(format!("{e:#}"))),
         };
         runs::finish(&self.pool, run_id, status, &counts, error.as_deref()).await?;
@@ -148,7 +155,9 @@ impl JobRunner {
                 skipped = counts.skipped,
                 "run succeeded"
             ),
-            Some(error) if status == RunStatus::Cancelled => tracing::warn!(%error, "run cancelled"),
+            Some(error) if status == RunStatus::Cancelled => {
+                tracing::warn!(%error, "run cancelled")
+            }
             Some(error) => tracing::error!(%error, "run failed"),
         }
         Ok(RunOutcome::Finished {
@@ -169,10 +178,11 @@ struct JobLock {
 impl JobLock {
     async fn try_acquire(pool: &PgPool, job: JobName) -> Result<Option<Self>, sqlx::Error> {
         let mut conn = pool.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-            .bind(job.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(job.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
         Ok(locked.then_some(Self {
             conn: Some(conn),
             job,
@@ -180,11 +190,14 @@ impl JobLock {
     }
 
     async fn release(mut self) {
-        let Some(mut conn) = self.conn.take() else { return };
-        let unlocked = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-            .bind(self.job.as_str())
-            .fetch_one(&mut *conn)
-            .await;
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let unlocked =
+            sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(self.job.as_str())
+                .fetch_one(&mut *conn)
+                .await;
         if !matches!(unlocked, Ok(true)) {
             tracing::warn!(job = %self.job, "could not release the job lock; closing its connection");
             let _ = conn.close().await;
@@ -223,7 +236,12 @@ impl Dispatcher {
     pub fn new(pool: &PgPool, jobs: &[ScheduledJob], grace: Duration) -> Self {
         let runners = jobs
             .iter()
-            .map(|s| (s.job.name(), Arc::new(JobRunner::new(s.job.clone(), pool.clone(), grace))))
+            .map(|s| {
+                (
+                    s.job.name(),
+                    Arc::new(JobRunner::new(s.job.clone(), pool.clone(), grace)),
+                )
+            })
             .collect();
         Self {
             runners: Arc::new(runners),
@@ -244,7 +262,9 @@ impl Dispatcher {
                 tracing::debug!(job = %trigger.job, cause = trigger.cause.as_str(), "trigger");
                 runner.trigger(trigger.cause);
             }
-            None => tracing::warn!(job = %trigger.job, "trigger for a job that is not enabled; ignored"),
+            None => {
+                tracing::warn!(job = %trigger.job, "trigger for a job that is not enabled; ignored")
+            }
         }
     }
 

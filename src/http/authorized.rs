@@ -16,7 +16,9 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Http(#[from] HttpError),
-    #[error("{partner} refused {path} with 403: the scopes requested [{scopes}] do not allow it ({detail})")]
+    #[error(
+        "{partner} refused {path} with 403: the scopes requested [{scopes}] do not allow it ({detail})"
+    )]
     Forbidden {
         partner: &'static str,
         path: String,
@@ -59,7 +61,9 @@ impl AuthorizedHttp {
         let token = self.tokens.token().await?;
         let first = self
             .http
-            .send(method.clone(), url, |r| r.bearer_auth(token.secret().expose_secret()))
+            .send(method.clone(), url, |r| {
+                r.bearer_auth(token.secret().expose_secret())
+            })
             .await;
         let result = match first {
             Err(error) if error.status() == Some(StatusCode::UNAUTHORIZED) => {
@@ -67,7 +71,9 @@ impl AuthorizedHttp {
                 self.tokens.invalidate(&token).await;
                 let token = self.tokens.token().await?;
                 self.http
-                    .send(method, url, |r| r.bearer_auth(token.secret().expose_secret()))
+                    .send(method, url, |r| {
+                        r.bearer_auth(token.secret().expose_secret())
+                    })
                     .await
             }
             other => other,

@@ -46,7 +46,10 @@ impl ClientCredentials {
             })
             .await
             .map_err(|error| self.classify(error))?;
-        let body: TokenResponse = self.http.json(&Method::POST, &self.token_url, response).await?;
+        let body: TokenResponse = self
+            .http
+            .json(&Method::POST, &self.token_url, response)
+            .await?;
         if body.access_token.expose_secret().is_empty() {
             return Err(AuthError::Http(HttpError::Decode {
                 partner: self.http.partner(),
@@ -56,7 +59,10 @@ impl ClientCredentials {
             }));
         }
         let lifetime = body.expires_in.map(Duration::from_secs).unwrap_or_else(|| {
-            tracing::warn!(assumed_s = UNSTATED_LIFETIME.as_secs(), "token response has no expires_in");
+            tracing::warn!(
+                assumed_s = UNSTATED_LIFETIME.as_secs(),
+                "token response has no expires_in"
+            );
             UNSTATED_LIFETIME
         });
         Ok(IssuedToken {

@@ -165,7 +165,8 @@ impl PartnerHttp {
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, HttpError> {
         let path = url.path().to_owned();
-        let span = tracing::debug_span!("http_request", partner = self.partner, %method, path = %path);
+        let span =
+            tracing::debug_span!("http_request", partner = self.partner, %method, path = %path);
         async {
             let mut attempt = 0;
             loop {
@@ -246,7 +247,10 @@ impl PartnerHttp {
             path: url.path().to_owned(),
             reason,
         };
-        let bytes = response.bytes().await.map_err(|e| decode(describe_transport_error(&e)))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| decode(describe_transport_error(&e)))?;
         serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))
     }
 }

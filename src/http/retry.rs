@@ -39,7 +39,10 @@ impl RetryPolicy {
         // the other half is random so many clients do not retry in lockstep.
         let exponential = self
             .backoff_base
-            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX))
+            .saturating_mul(
+                1u32.checked_shl(attempt.saturating_sub(1))
+                    .unwrap_or(u32::MAX),
+            )
             .min(self.backoff_max);
         let half = exponential / 2;
         let jitter = rand::rng().random_range(0..=half.as_micros() as u64);
@@ -70,7 +73,10 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -100,7 +106,10 @@ mod tests {
     #[test]
     fn retry_after_wins_unless_too_long() {
         let p = policy();
-        assert_eq!(p.delay(1, Some(Duration::from_secs(7))), Some(Duration::from_secs(7)));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(7))),
+            Some(Duration::from_secs(7))
+        );
         assert_eq!(p.delay(1, Some(Duration::from_secs(61))), None);
     }
 
@@ -111,7 +120,10 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
 
         let in_ten = SystemTime::now() + Duration::from_secs(10);
-        headers.insert(RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(in_ten)).unwrap());
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(&httpdate::fmt_http_date(in_ten)).unwrap(),
+        );
         let parsed = retry_after(&headers).unwrap();
         assert!(parsed > Duration::from_secs(7) && parsed <= Duration::from_secs(10));
 

@@ -132,7 +132,8 @@ impl TokenCache {
                 let now = Instant::now();
                 match current.as_mut().filter(|t| now < t.expires_at) {
                     Some(still_valid) => {
-                        still_valid.renew_at = now + RENEWAL_RETRY.min((still_valid.expires_at - now) / 2);
+                        still_valid.renew_at =
+                            now + RENEWAL_RETRY.min((still_valid.expires_at - now) / 2);
                         tracing::warn!(error = %error, "token renewal failed; using the current token meanwhile");
                         Ok(still_valid.clone())
                     }
@@ -152,7 +153,10 @@ impl TokenCache {
             .as_ref()
             .is_some_and(|t| t.generation == rejected.generation)
         {
-            tracing::info!(generation = rejected.generation, "access token rejected; dropping it");
+            tracing::info!(
+                generation = rejected.generation,
+                "access token rejected; dropping it"
+            );
             *current = None;
         }
     }

@@ -105,8 +105,13 @@ mod tests {
 
     #[test]
     fn job_names_are_unique_and_snake_case() {
-        let names: std::collections::BTreeSet<_> = JobName::ALL.iter().map(|j| j.as_str()).collect();
+        let names: std::collections::BTreeSet<_> =
+            JobName::ALL.iter().map(|j| j.as_str()).collect();
         assert_eq!(names.len(), JobName::ALL.len());
-        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        assert!(
+            names
+                .iter()
+                .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        );
     }
 }

@@ -2,8 +2,6 @@
 //! contracts fetched concurrently under the rate limit, both written in one transaction per
 //! page, and deletions detected only once a scope's pass completed.
 
-use std::pin::pin;
-
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::Instrument;
@@ -32,7 +30,11 @@ impl RabotMirror {
         let scopes = if external_ids.is_empty() {
             vec![Scope::AllCustomers]
         } else {
-            external_ids.iter().cloned().map(Scope::ExternalId).collect()
+            external_ids
+                .iter()
+                .cloned()
+                .map(Scope::ExternalId)
+                .collect()
         };
         Self {
             client,
@@ -51,12 +53,16 @@ impl RabotMirror {
         let mut result = Ok(());
         for scope in self.scopes.iter().cloned() {
             let span = tracing::info_span!("scope", scope = ?scope);
-            result = self.run_scope(ctx, scope, requests_before).instrument(span).await;
+            result = self
+                .run_scope(ctx, scope, requests_before)
+                .instrument(span)
+                .await;
             if result.is_err() {
                 break;
             }
         }
-        ctx.counts.send_modify(|c| c.requests = self.requests_since(requests_before));
+        ctx.counts
+            .send_modify(|c| c.requests = self.requests_since(requests_before));
         result
     }
 
@@ -74,10 +80,14 @@ impl RabotMirror {
             Scope::AllCustomers => None,
             Scope::ExternalId(id) => Some(id.clone()),
         };
-        let mut pages = pin!(self.client.customer_pages(external_id));
+        let mut pages = self.client.customer_pages(external_id);
         while let Some(page) = pages.try_next().await.map_err(failed)? {
             ctx.check_cancelled()?;
-            let numbers: Vec<String> = page.items.iter().map(|c| c.customer_number.clone()).collect();
+            let numbers: Vec<String> = page
+                .items
+                .iter()
+                .map(|c| c.customer_number.clone())
+                .collect();
             let contract_pages: Vec<Page<_>> = stream::iter(numbers)
                 .map(|number| self.client.contracts(number))
                 .buffer_unordered(self.concurrency)
@@ -86,7 +96,8 @@ impl RabotMirror {
                 .map_err(failed)?;
             ctx.check_cancelled()?;
 
-            let fetched = page.items.len() + contract_pages.iter().map(|p| p.items.len()).sum::<usize>();
+            let fetched =
+                page.items.len() + contract_pages.iter().map(|p| p.items.len()).sum::<usize>();
             let skipped = page.skipped + contract_pages.iter().map(|p| p.skipped).sum::<usize>();
             let pages_read = page.pages + contract_pages.iter().map(|p| p.pages).sum::<usize>();
             let contracts = contract_pages.into_iter().flat_map(|p| p.items).collect();

@@ -91,7 +91,10 @@ impl Default for SandboxOptions {
             seed: 42,
             client_id: "sandbox-client".to_owned(),
             client_secret: "sandbox-secret".to_owned(),
-            granted_scopes: vec!["api:partner".to_owned(), "role:finance-reporting".to_owned()],
+            granted_scopes: vec![
+                "api:partner".to_owned(),
+                "role:finance-reporting".to_owned(),
+            ],
             token_lifetime: Duration::from_secs(3599),
             rate_limit: None,
             rate_limit_burst: None,
@@ -270,6 +273,11 @@ impl Sandbox {
     /// Every token issued so far answers 401 from now on; tokens issued later work.
     pub fn revoke_all_tokens(&self) {
         self.shared.rabot.tokens.revoke_all();
+    }
+
+    /// Every access token issued so far, including expired and revoked ones, oldest first.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.rabot.tokens.history()
     }
 
     /// Queues a fault; queued faults are matched in FIFO order against incoming requests.
@@ -471,7 +479,8 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
     if let Some(fault) = shared.take_fault(&path) {
         bump(&shared.counters.injected_faults);
         tracing::debug!(%path, status = fault.status, "sandbox injected fault");
-        let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = reject(route, status, "Injected fault.");
         if let Some(value) = fault
             .retry_after
@@ -506,7 +515,15 @@ async fn unknown_endpoint(method: Method, uri: Uri) -> Response {
 /// Access tokens issued by one simulated authorization server.
 #[derive(Default)]
 struct TokenStore {
-    tokens: Mutex<HashMap<String, IssuedToken>>,
+    ledger: Mutex<TokenLedger>,
+}
+
+#[derive(Default)]
+struct TokenLedger {
+    /// Tokens that may still be valid, by value.
+    live: HashMap<String, IssuedToken>,
+    /// Every token ever issued, so tests can search logs for any of them.
+    history: Vec<String>,
 }
 
 struct IssuedToken {
@@ -523,30 +540,35 @@ impl TokenStore {
             .map(char::from)
             .collect();
         let now = Instant::now();
-        let mut tokens = lock(&self.tokens);
+        let mut ledger = lock(&self.ledger);
         // Pruning here keeps a long demo's memory flat without a background task.
-        tokens.retain(|_, issued| issued.is_valid_at(now));
-        tokens.insert(
+        ledger.live.retain(|_, issued| issued.is_valid_at(now));
+        ledger.live.insert(
             token.clone(),
             IssuedToken {
                 expires_at: now.checked_add(lifetime),
                 scopes,
             },
         );
+        ledger.history.push(token.clone());
         token
     }
 
     /// Scopes of a token that is known, unexpired and not revoked.
     fn scopes_of(&self, token: &str) -> Option<Vec<String>> {
-        let tokens = lock(&self.tokens);
-        let issued = tokens.get(token)?;
+        let ledger = lock(&self.ledger);
+        let issued = ledger.live.get(token)?;
         issued
             .is_valid_at(Instant::now())
             .then(|| issued.scopes.clone())
     }
 
     fn revoke_all(&self) {
-        lock(&self.tokens).clear();
+        lock(&self.ledger).live.clear();
+    }
+
+    fn history(&self) -> Vec<String> {
+        lock(&self.ledger).history.clone()
     }
 }
 
@@ -558,7 +580,9 @@ impl IssuedToken {
 
 /// A panic while holding a sandbox lock leaves plain data behind, still fit to serve.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn duration_to_nanos(duration: Duration) -> u64 {

@@ -74,7 +74,7 @@ fn rejection(endpoint: Endpoint, status: StatusCode, message: &str) -> Response 
         // The token endpoint belongs to an OAuth server, not to the partner API, so its errors
         // take the RFC 6749 shape rather than the API envelope.
         Endpoint::Token => {
-            let code = if matches!(
+            let error = if matches!(
                 status,
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
             ) {
@@ -84,7 +84,7 @@ fn rejection(endpoint: Endpoint, status: StatusCode, message: &str) -> Response 
             } else {
                 "invalid_request"
             };
-            oauth_error(status, code, message)
+            OAuthError::new(status, error, message).into_response()
         }
         Endpoint::Api | Endpoint::Other => {
             let code = match status {
@@ -97,29 +97,109 @@ fn rejection(endpoint: Endpoint, status: StatusCode, message: &str) -> Response 
                 status if status.is_server_error() => "internal-error",
                 _ => "error",
             };
-            envelope_error(status, code, message)
+            ApiError::new(status, code, message).into_response()
         }
     }
 }
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "error": error, "error_description": description })),
-    )
-        .into_response()
+/// An error from the token endpoint, in the RFC 6749 shape.
+struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
 }
 
-fn envelope_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({
-        "isSuccess": false,
-        "message": message,
-        "error": [{ "severity": "Error", "code": code, "message": message, "details": null }],
-        "refUri": null,
-        "data": null,
-    });
-    (status, Json(body)).into_response()
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            description: description.into(),
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.error, "error_description": self.description });
+        (
+            self.status,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(body),
+        )
+            .into_response()
+    }
+}
+
+/// An error from the partner API, in the documented envelope.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// WWW-Authenticate challenge for 401 and 403, as RFC 6750 asks.
+    challenge: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+
+    fn unauthorized() -> Self {
+        Self {
+            challenge: Some(r#"Bearer error="invalid_token""#),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "The access token is missing, invalid, expired or revoked.",
+            )
+        }
+    }
+
+    fn insufficient_scope(message: impl Into<String>) -> Self {
+        Self {
+            challenge: Some(r#"Bearer error="insufficient_scope""#),
+            ..Self::new(StatusCode::FORBIDDEN, "insufficient-scope", message)
+        }
+    }
+
+    fn validation_failed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "validation-failed", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "isSuccess": false,
+            "message": self.message,
+            "error": [{
+                "severity": "Error",
+                "code": self.code,
+                "message": self.message,
+                "details": null,
+            }],
+            "refUri": null,
+            "data": null,
+        });
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
 }
 
 fn envelope_page(items: Vec<Value>, has_more_items: bool) -> Response {
@@ -136,25 +216,15 @@ fn envelope_page(items: Vec<Value>, has_more_items: bool) -> Response {
     .into_response()
 }
 
-fn validation_failed(message: &str) -> Response {
-    envelope_error(StatusCode::BAD_REQUEST, "validation-failed", message)
-}
-
-fn insufficient_scope(message: &str) -> Response {
-    let mut response = envelope_error(StatusCode::FORBIDDEN, "insufficient-scope", message);
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(r#"Bearer error="insufficient_scope""#),
-    );
-    response
-}
-
 /// Form or query fields by name. RFC 6749 forbids repeating a parameter, and a repeated
 /// `offset` or `limit` is a client bug worth surfacing, so a repeat is `Err(name)`.
 fn unique_fields(input: &[u8]) -> Result<HashMap<String, String>, String> {
     let mut fields = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(input) {
-        if fields.insert(name.to_string(), value.into_owned()).is_some() {
+        if fields
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
             return Err(name.into_owned());
         }
     }
@@ -172,95 +242,83 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-async fn issue_token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn issue_token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
     let rabot = &shared.rabot;
     if !is_form(&headers) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+        return Err(OAuthError::invalid_request(
             "Expected an application/x-www-form-urlencoded body.",
-        );
+        ));
     }
-    let form = match unique_fields(&body) {
-        Ok(form) => form,
-        Err(name) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("Parameter {name} was sent more than once."),
-            );
-        }
-    };
+    let form = unique_fields(&body).map_err(|name| {
+        OAuthError::invalid_request(format!("Parameter {name} was sent more than once."))
+    })?;
     let field = |name: &str| form.get(name).map(String::as_str);
 
     if field("client_id") != Some(rabot.client_id.as_str())
         || field("client_secret") != Some(rabot.client_secret.as_str())
     {
-        return oauth_error(
+        return Err(OAuthError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "Unknown client or wrong client secret.",
-        );
+        ));
     }
     match field("grant_type") {
         Some("client_credentials") => {}
         None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
+            return Err(OAuthError::invalid_request(
                 "The grant_type parameter is missing.",
-            );
+            ));
         }
         Some(_) => {
-            return oauth_error(
+            return Err(OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 "Only the client_credentials grant is supported.",
-            );
+            ));
         }
     }
-    let scopes = match rabot.scopes_for(field("scope")) {
-        Ok(scopes) => scopes,
-        Err(scope) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                &format!("Scope {scope} is not granted to this client."),
-            );
-        }
-    };
+    let scopes = rabot.scopes_for(field("scope")).map_err(|scope| {
+        OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            format!("Scope {scope} is not granted to this client."),
+        )
+    })?;
 
     let token = rabot.tokens.issue(scopes.clone(), rabot.token_lifetime);
     bump(&shared.counters.tokens_issued);
-    (
+    let body = json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": rabot.token_lifetime.as_secs(),
+        "scope": scopes.join(" "),
+    });
+    Ok((
         StatusCode::OK,
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": rabot.token_lifetime.as_secs(),
-            "scope": scopes.join(" "),
-        })),
+        Json(body),
     )
-        .into_response()
+        .into_response())
 }
 
-/// The scopes of the request's bearer token, or the 401 to answer with.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Vec<String>, Response> {
-    let scopes = bearer_token(headers).and_then(|token| shared.rabot.tokens.scopes_of(token));
-    scopes.ok_or_else(|| {
+/// The scopes of the request's bearer token, which must include `api:partner`.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
+    let Some(scopes) = bearer_token(headers).and_then(|token| shared.rabot.tokens.scopes_of(token))
+    else {
         bump(&shared.counters.unauthorized);
-        let mut response = envelope_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "The access token is missing, invalid, expired or revoked.",
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(r#"Bearer error="invalid_token""#),
-        );
-        response
-    })
+        return Err(ApiError::unauthorized());
+    };
+    if !has_scope(&scopes, PARTNER_SCOPE) {
+        return Err(ApiError::insufficient_scope(
+            "The api:partner scope is required.",
+        ));
+    }
+    Ok(scopes)
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -281,12 +339,14 @@ struct Page {
 }
 
 impl Page {
-    fn from_query(query: &HashMap<String, String>) -> Result<Self, String> {
+    fn from_query(query: &HashMap<String, String>) -> Result<Self, ApiError> {
         let offset = match query.get("offset") {
             None => 0,
-            Some(raw) => raw
-                .parse()
-                .map_err(|_| format!("offset must be a non-negative integer, got {raw:?}."))?,
+            Some(raw) => raw.parse().map_err(|_| {
+                ApiError::validation_failed(format!(
+                    "offset must be a non-negative integer, got {raw:?}."
+                ))
+            })?,
         };
         let limit = match query.get("limit") {
             None => DEFAULT_LIMIT,
@@ -295,7 +355,9 @@ impl Page {
                 .ok()
                 .filter(|limit| (1..=MAX_LIMIT).contains(limit))
                 .ok_or_else(|| {
-                    format!("limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}.")
+                    ApiError::validation_failed(format!(
+                        "limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}."
+                    ))
                 })?,
         };
         Ok(Self { offset, limit })
@@ -309,12 +371,12 @@ impl Page {
     }
 }
 
-/// Query parameters and the page they ask for, or the 400 to answer with.
-fn paged_query(query: Option<&str>) -> Result<(HashMap<String, String>, Page), Response> {
+/// Query parameters and the page they ask for.
+fn paged_query(query: Option<&str>) -> Result<(HashMap<String, String>, Page), ApiError> {
     let fields = unique_fields(query.unwrap_or_default().as_bytes()).map_err(|name| {
-        validation_failed(&format!("Query parameter {name} was sent more than once."))
+        ApiError::validation_failed(format!("Query parameter {name} was sent more than once."))
     })?;
-    let page = Page::from_query(&fields).map_err(|message| validation_failed(&message))?;
+    let page = Page::from_query(&fields)?;
     Ok((fields, page))
 }
 
@@ -322,21 +384,12 @@ async fn list_customers(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
-    let scopes = match authenticate(&shared, &headers) {
-        Ok(scopes) => scopes,
-        Err(response) => return response,
-    };
-    if !has_scope(&scopes, PARTNER_SCOPE) {
-        return insufficient_scope("The api:partner scope is required.");
-    }
-    let (fields, page) = match paged_query(query.as_deref()) {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
+) -> Result<Response, ApiError> {
+    authenticate(&shared, &headers)?;
+    let (fields, page) = paged_query(query.as_deref())?;
     let external_id = fields.get("filter.externalId").map(String::as_str);
     let (items, has_more_items) = shared.rabot.customer_page(external_id, page);
-    envelope_page(items, has_more_items)
+    Ok(envelope_page(items, has_more_items))
 }
 
 async fn list_contracts(
@@ -344,32 +397,25 @@ async fn list_contracts(
     headers: HeaderMap,
     customer_number: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
-) -> Response {
-    let scopes = match authenticate(&shared, &headers) {
-        Ok(scopes) => scopes,
-        Err(response) => return response,
-    };
-    if !has_scope(&scopes, PARTNER_SCOPE) {
-        return insufficient_scope("The api:partner scope is required.");
-    }
+) -> Result<Response, ApiError> {
+    let scopes = authenticate(&shared, &headers)?;
     let Ok(Path(customer_number)) = customer_number else {
-        return validation_failed("The customer number in the path is not valid.");
+        return Err(ApiError::validation_failed(
+            "The customer number in the path is not valid.",
+        ));
     };
-    let (_, page) = match paged_query(query.as_deref()) {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
+    let (_, page) = paged_query(query.as_deref())?;
     let has_role = CONTRACT_ROLES.iter().any(|role| has_scope(&scopes, role));
     match shared.rabot.contract_page(&customer_number, has_role, page) {
-        ContractPage::Found(items, has_more_items) => envelope_page(items, has_more_items),
-        ContractPage::UnknownCustomer => envelope_error(
+        ContractPage::Found(items, has_more_items) => Ok(envelope_page(items, has_more_items)),
+        ContractPage::UnknownCustomer => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",
-            &format!("Customer {customer_number} was not found."),
-        ),
-        ContractPage::NotPermitted => insufficient_scope(
+            format!("Customer {customer_number} was not found."),
+        )),
+        ContractPage::NotPermitted => Err(ApiError::insufficient_scope(
             "Contracts need the role:finance-reporting scope (or a broader role) or a linked customer.",
-        ),
+        )),
     }
 }
 
@@ -485,10 +531,15 @@ impl Rabot {
         let matching: Vec<&Customer> = customers
             .list
             .iter()
-            .filter(|customer| external_id.is_none_or(|wanted| customer.external_id() == Some(wanted)))
+            .filter(|customer| {
+                external_id.is_none_or(|wanted| customer.external_id() == Some(wanted))
+            })
             .collect();
         let (items, has_more_items) = page.cut(&matching);
-        let records = items.into_iter().map(|customer| customer.record.clone()).collect();
+        let records = items
+            .into_iter()
+            .map(|customer| customer.record.clone())
+            .collect();
         (records, has_more_items)
     }
 
@@ -512,12 +563,19 @@ impl Rabot {
 
     pub(super) fn customer_numbers(&self) -> Vec<String> {
         let customers = lock(&self.customers);
-        customers.list.iter().map(|customer| customer.number.clone()).collect()
+        customers
+            .list
+            .iter()
+            .map(|customer| customer.number.clone())
+            .collect()
     }
 
     pub(super) fn external_id_of(&self, customer_number: &str) -> Option<String> {
         let customers = lock(&self.customers);
-        customers.get(customer_number)?.external_id().map(str::to_owned)
+        customers
+            .get(customer_number)?
+            .external_id()
+            .map(str::to_owned)
     }
 
     pub(super) fn contract_numbers(&self, customer_number: &str) -> Vec<String> {
@@ -811,7 +869,8 @@ fn generate_customers(options: &SandboxOptions) -> Vec<Customer> {
             "createdAt": created_at,
         });
 
-        let heavy = options.heavy_customer_every > 0 && (index + 1) % options.heavy_customer_every == 0;
+        let heavy =
+            options.heavy_customer_every > 0 && (index + 1) % options.heavy_customer_every == 0;
         let contract_count = if heavy {
             options.heavy_contracts
         } else {
@@ -954,7 +1013,9 @@ fn generate_contract(seed: u64, customer_index: usize, slot: usize, holder: Hold
 }
 
 fn address(rng: &mut Prng, holder: Holder) -> Value {
-    let title = rng.percent(8).then(|| rng.pick(&["Dr.", "Prof.", "Dr. med."]));
+    let title = rng
+        .percent(8)
+        .then(|| rng.pick(&["Dr.", "Prof.", "Dr. med."]));
     let gender = if rng.percent(15) {
         None
     } else {

@@ -63,10 +63,11 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<(
         return Ok(());
     };
     let mut admin = options.database("postgres").connect().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let statement = format!("CREATE DATABASE {}", quote_identifier(&name));
         match sqlx::query(&statement).execute(&mut admin).await {

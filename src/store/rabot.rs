@@ -94,7 +94,9 @@ pub async fn upsert_contracts(
     run_id: i64,
     rows: Vec<Contract>,
 ) -> Result<UpsertCounts, sqlx::Error> {
-    let rows = dedup_last(rows, |r| (r.customer_number.clone(), r.contract_number.clone()));
+    let rows = dedup_last(rows, |r| {
+        (r.customer_number.clone(), r.contract_number.clone())
+    });
     let total = rows.len() as i64;
     if total == 0 {
         return Ok(UpsertCounts::default());
@@ -258,7 +260,11 @@ fn counts(total: i64, inserted_flags: &[bool]) -> UpsertCounts {
 /// keeps its last occurrence.
 fn dedup_last<T, K: Eq + std::hash::Hash>(rows: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
     let mut seen = std::collections::HashSet::with_capacity(rows.len());
-    let mut kept: Vec<T> = rows.into_iter().rev().filter(|r| seen.insert(key(r))).collect();
+    let mut kept: Vec<T> = rows
+        .into_iter()
+        .rev()
+        .filter(|r| seen.insert(key(r)))
+        .collect();
     kept.reverse();
     kept
 }

@@ -6,7 +6,7 @@ pub mod wire;
 use std::sync::Arc;
 
 use futures::Stream;
-use futures::stream::{self, TryStreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use crate::http::authorized::{ApiError, AuthorizedHttp};
@@ -82,20 +82,22 @@ impl RabotClient {
     pub fn customer_pages(
         &self,
         external_id: Option<String>,
-    ) -> impl Stream<Item = Result<Page<Customer>, RabotError>> + Send + '_ {
+    ) -> BoxStream<'_, Result<Page<Customer>, RabotError>> {
         let url = self.url(&["customers"]);
         self.pages(url, external_id.map(|id| ("filter.externalId", id)))
             .map_ok(|page| read_items(page, Customer::from_wire))
+            .boxed()
     }
 
     /// `GET /customers/{customerNumber}/contracts`, page by page.
     pub fn contract_pages<'a>(
         &'a self,
         customer_number: &'a str,
-    ) -> impl Stream<Item = Result<Page<Contract>, RabotError>> + Send + 'a {
+    ) -> BoxStream<'a, Result<Page<Contract>, RabotError>> {
         let url = self.url(&["customers", customer_number, "contracts"]);
         self.pages(url, None)
             .map_ok(move |page| read_items(page, |raw| Contract::from_wire(customer_number, raw)))
+            .boxed()
     }
 
     /// Every contract of one customer.
@@ -174,7 +176,9 @@ impl RabotClient {
                 if more && items.is_empty() {
                     return Err(RabotError::Protocol {
                         path,
-                        detail: format!("hasMoreItems is true but the page at offset {offset} is empty"),
+                        detail: format!(
+                            "hasMoreItems is true but the page at offset {offset} is empty"
+                        ),
                     });
                 }
                 let next = more.then_some(offset + items.len());

@@ -181,8 +181,12 @@ mod tests {
         assert_eq!(c.delivery_end, NaiveDate::from_ymd_opt(2026, 1, 31));
         assert_eq!(c.expected_annual_kwh.as_deref(), Some("3500.5"));
 
-        let odd = Contract::from_wire("1", json!({"contractNumber": 7, "actualDateOfDelivery": "soon",
-                                             "expectedAnnualConsumptionInKwhPerYear": "lots"})).unwrap();
+        let odd = Contract::from_wire(
+            "1",
+            json!({"contractNumber": 7, "actualDateOfDelivery": "soon",
+                                             "expectedAnnualConsumptionInKwhPerYear": "lots"}),
+        )
+        .unwrap();
         assert_eq!(odd.contract_number, "7");
         assert_eq!(odd.delivery_start, None);
         assert_eq!(odd.expected_annual_kwh, None);

@@ -1,0 +1,178 @@
+//! Shared test plumbing: a fresh database per test, a sandbox per test, and settings that
+//! point the one at the other. Everything is real: PostgreSQL from DATABASE_URL, HTTP on loopback.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use partner_sync::events::TriggerCause;
+use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
+use partner_sync::jobs::rabot_mirror::RabotMirror;
+use partner_sync::sandbox::{self, Sandbox, SandboxOptions};
+use partner_sync::settings::Settings;
+use partner_sync::store;
+use partner_sync::store::runs::{RunCounts, RunStatus};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The server the tests use. Unset DATABASE_URL falls back to the local default; an unreachable
+/// server fails the test loudly.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn url_with_database(name: &str) -> String {
+    let mut url = url::Url::parse(&server_url()).expect("DATABASE_URL is not a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// A database of its own for one test, migrated, dropped when the test ends.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("ps_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&url_with_database("postgres"))
+            .await
+            .expect("cannot reach PostgreSQL at DATABASE_URL: is it running?");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = url_with_database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&url)
+            .await
+            .expect("connect to test database");
+        store::migrate(&pool).await.expect("migrations apply");
+        Self { pool, url, name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on; a helper thread with
+        // its own runtime removes the database and is joined so nothing leaks between runs.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&url_with_database("postgres")).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+    }
+}
+
+pub async fn start_sandbox(options: SandboxOptions) -> Sandbox {
+    sandbox::start(options, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("sandbox starts")
+}
+
+pub fn small_sandbox(customers: usize) -> SandboxOptions {
+    SandboxOptions {
+        customers,
+        ..SandboxOptions::default()
+    }
+}
+
+/// Environment variables that point the daemon at `sandbox` and `database_url`, with fast
+/// retries so failure tests stay quick.
+pub fn sandbox_env(sandbox: &Sandbox, database_url: &str) -> Vec<(String, String)> {
+    let o = sandbox.options();
+    [
+        ("DATABASE_URL", database_url.to_owned()),
+        ("PARTNER_SYNC__RABOT__ENABLED", "true".to_owned()),
+        ("PARTNER_SYNC__RABOT__TOKEN_URL", sandbox.rabot_token_url()),
+        (
+            "PARTNER_SYNC__RABOT__API_BASE_URL",
+            sandbox.rabot_api_base_url(),
+        ),
+        ("PARTNER_SYNC__RABOT__CLIENT_ID", o.client_id.clone()),
+        (
+            "PARTNER_SYNC__RABOT__CLIENT_SECRET",
+            o.client_secret.clone(),
+        ),
+        ("PARTNER_SYNC__RABOT__SCOPES", o.granted_scopes.join(",")),
+        (
+            "PARTNER_SYNC__RABOT__REQUESTS_PER_SECOND",
+            "1000".to_owned(),
+        ),
+        ("PARTNER_SYNC__RABOT__BURST", "50".to_owned()),
+        ("PARTNER_SYNC__RABOT__PAGE_SIZE", "10".to_owned()),
+        ("PARTNER_SYNC__HTTP__BACKOFF_BASE", "10ms".to_owned()),
+        ("PARTNER_SYNC__HTTP__BACKOFF_MAX", "50ms".to_owned()),
+        ("PARTNER_SYNC__HTTP__MAX_ATTEMPTS", "3".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Settings for `sandbox` and `db`, with `overrides` (env-style keys) applied last.
+pub fn settings(sandbox: &Sandbox, db: &TestDb, overrides: &[(&str, &str)]) -> Settings {
+    let mut env = sandbox_env(sandbox, &db.url);
+    env.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    Settings::load_from(None, env).expect("test settings are valid")
+}
+
+/// One mirror pass through the real runner (lock, run row, job), as the daemon does it.
+pub async fn mirror_pass(
+    settings: &Settings,
+    pool: &PgPool,
+) -> (RunStatus, RunCounts, Option<String>) {
+    let job = Arc::new(RabotMirror::new(settings).expect("job builds"));
+    let runner = JobRunner::new(job, pool.clone(), Duration::from_secs(5));
+    let (counts, _) = watch::channel(RunCounts::default());
+    match runner
+        .run_once(TriggerCause::Cli, &CancellationToken::new(), counts)
+        .await
+        .expect("run is recorded")
+    {
+        RunOutcome::Finished {
+            status,
+            counts,
+            error,
+            ..
+        } => (status, counts, error),
+        RunOutcome::LockedElsewhere => panic!("nothing else should hold the lock"),
+    }
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+/// Every contract the sandbox currently serves, as (customer, contract) pairs.
+pub fn sandbox_contracts(sandbox: &Sandbox) -> Vec<(String, String)> {
+    sandbox
+        .customer_numbers()
+        .into_iter()
+        .flat_map(|c| {
+            sandbox
+                .contract_numbers(&c)
+                .into_iter()
+                .map(move |k| (c.clone(), k))
+        })
+        .collect()
+}

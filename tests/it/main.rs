@@ -1,0 +1,9 @@
+//! Integration tests: one binary (one link step) for all of them.
+
+mod common;
+mod daemon;
+mod http_stack;
+mod rabot_mirror;
+mod secrets;
+mod settings;
+mod token_cache;

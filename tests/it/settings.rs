@@ -1,0 +1,156 @@
+//! Settings through the real binary: layering, validation (exit 2, one line naming the key),
+//! and `check-config` masking every secret.
+
+use std::process::{Command, Output};
+
+use partner_sync::settings::Settings;
+
+const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
+
+fn partner_sync(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PARTNER_SYNC")) {
+        command.env_remove(key);
+    }
+    command
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs")
+}
+
+const ENABLED: &[(&str, &str)] = &[
+    ("PARTNER_SYNC__RABOT__ENABLED", "true"),
+    ("PARTNER_SYNC__RABOT__CLIENT_ID", "client"),
+    ("PARTNER_SYNC__RABOT__CLIENT_SECRET", "s3cr3t-value"),
+];
+
+#[test]
+fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "PARTNER_SYNC__RABOT__SCHEDULE",
+            "every minute",
+            "rabot.schedule",
+        ),
+        (
+            "PARTNER_SYNC__RABOT__SCHEDULE",
+            "0 * * * *",
+            "rabot.schedule",
+        ),
+        ("PARTNER_SYNC__RABOT__PAGE_SIZE", "0", "rabot.page_size"),
+        ("PARTNER_SYNC__RABOT__PAGE_SIZE", "1001", "rabot.page_size"),
+        (
+            "PARTNER_SYNC__RABOT__API_BASE_URL",
+            "ftp://example.com/v1",
+            "rabot.api_base_url",
+        ),
+        (
+            "PARTNER_SYNC__RABOT__TOKEN_URL",
+            "not a url",
+            "rabot.token_url",
+        ),
+        ("PARTNER_SYNC__RABOT__CLIENT_ID", "", "rabot.client_id"),
+        (
+            "PARTNER_SYNC__RABOT__REQUESTS_PER_SECOND",
+            "0",
+            "rabot.requests_per_second",
+        ),
+        ("PARTNER_SYNC__RABOT__BURST", "0", "rabot.burst"),
+        ("PARTNER_SYNC__RABOT__PAGE_SIZE", "many", "page_size"),
+    ];
+    for (key, value, named) in cases {
+        let mut env = ENABLED.to_vec();
+        env.push((key, value));
+        let out = partner_sync(&["check-config"], &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{key}={value}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{key}={value} should name {named}: {stderr}"
+        );
+        assert!(!stderr.contains("s3cr3t-value"));
+    }
+    // Disabled partners are not validated: the defaults alone are a valid configuration.
+    let out = partner_sync(&["check-config"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_prints_effective_settings_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partner-sync.toml");
+    std::fs::write(&file, "[rabot]\npage_size = 250\nconcurrency = 2\n").unwrap();
+    let mut env = ENABLED.to_vec();
+    env.push((
+        "DATABASE_URL",
+        "postgres://sync:db-pa55word@db.internal:5432/mirror",
+    ));
+    env.push(("PARTNER_SYNC__RABOT__CONCURRENCY", "6"));
+    env.push(("PARTNER_SYNC__RABOT__EXTERNAL_IDS", "EXT-1, EXT-2"));
+    let out = partner_sync(&["--config", file.to_str().unwrap(), "check-config"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("page_size = 250"),
+        "file layer applied: {stdout}"
+    );
+    assert!(
+        stdout.contains("concurrency = 6"),
+        "environment wins over the file: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"EXT-1\"") && stdout.contains("\"EXT-2\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("db.internal"), "{stdout}");
+    assert!(
+        !stdout.contains("s3cr3t-value") && !stdout.contains("db-pa55word"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("client_secret = \"********\""), "{stdout}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_settings_error() {
+    let out = partner_sync(
+        &["--config", "/nonexistent/partner-sync.toml", "check-config"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/partner-sync.toml"));
+}
+
+#[test]
+fn partner_sync_env_beats_database_url() {
+    let settings = Settings::load_from(
+        None,
+        [
+            ("DATABASE_URL".to_owned(), "postgres://a@h1/one".to_owned()),
+            (
+                "PARTNER_SYNC__DATABASE__URL".to_owned(),
+                "postgres://a@h2/two".to_owned(),
+            ),
+        ],
+    )
+    .unwrap();
+    assert!(settings.to_masked_toml().contains("h2/two"));
+    let settings = Settings::load_from(
+        None,
+        [("DATABASE_URL".to_owned(), "postgres://a@h1/one".to_owned())],
+    )
+    .unwrap();
+    assert!(settings.to_masked_toml().contains("h1/one"));
+}
