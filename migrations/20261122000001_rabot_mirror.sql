@@ -56,6 +56,10 @@ CREATE INDEX rabot_customers_external_id_idx ON mirror.rabot_customers (external
 COMMENT ON TABLE mirror.rabot_customers IS 'RABOT customers (GET /customers). deleted_at is set when a complete pass no longer returns the customer.';
 COMMENT ON COLUMN mirror.rabot_customers.customer_number IS 'RABOT customer number (key).';
 COMMENT ON COLUMN mirror.rabot_customers.external_id IS 'externalIdentifier: the partner''s own id for the customer.';
+COMMENT ON COLUMN mirror.rabot_customers.first_name IS 'firstName.';
+COMMENT ON COLUMN mirror.rabot_customers.last_name IS 'lastName.';
+COMMENT ON COLUMN mirror.rabot_customers.business_name IS 'businessName, for business customers.';
+COMMENT ON COLUMN mirror.rabot_customers.email IS 'emailAddress.';
 COMMENT ON COLUMN mirror.rabot_customers.relations IS 'Relations of the partner to the customer: Owner, Affiliate, Linked.';
 COMMENT ON COLUMN mirror.rabot_customers.payload IS 'The customer exactly as RABOT sent it.';
 COMMENT ON COLUMN mirror.rabot_customers.content_hash IS 'SHA-256 of the payload; unchanged rows are never rewritten.';
@@ -88,6 +92,16 @@ CREATE TABLE mirror.rabot_contracts (
 CREATE INDEX rabot_contracts_contract_number_idx ON mirror.rabot_contracts (contract_number);
 CREATE INDEX rabot_contracts_state_idx ON mirror.rabot_contracts (state);
 COMMENT ON TABLE mirror.rabot_contracts IS 'RABOT contracts (GET /customers/{n}/contracts). Join to rabot_customers on customer_number.';
+COMMENT ON COLUMN mirror.rabot_contracts.customer_number IS 'RABOT customer number; joins mirror.rabot_customers.';
+COMMENT ON COLUMN mirror.rabot_contracts.contract_number IS 'RABOT contract number.';
+COMMENT ON COLUMN mirror.rabot_contracts.name IS 'Contract name as shown to the customer.';
+COMMENT ON COLUMN mirror.rabot_contracts.tariff_name IS 'tariffName.';
+COMMENT ON COLUMN mirror.rabot_contracts.meter_number IS 'meterNumber.';
+COMMENT ON COLUMN mirror.rabot_contracts.accounting_method IS 'accountingMethod.';
+COMMENT ON COLUMN mirror.rabot_contracts.grid_operator_name IS 'distributionSystemOperatorName.';
+COMMENT ON COLUMN mirror.rabot_contracts.content_hash IS 'SHA-256 of the payload; unchanged rows are never rewritten.';
+COMMENT ON COLUMN mirror.rabot_contracts.first_seen_at IS 'When partner-sync first mirrored the contract.';
+COMMENT ON COLUMN mirror.rabot_contracts.changed_at IS 'When the payload last changed (or the row was revived).';
 COMMENT ON COLUMN mirror.rabot_contracts.state IS 'contractState: PendingDelivery, Delivery, Cancelled, Revoked, Unspecified, or a newer value RABOT adds.';
 COMMENT ON COLUMN mirror.rabot_contracts.delivery_start IS 'actualDateOfDelivery.';
 COMMENT ON COLUMN mirror.rabot_contracts.delivery_end IS 'endDateOfDelivery; NULL while open-ended.';
@@ -154,6 +168,17 @@ CREATE TRIGGER rabot_customers_history
 CREATE TRIGGER rabot_contracts_history
     AFTER INSERT OR UPDATE OF content_hash, deleted_at ON mirror.rabot_contracts
     FOR EACH ROW EXECUTE FUNCTION mirror.rabot_contracts_history();
+
+-- The everyday question ("which contracts are live, for whom") without remembering the tombstones.
+CREATE VIEW mirror.rabot_current_contracts AS
+SELECT k.customer_number, c.external_id, c.first_name, c.last_name, c.business_name, c.email,
+       k.contract_number, k.name, k.state, k.tariff_name, k.delivery_start, k.delivery_end,
+       k.meter_number, k.malo_id, k.melo_id, k.expected_annual_kwh, k.accounting_method,
+       k.grid_operator_code, k.grid_operator_name, k.changed_at
+  FROM mirror.rabot_contracts k
+  JOIN mirror.rabot_customers c USING (customer_number)
+ WHERE k.deleted_at IS NULL AND c.deleted_at IS NULL;
+COMMENT ON VIEW mirror.rabot_current_contracts IS 'Contracts currently returned by RABOT, with their customer''s names.';
 
 -- Finance reads `mirror` through this role (grant it to a login role: GRANT partner_sync_reader TO alice).
 -- Roles are cluster-wide, so two databases migrating at once may race to create it.

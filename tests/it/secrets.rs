@@ -39,7 +39,7 @@ async fn a_full_pass_at_trace_level_logs_no_secret_or_token() {
     );
     assert!(logs.contains("job_run"), "spans are logged");
 
-    let tokens: Vec<String> = Vec::new(); // TEMP
+    let tokens = sandbox.issued_tokens();
     assert!(!tokens.is_empty());
     for secret in tokens
         .iter()
