@@ -1,15 +1,24 @@
 //! Mirror-pass benchmark: `cargo bench --bench mirror_pass [-- CUSTOMERS...]`.
 //!
-//! For each customer count, a fresh database and an in-process sandbox, then the real binary's
+//! For each customer count, a fresh database and a sandbox process, then the real binary's
 //! `sync rabot` twice as child processes: the first pass inserts everything, the second finds
 //! nothing changed. Reports wall time, rows per second, the unchanged/first ratio, and each
 //! pass's peak resident memory (from wait4), so memory growth with the customer count shows.
+//!
+//! A second table measures the store alone (no HTTP): the batched upsert of N contracts when
+//! they are new, unchanged, and all changed, with the WAL each pass wrote.
+//!
+//! The sandbox runs in its own process on purpose: a child's peak RSS as the kernel reports it
+//! includes its parent's resident memory at spawn time, and an in-process sandbox holding all
+//! customers would be counted as the mirror's.
 
-use std::net::SocketAddr;
-use std::process::Command;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use partner_sync::sandbox::{self, SandboxOptions};
+use partner_sync::partners::rabot::Contract;
+use partner_sync::sandbox::SandboxOptions;
+use partner_sync::store;
 use sqlx::{Connection, PgConnection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
@@ -65,13 +74,107 @@ fn sync_pass(env: &[(String, String)]) -> anyhow::Result<Pass> {
     })
 }
 
+/// `partner-sync sandbox` on a free port; returns once it accepts connections.
+fn start_sandbox(customers: usize) -> anyhow::Result<(Child, String)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut child = Command::new(BIN)
+        .args([
+            "sandbox",
+            "--listen",
+            &address.to_string(),
+            "--customers",
+            &customers.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    while TcpStream::connect(address).is_err() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill()?;
+            anyhow::bail!("the sandbox did not start listening on {address}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((child, format!("http://{address}")))
+}
+
+/// N synthetic contracts shaped like RABOT's; `revision` changes every one of them.
+fn synthetic_contracts(n: usize, revision: u32) -> Vec<Contract> {
+    (0..n)
+        .map(|i| {
+            let raw = serde_json::json!({
+                "contractNumber": format!("C-{i:08}"), "contractState": "Delivery",
+                "tariffName": format!("Tariff rev {revision}"), "name": "Strom",
+                "meterNumber": format!("1ESY{i:010}"), "maLoIdentifier": format!("{:011}", i),
+                "actualDateOfDelivery": "2025-03-01", "endDateOfDelivery": null,
+                "expectedAnnualConsumptionInKwhPerYear": 3500 + i % 1000,
+                "deliveryAddress": {"streetName": "Hauptstraße", "houseNumber": "1", "postCode": "10115", "city": "Berlin"},
+                "bankDetail": {"iban": "DE02120300000000202051", "hasAcceptedDirectDebit": true},
+            });
+            Contract::from_wire(&format!("{:08}", i / 2), raw).expect("synthetic contract is valid")
+        })
+        .collect()
+}
+
+/// Upserts `contracts` in batches of 500 as one run would; returns (seconds, WAL bytes).
+async fn store_pass(
+    pool: &sqlx::PgPool,
+    run_id: i64,
+    contracts: Vec<Contract>,
+) -> anyhow::Result<(f64, i64)> {
+    let wal_before: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(pool)
+        .await?;
+    let started = Instant::now();
+    let mut contracts = contracts.into_iter().peekable();
+    while contracts.peek().is_some() {
+        let batch: Vec<Contract> = contracts.by_ref().take(500).collect();
+        let mut tx = pool.begin().await?;
+        store::rabot::upsert_contracts(&mut tx, run_id, batch).await?;
+        tx.commit().await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let wal: i64 = sqlx::query_scalar("SELECT (pg_current_wal_lsn() - $1::pg_lsn)::bigint")
+        .bind(wal_before)
+        .fetch_one(pool)
+        .await?;
+    Ok((seconds, wal))
+}
+
+async fn store_only(n: usize) -> anyhow::Result<()> {
+    fresh_database().await?;
+    let pool = sqlx::PgPool::connect(&server_url(DATABASE)).await?;
+    store::migrate(&pool).await?;
+    let passes = [("new", 1, 1), ("unchanged", 1, 2), ("all changed", 2, 3)];
+    let mut first = 0.0;
+    for (label, revision, run_id) in passes {
+        let (seconds, wal) = store_pass(&pool, run_id, synthetic_contracts(n, revision)).await?;
+        if run_id == 1 {
+            first = seconds;
+        }
+        println!(
+            "{:>9} {:>12} {:>10.2} {:>10.0} {:>9.2} {:>12.1}",
+            n,
+            label,
+            seconds,
+            n as f64 / seconds,
+            seconds / first,
+            wal as f64 / (1024.0 * 1024.0)
+        );
+    }
+    pool.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let counts: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let counts = if counts.is_empty() {
+    let counts: Vec<usize> = if counts.is_empty() {
         vec![1_000, 10_000]
     } else {
         counts
@@ -87,21 +190,20 @@ async fn main() -> anyhow::Result<()> {
         "RSS1 MiB",
         "RSS2 MiB"
     );
-    for customers in counts {
+    for &customers in &counts {
         fresh_database().await?;
-        let options = SandboxOptions {
-            customers,
-            ..SandboxOptions::default()
-        };
-        let sandbox =
-            sandbox::start(options.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let options = SandboxOptions::default();
+        let (mut sandbox, base) = start_sandbox(customers)?;
         let env: Vec<(String, String)> = [
             ("DATABASE_URL", server_url(DATABASE)),
             ("PARTNER_SYNC__RABOT__ENABLED", "true".into()),
-            ("PARTNER_SYNC__RABOT__TOKEN_URL", sandbox.rabot_token_url()),
+            (
+                "PARTNER_SYNC__RABOT__TOKEN_URL",
+                format!("{base}/rabot/connect/token"),
+            ),
             (
                 "PARTNER_SYNC__RABOT__API_BASE_URL",
-                sandbox.rabot_api_base_url(),
+                format!("{base}/rabot/partner/v1"),
             ),
             ("PARTNER_SYNC__RABOT__CLIENT_ID", options.client_id.clone()),
             (
@@ -117,10 +219,12 @@ async fn main() -> anyhow::Result<()> {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
 
-        let (first, second) =
+        let passes =
             tokio::task::spawn_blocking(move || anyhow::Ok((sync_pass(&env)?, sync_pass(&env)?)))
-                .await??;
-        sandbox.shutdown().await;
+                .await?;
+        sandbox.kill()?;
+        sandbox.wait()?;
+        let (first, second) = passes?;
 
         let rows = customers * (1 + options.contracts_per_customer);
         println!(
@@ -135,5 +239,11 @@ async fn main() -> anyhow::Result<()> {
             second.peak_rss_mib,
         );
     }
+    println!("\nstore only (batched upsert of contracts, no HTTP)");
+    println!(
+        "{:>9} {:>12} {:>10} {:>10} {:>9} {:>12}",
+        "contracts", "pass", "seconds", "rows/s", "vs new", "WAL MiB"
+    );
+    store_only(*counts.iter().max().unwrap_or(&10_000) * 2).await?;
     Ok(())
 }

@@ -33,7 +33,11 @@ pub async fn run_daemon(settings: Settings, shutdown: CancellationToken) -> anyh
         !jobs.is_empty(),
         "no partner is enabled: set rabot.enabled = true (or PARTNER_SYNC__RABOT__ENABLED=true)"
     );
-    let pool = database(&settings).await?;
+    // A shutdown signal while the database is still being reached ends start-up at once.
+    let pool = tokio::select! {
+        pool = database(&settings) => pool?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     let grace = settings.daemon.shutdown_grace;
     let dispatcher = Dispatcher::new(&pool, &jobs, grace);
     let tracker = TaskTracker::new();

@@ -45,7 +45,7 @@ pub async fn run(
     signals::spawn_shutdown_handler(shutdown.clone())?;
 
     let (counts, progress) = watch::channel(RunCounts::default());
-    let display = tokio::spawn(show_progress(progress, customers));
+    let display = tokio::spawn(show_progress(progress));
     let started = Instant::now();
     let outcome = runner.run_once(TriggerCause::Cli, &shutdown, counts).await;
     let elapsed = started.elapsed();
@@ -107,23 +107,22 @@ fn point_at_sandbox(settings: &mut Settings, sandbox: &sandbox::Sandbox, options
     rabot.external_ids.clear();
 }
 
-async fn show_progress(mut progress: watch::Receiver<RunCounts>, customers: usize) {
+async fn show_progress(mut progress: watch::Receiver<RunCounts>) {
     // indicatif draws nothing when stderr is not a terminal.
-    let bar = ProgressBar::new(customers as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} [{bar:30}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    bar.enable_steady_tick(Duration::from_millis(120));
+    spinner.enable_steady_tick(Duration::from_millis(120));
     while progress.changed().await.is_ok() {
         let c = *progress.borrow();
-        bar.set_position(c.fetched.min(customers as i64) as u64);
-        bar.set_message(format!(
-            "{} fetched, {} inserted, {} updated, {} unchanged, {} requests",
+        spinner.set_message(format!(
+            "{} items fetched: {} inserted, {} updated, {} unchanged ({} requests)",
             c.fetched, c.inserted, c.updated, c.unchanged, c.requests
         ));
     }
-    bar.finish_and_clear();
+    spinner.finish_and_clear();
 }
 
 fn summary(

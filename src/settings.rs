@@ -131,15 +131,22 @@ impl Settings {
             let layer = format!("[database]\nurl = {}\n", toml::Value::String(url.clone()));
             builder = builder.add_source(config::File::from_str(&layer, config::FileFormat::Toml));
         }
-        let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+        // List keys are split here rather than by the config crate: its list parsing also
+        // turns every other value into a number where it can ("0042" → 42), which would
+        // silently change ids and secrets. Plain strings convert to numbers only where the
+        // setting is numeric.
+        let mut env = env;
+        for key in LIST_KEYS {
+            let name = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
+            if let Some(value) = env.remove(&name) {
+                let items: Vec<String> = value.split(',').map(str::to_owned).collect();
+                builder = builder.set_override(*key, items)?;
+            }
+        }
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
-            .list_separator(",")
-            .try_parsing(true)
             .source(Some(env.into_iter().collect()));
-        for key in LIST_KEYS {
-            environment = environment.with_list_parse_key(key);
-        }
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.normalise();
         settings.validate()?;

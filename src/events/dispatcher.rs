@@ -3,9 +3,11 @@
 //! replicas (a Postgres advisory lock held for the whole run).
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use sqlx::PgPool;
 use sqlx::pool::PoolConnection;
 use tokio::sync::{Notify, watch};
@@ -125,8 +127,13 @@ impl JobRunner {
             cancel.cancelled().await;
             tokio::time::sleep(self.grace).await;
         };
+        // A bug that panics fails this run, not the runner: later triggers still run the job.
+        let work = AssertUnwindSafe(self.job.run(&ctx)).catch_unwind();
         let result = tokio::select! {
-            result = self.job.run(&ctx) => result,
+            result = work => result.unwrap_or_else(|panic| Err(JobError::Failed(anyhow::anyhow!(
+                "the job panicked: {}",
+                panic_message(panic.as_ref())
+            )))),
             // Dropping the job mid-batch rolls its open transaction back: nothing half-written.
             _ = hard_stop => {
                 tracing::warn!(grace_s = self.grace.as_secs(), "run did not stop within the grace period; abandoning it");
@@ -215,6 +222,14 @@ impl Drop for JobLock {
     }
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// Identifies this process in `sync.runs.host`, so ops can tell replicas apart.
 fn host_id() -> String {
     let host = std::env::var("HOSTNAME")
@@ -246,10 +261,6 @@ impl Dispatcher {
         Self {
             runners: Arc::new(runners),
         }
-    }
-
-    pub fn runner(&self, job: JobName) -> Option<&Arc<JobRunner>> {
-        self.runners.get(&job)
     }
 
     pub fn jobs(&self) -> impl Iterator<Item = JobName> + '_ {

@@ -13,7 +13,7 @@ pub mod token_cache;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -86,22 +86,6 @@ impl RateLimit {
     }
 }
 
-/// Counters a run reports (`requests` in the demo summary and `sync.runs`).
-#[derive(Debug, Default)]
-pub struct RequestStats {
-    sent: AtomicU64,
-    rate_limit_wait_micros: AtomicU64,
-}
-
-impl RequestStats {
-    pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-    pub fn rate_limit_wait(&self) -> Duration {
-        Duration::from_micros(self.rate_limit_wait_micros.load(Ordering::Relaxed))
-    }
-}
-
 /// One partner's HTTP client: shares connections, the rate limit and the counters.
 #[derive(Clone)]
 pub struct PartnerHttp {
@@ -109,7 +93,8 @@ pub struct PartnerHttp {
     client: reqwest::Client,
     limiter: Arc<DefaultDirectRateLimiter>,
     policy: RetryPolicy,
-    stats: Arc<RequestStats>,
+    /// Requests sent, retries and token requests included (`requests` in `sync.runs`).
+    sent: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PartnerHttp {
@@ -139,7 +124,7 @@ impl PartnerHttp {
             client,
             limiter: Arc::new(RateLimiter::direct(rate.quota())),
             policy: RetryPolicy::from_settings(settings),
-            stats: Arc::default(),
+            sent: Arc::default(),
         })
     }
 
@@ -147,12 +132,8 @@ impl PartnerHttp {
         self.partner
     }
 
-    pub fn stats(&self) -> &Arc<RequestStats> {
-        &self.stats
-    }
-
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
+    pub fn requests_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Sends the request built by `build` (called once per attempt), retrying 429, 502, 503,
@@ -171,12 +152,8 @@ impl PartnerHttp {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let waited = Instant::now();
                 self.limiter.until_ready().await;
-                self.stats
-                    .rate_limit_wait_micros
-                    .fetch_add(waited.elapsed().as_micros() as u64, Ordering::Relaxed);
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                self.sent.fetch_add(1, Ordering::Relaxed);
 
                 let request = build(self.client.request(method.clone(), url.clone()));
                 let outcome = request.send().await;
@@ -217,6 +194,13 @@ impl PartnerHttp {
                 let delay = match self.policy.delay(attempt, retry_after) {
                     Some(delay) => delay,
                     None => {
+                        let mut retry_reason = retry_reason;
+                        if let Some(after) = retry_after.filter(|a| *a > self.policy.max_retry_after) {
+                            retry_reason.push_str(&format!(
+                                " (Retry-After of {} s is longer than http.max_retry_after)",
+                                after.as_secs()
+                            ));
+                        }
                         return Err(HttpError::Exhausted {
                             partner: self.partner,
                             method,

@@ -19,32 +19,22 @@ pub struct RabotMirror {
 
 impl RabotMirror {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        Ok(Self::with_client(
-            RabotClient::new(&settings.rabot, &settings.http)?,
-            &settings.rabot.external_ids,
-            settings.rabot.concurrency,
-        ))
-    }
-
-    pub fn with_client(client: RabotClient, external_ids: &[String], concurrency: usize) -> Self {
-        let scopes = if external_ids.is_empty() {
+        let rabot = &settings.rabot;
+        let scopes = if rabot.external_ids.is_empty() {
             vec![Scope::AllCustomers]
         } else {
-            external_ids
+            rabot
+                .external_ids
                 .iter()
                 .cloned()
                 .map(Scope::ExternalId)
                 .collect()
         };
-        Self {
-            client,
+        Ok(Self {
+            client: RabotClient::new(rabot, &settings.http)?,
             scopes,
-            concurrency: concurrency.max(1),
-        }
-    }
-
-    pub fn client(&self) -> &RabotClient {
-        &self.client
+            concurrency: rabot.concurrency.max(1),
+        })
     }
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {

@@ -29,7 +29,7 @@ pub async fn upsert_customers(
     if total == 0 {
         return Ok(UpsertCounts::default());
     }
-    let mut cols = CustomerColumns::with_capacity(rows.len());
+    let mut cols = CustomerColumns::default();
     for row in rows {
         cols.push(row);
     }
@@ -101,7 +101,7 @@ pub async fn upsert_contracts(
     if total == 0 {
         return Ok(UpsertCounts::default());
     }
-    let mut cols = ContractColumns::with_capacity(rows.len());
+    let mut cols = ContractColumns::default();
     for row in rows {
         cols.push(row);
     }
@@ -191,6 +191,11 @@ pub async fn tombstone_unseen(
         Scope::AllCustomers => None,
         Scope::ExternalId(id) => Some(id.as_str()),
     };
+    // The scratch table was just filled and autovacuum has not analysed it: without fresh
+    // statistics the planner picks a nested loop that took 15 s instead of 45 ms at 20k customers.
+    sqlx::query("ANALYZE sync.rabot_seen")
+        .execute(&mut *conn)
+        .await?;
     // `$2 IS NULL` selects every customer; otherwise only those of the external id.
     let customers: i64 = sqlx::query_scalar(
         r#"
@@ -284,15 +289,6 @@ struct CustomerColumns {
 }
 
 impl CustomerColumns {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            customer_number: Vec::with_capacity(n),
-            payload: Vec::with_capacity(n),
-            content_hash: Vec::with_capacity(n),
-            ..Self::default()
-        }
-    }
-
     fn push(&mut self, row: Customer) {
         self.content_hash.push(content_hash(&row.raw));
         self.customer_number.push(row.customer_number);
@@ -327,16 +323,6 @@ struct ContractColumns {
 }
 
 impl ContractColumns {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            customer_number: Vec::with_capacity(n),
-            contract_number: Vec::with_capacity(n),
-            payload: Vec::with_capacity(n),
-            content_hash: Vec::with_capacity(n),
-            ..Self::default()
-        }
-    }
-
     fn push(&mut self, row: Contract) {
         self.content_hash.push(content_hash(&row.raw));
         self.customer_number.push(row.customer_number);

@@ -60,23 +60,56 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime, which cannot be blocked on; a helper thread with
-        // its own runtime removes the database and is joined so nothing leaks between runs.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&url_with_database("postgres")).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
+        drop_database(&self.name);
     }
+}
+
+/// A unique database name that does not exist yet, for code that must create it itself;
+/// dropped (if it was created) when the test ends.
+pub struct ReservedDb {
+    pub url: String,
+    name: String,
+}
+
+impl ReservedDb {
+    pub fn new() -> Self {
+        let name = format!("ps_test_{}", uuid::Uuid::new_v4().simple());
+        Self {
+            url: url_with_database(&name),
+            name,
+        }
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url)
+            .await
+            .expect("connect to the created database")
+    }
+}
+
+impl Drop for ReservedDb {
+    fn drop(&mut self) {
+        drop_database(&self.name);
+    }
+}
+
+/// Drop runs inside the test's runtime, which cannot be blocked on; a helper thread with its own
+/// runtime removes the database and is joined, so nothing leaks between runs.
+fn drop_database(name: &str) {
+    let name = name.to_owned();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let mut admin = PgConnection::connect(&url_with_database("postgres")).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+            anyhow::Ok(())
+        })
+    })
+    .join();
 }
 
 pub async fn start_sandbox(options: SandboxOptions) -> Sandbox {

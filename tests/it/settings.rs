@@ -4,6 +4,7 @@
 use std::process::{Command, Output};
 
 use partner_sync::settings::Settings;
+use secrecy::ExposeSecret;
 
 const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
 
@@ -153,4 +154,54 @@ fn partner_sync_env_beats_database_url() {
     )
     .unwrap();
     assert!(settings.to_masked_toml().contains("h1/one"));
+}
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let settings = Settings::load_from(
+        None,
+        [
+            (
+                "DATABASE_URL".to_owned(),
+                "postgres://u:db-pa55word@h/d".to_owned(),
+            ),
+            (
+                "PARTNER_SYNC__RABOT__CLIENT_SECRET".to_owned(),
+                "s3cr3t-value".to_owned(),
+            ),
+        ],
+    )
+    .unwrap();
+    let debug = format!("{settings:?}");
+    assert!(debug.contains("RabotSettings"), "{debug}");
+    assert!(
+        !debug.contains("s3cr3t-value") && !debug.contains("db-pa55word"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn environment_values_are_taken_as_written() {
+    let settings = Settings::load_from(
+        None,
+        [
+            ("PARTNER_SYNC__RABOT__CLIENT_ID", "0042"),
+            ("PARTNER_SYNC__RABOT__CLIENT_SECRET", "1e3"),
+            ("PARTNER_SYNC__RABOT__EXTERNAL_IDS", " 007 ,EXT-2,,"),
+            ("PARTNER_SYNC__RABOT__PAGE_SIZE", "250"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )
+    .unwrap();
+    assert_eq!(
+        settings.rabot.client_id, "0042",
+        "ids keep their leading zeros"
+    );
+    assert_eq!(
+        settings.rabot.client_secret.expose_secret(),
+        "1e3",
+        "secrets are not numbers"
+    );
+    assert_eq!(settings.rabot.external_ids, ["007", "EXT-2"]);
+    assert_eq!(settings.rabot.page_size, 250);
 }

@@ -71,7 +71,7 @@ impl RabotClient {
 
     /// Requests sent so far, token requests and retries included.
     pub fn requests_sent(&self) -> u64 {
-        self.api.http().stats().sent()
+        self.api.http().requests_sent()
     }
 
     pub fn api(&self) -> &AuthorizedHttp {
