@@ -153,13 +153,15 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Trims list entries and drops empty ones: `PARTNER_SYNC__RABOT__EXTERNAL_IDS=""` means none.
+    /// Trims list entries and drops empty and repeated ones: `PARTNER_SYNC__RABOT__EXTERNAL_IDS=""`
+    /// means none, and an external id listed twice is still mirrored once.
     fn normalise(&mut self) {
         for list in [&mut self.rabot.scopes, &mut self.rabot.external_ids] {
+            let mut seen = std::collections::HashSet::new();
             *list = list
                 .iter()
                 .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
+                .filter(|s| !s.is_empty() && seen.insert(s.clone()))
                 .collect();
         }
         self.rabot.client_id = self.rabot.client_id.trim().to_owned();

@@ -27,8 +27,9 @@ pub struct ClientCredentials {
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: SecretString,
+    /// Some servers send the number as a string; anything unreadable counts as unstated.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
 }
 
 impl ClientCredentials {
@@ -58,7 +59,12 @@ impl ClientCredentials {
                 reason: "empty access_token".to_owned(),
             }));
         }
-        let lifetime = body.expires_in.map(Duration::from_secs).unwrap_or_else(|| {
+        let expires_in = body.expires_in.and_then(|v| match v {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        });
+        let lifetime = expires_in.map(Duration::from_secs).unwrap_or_else(|| {
             tracing::warn!(
                 assumed_s = UNSTATED_LIFETIME.as_secs(),
                 "token response has no expires_in"

@@ -42,7 +42,7 @@ impl RabotMirror {
         let requests_before = self.client.requests_sent();
         let mut result = Ok(());
         for scope in self.scopes.iter().cloned() {
-            let span = tracing::info_span!("scope", scope = ?scope);
+            let span = tracing::info_span!("scope", scope = %scope);
             result = self
                 .run_scope(ctx, scope, requests_before)
                 .instrument(span)

@@ -251,6 +251,7 @@ impl Sandbox {
              \x20 data:           {customers} customers, seed {seed}\n\
              \n\
              Environment for partner-sync:\n\
+             PARTNER_SYNC__RABOT__ENABLED=true\n\
              PARTNER_SYNC__RABOT__TOKEN_URL={token_url}\n\
              PARTNER_SYNC__RABOT__API_BASE_URL={api_base_url}\n\
              PARTNER_SYNC__RABOT__CLIENT_ID={client_id}\n\

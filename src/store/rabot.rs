@@ -16,6 +16,15 @@ pub enum Scope {
     ExternalId(String),
 }
 
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::AllCustomers => f.write_str("all customers"),
+            Scope::ExternalId(id) => write!(f, "external id {id}"),
+        }
+    }
+}
+
 /// Upserts one page of customers and records them as seen by `run_id`, in one statement.
 /// Rows whose content hash is unchanged (and that are not tombstoned) are filtered out first,
 /// so an unchanged resync writes nothing to the mirror.

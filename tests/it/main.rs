@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod daemon;
+mod hostile_api;
 mod http_stack;
 mod rabot_mirror;
 mod secrets;

@@ -131,60 +131,79 @@ impl RabotClient {
 
     /// Offset pagination: continue while `hasMoreItems` (or, if it is missing, while pages are
     /// full), advancing by the items actually received in case the server caps `limit`.
+    /// A server that ignores `offset` would make this loop forever, so a page that starts with
+    /// the same item as the previous one ends the pass with an error.
     fn pages(
         &self,
         url: url::Url,
         filter: Option<(&'static str, String)>,
     ) -> impl Stream<Item = Result<Vec<Value>, RabotError>> + Send + '_ {
-        stream::try_unfold(Some(0usize), move |offset| {
-            let mut url = url.clone();
-            let filter = filter.clone();
-            async move {
-                let Some(offset) = offset else {
-                    return Ok(None);
-                };
-                {
-                    let mut query = url.query_pairs_mut();
-                    query
-                        .append_pair("offset", &offset.to_string())
-                        .append_pair("limit", &self.page_size.to_string());
-                    if let Some((key, value)) = &filter {
-                        query.append_pair(key, value);
+        stream::try_unfold(
+            Some((0usize, None)),
+            move |state: Option<(usize, Option<Value>)>| {
+                let mut url = url.clone();
+                let filter = filter.clone();
+                async move {
+                    let Some((offset, previous_first)) = state else {
+                        return Ok(None);
+                    };
+                    {
+                        let mut query = url.query_pairs_mut();
+                        query
+                            .append_pair("offset", &offset.to_string())
+                            .append_pair("limit", &self.page_size.to_string());
+                        if let Some((key, value)) = &filter {
+                            query.append_pair(key, value);
+                        }
                     }
-                }
-                let envelope: wire::Envelope = self.api.get_json(&url).await?;
-                let path = url.path().to_owned();
-                if envelope.is_success == Some(false) {
-                    return Err(RabotError::Unsuccessful {
-                        detail: envelope.error_text(),
-                        path,
-                    });
-                }
-                let items = match envelope.data {
-                    Some(Value::Array(items)) => items,
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(other) => {
-                        return Err(RabotError::Protocol {
+                    let envelope: wire::Envelope = self.api.get_json(&url).await?;
+                    let path = url.path().to_owned();
+                    if envelope.is_success == Some(false) {
+                        return Err(RabotError::Unsuccessful {
+                            detail: envelope.error_text(),
                             path,
-                            detail: format!("data is {} instead of an array", json_kind(&other)),
                         });
                     }
-                };
-                let more = envelope
-                    .has_more_items
-                    .unwrap_or(items.len() >= self.page_size as usize);
-                if more && items.is_empty() {
-                    return Err(RabotError::Protocol {
-                        path,
-                        detail: format!(
-                            "hasMoreItems is true but the page at offset {offset} is empty"
-                        ),
-                    });
+                    let items = match envelope.data {
+                        Some(Value::Array(items)) => items,
+                        None | Some(Value::Null) => Vec::new(),
+                        Some(other) => {
+                            return Err(RabotError::Protocol {
+                                path,
+                                detail: format!(
+                                    "data is {} instead of an array",
+                                    json_kind(&other)
+                                ),
+                            });
+                        }
+                    };
+                    let more = envelope
+                        .has_more_items
+                        .unwrap_or(items.len() >= self.page_size as usize);
+                    if more && items.is_empty() {
+                        return Err(RabotError::Protocol {
+                            path,
+                            detail: format!(
+                                "hasMoreItems is true but the page at offset {offset} is empty"
+                            ),
+                        });
+                    }
+                    if offset > 0
+                        && previous_first.is_some()
+                        && items.first() == previous_first.as_ref()
+                    {
+                        return Err(RabotError::Protocol {
+                            path,
+                            detail: format!(
+                                "the page at offset {offset} repeats the previous page: offset is ignored"
+                            ),
+                        });
+                    }
+                    let next = more.then(|| (offset + items.len(), items.first().cloned()));
+                    Ok(Some((items, next)))
                 }
-                let next = more.then_some(offset + items.len());
-                Ok(Some((items, next)))
-            }
-        })
+            },
+        )
     }
 }
 
