@@ -85,6 +85,8 @@ fn start_sandbox(customers: usize) -> anyhow::Result<(Child, String)> {
             &address.to_string(),
             "--customers",
             &customers.to_string(),
+            "--heavy-customer-every",
+            "0",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

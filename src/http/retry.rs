@@ -96,9 +96,9 @@ mod tests {
     #[test]
     fn backoff_grows_is_capped_and_stops_after_the_last_attempt() {
         let p = policy();
-        let first = p.delay(1, None).unwrap();
+        let first = p.delay(1, None).expect("attempt 1 of 4 retries");
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-        let third = p.delay(3, None).unwrap();
+        let third = p.delay(3, None).expect("attempt 3 of 4 retries");
         assert!(third >= Duration::from_millis(150) && third <= Duration::from_millis(300));
         assert_eq!(p.delay(4, None), None);
     }
@@ -122,9 +122,10 @@ mod tests {
         let in_ten = SystemTime::now() + Duration::from_secs(10);
         headers.insert(
             RETRY_AFTER,
-            HeaderValue::from_str(&httpdate::fmt_http_date(in_ten)).unwrap(),
+            HeaderValue::from_str(&httpdate::fmt_http_date(in_ten))
+                .expect("an HTTP date is a valid header"),
         );
-        let parsed = retry_after(&headers).unwrap();
+        let parsed = retry_after(&headers).expect("an HTTP date parses");
         assert!(parsed > Duration::from_secs(7) && parsed <= Duration::from_secs(10));
 
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));

@@ -72,7 +72,6 @@ impl RabotMirror {
         };
         let mut pages = self.client.customer_pages(external_id);
         while let Some(page) = pages.try_next().await.map_err(failed)? {
-            ctx.check_cancelled()?;
             let numbers: Vec<String> = page
                 .items
                 .iter()
@@ -84,7 +83,6 @@ impl RabotMirror {
                 .try_collect()
                 .await
                 .map_err(failed)?;
-            ctx.check_cancelled()?;
 
             let fetched =
                 page.items.len() + contract_pages.iter().map(|p| p.items.len()).sum::<usize>();
@@ -106,6 +104,8 @@ impl RabotMirror {
                 c.add_upsert(contracts);
                 c.requests = self.requests_since(requests_before);
             });
+            // Shutdown stops the pass between pages: the page in hand is written, not thrown away.
+            ctx.check_cancelled()?;
         }
 
         // The scope's pass is complete: only now may rows it no longer returns be tombstoned.

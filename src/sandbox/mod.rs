@@ -43,7 +43,7 @@ pub struct SandboxOptions {
     #[arg(long, default_value_t = 2)]
     pub contracts_per_customer: usize,
     /// Every Nth customer (1-based: customers N, 2N, ...) is "heavy" and gets `heavy_contracts` contracts instead; 0 = none
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 25)]
     pub heavy_customer_every: usize,
     /// Contracts of each heavy customer
     #[arg(long, default_value_t = 120)]
@@ -86,7 +86,7 @@ impl Default for SandboxOptions {
         Self {
             customers: 50,
             contracts_per_customer: 2,
-            heavy_customer_every: 0,
+            heavy_customer_every: 25,
             heavy_contracts: 120,
             seed: 42,
             client_id: "sandbox-client".to_owned(),

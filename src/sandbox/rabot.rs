@@ -1525,6 +1525,7 @@ mod tests {
     fn generated_data_has_the_documented_shape() {
         let customers = generate_customers(&SandboxOptions {
             customers: 300,
+            heavy_customer_every: 0,
             ..SandboxOptions::default()
         });
         let contract_fields = [

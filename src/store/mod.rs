@@ -97,9 +97,10 @@ mod tests {
 
     #[test]
     fn hash_ignores_field_order_but_not_content() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"a":1,"b":[1,2]}"#).unwrap();
-        let b: serde_json::Value = serde_json::from_str(r#"{"b":[1,2],"a":1}"#).unwrap();
-        let c: serde_json::Value = serde_json::from_str(r#"{"b":[2,1],"a":1}"#).unwrap();
+        let a = serde_json::json!({"a": 1, "b": [1, 2]});
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"b":[1,2],"a":1}"#).expect("valid JSON");
+        let c = serde_json::json!({"b": [2, 1], "a": 1});
         assert_eq!(content_hash(&a), content_hash(&b));
         assert_ne!(content_hash(&a), content_hash(&c));
     }

@@ -118,9 +118,11 @@ pub async fn start_sandbox(options: SandboxOptions) -> Sandbox {
         .expect("sandbox starts")
 }
 
+/// `customers` customers with 2 contracts each (no heavy customers), so counts are easy to state.
 pub fn small_sandbox(customers: usize) -> SandboxOptions {
     SandboxOptions {
         customers,
+        heavy_customer_every: 0,
         ..SandboxOptions::default()
     }
 }

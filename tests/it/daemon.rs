@@ -60,9 +60,8 @@ async fn wait_for(db: &TestDb, sql: &str, at_least: i64, limit: Duration) -> boo
 async fn scheduled_runs_never_overlap_and_sigterm_stops_cleanly() {
     let db = TestDb::new().await;
     let sandbox = start_sandbox(SandboxOptions {
-        customers: 8,
         latency: Duration::from_millis(150),
-        ..SandboxOptions::default()
+        ..small_sandbox(8)
     })
     .await;
     let mut env = sandbox_env(&sandbox, &db.url);
@@ -115,9 +114,8 @@ async fn sigterm_during_a_slow_pass_cancels_it_without_a_partial_batch() {
     let db = TestDb::new().await;
     // Page size 10, concurrency 1, 300 ms per request: each page takes over 3 s to fetch.
     let sandbox = start_sandbox(SandboxOptions {
-        customers: 30,
         latency: Duration::from_millis(300),
-        ..SandboxOptions::default()
+        ..small_sandbox(30)
     })
     .await;
     let mut env = sandbox_env(&sandbox, &db.url);

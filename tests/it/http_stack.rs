@@ -155,10 +155,9 @@ async fn a_pass_at_the_partners_rate_limit_sees_no_429() {
     const RATE: &str = "25";
     let db = TestDb::new().await;
     let sandbox = start_sandbox(SandboxOptions {
-        customers: 40,
         rate_limit: Some(RATE.parse().unwrap()),
         rate_limit_burst: Some(5.try_into().unwrap()),
-        ..SandboxOptions::default()
+        ..small_sandbox(40)
     })
     .await;
     let settings = settings(

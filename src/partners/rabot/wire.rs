@@ -161,7 +161,7 @@ mod tests {
     fn customer_tolerates_numbers_nulls_and_unknown_fields() {
         let raw = json!({"customerNumber": 46491184, "emailAddress": null, "firstName": "Zoë",
                          "relations": ["Owner", 3, null], "somethingNew": {"x": 1}});
-        let c = Customer::from_wire(raw.clone()).unwrap();
+        let c = Customer::from_wire(raw.clone()).expect("has a customer number");
         assert_eq!(c.customer_number, "46491184");
         assert_eq!(c.email, None);
         assert_eq!(c.first_name.as_deref(), Some("Zoë"));
@@ -175,7 +175,7 @@ mod tests {
         let raw = json!({"contractNumber": "C-1", "contractState": "Open",
                          "actualDateOfDelivery": "2025-03-01", "endDateOfDelivery": "2026-01-31T00:00:00",
                          "expectedAnnualConsumptionInKwhPerYear": 3500.5});
-        let c = Contract::from_wire("1", raw).unwrap();
+        let c = Contract::from_wire("1", raw).expect("has a contract number");
         assert_eq!(c.state.as_deref(), Some("Open"));
         assert_eq!(c.delivery_start, NaiveDate::from_ymd_opt(2025, 3, 1));
         assert_eq!(c.delivery_end, NaiveDate::from_ymd_opt(2026, 1, 31));
@@ -186,7 +186,7 @@ mod tests {
             json!({"contractNumber": 7, "actualDateOfDelivery": "soon",
                                              "expectedAnnualConsumptionInKwhPerYear": "lots"}),
         )
-        .unwrap();
+        .expect("a numeric contract number is read as text");
         assert_eq!(odd.contract_number, "7");
         assert_eq!(odd.delivery_start, None);
         assert_eq!(odd.expected_annual_kwh, None);
