@@ -303,3 +303,113 @@ async fn a_tombstoned_row_that_reappears_is_revived() {
     .unwrap();
     assert!(revived);
 }
+
+#[tokio::test]
+async fn the_finance_role_reads_the_mirror_and_nothing_else() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(3)).await;
+    assert_eq!(
+        mirror_pass(&settings(&sandbox, &db, &[]), &db.pool).await.0,
+        RunStatus::Succeeded
+    );
+    let mut conn = db.pool.acquire().await.unwrap();
+    sqlx::query("SET ROLE partner_sync_reader")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM mirror.rabot_current_contracts")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(live, 6);
+    let denied = sqlx::query("SELECT count(*) FROM sync.runs")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    let write = sqlx::query("DELETE FROM mirror.rabot_contracts")
+        .execute(&mut *conn)
+        .await
+        .unwrap_err();
+    assert!(write.to_string().contains("permission denied"), "{write}");
+    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_runners_on_one_database_never_run_the_job_at_once() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use partner_sync::events::TriggerCause;
+    use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
+    use partner_sync::jobs::rabot_mirror::RabotMirror;
+    use partner_sync::store::runs::RunCounts;
+    use tokio_util::sync::CancellationToken;
+
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(SandboxOptions {
+        latency: Duration::from_millis(100),
+        ..small_sandbox(5)
+    })
+    .await;
+    let settings = settings(&sandbox, &db, &[]);
+    // Two "replicas": separate pools and runners, one database.
+    let other_pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let runner = |pool| {
+        JobRunner::new(
+            Arc::new(RabotMirror::new(&settings).unwrap()),
+            pool,
+            Duration::from_secs(5),
+        )
+    };
+    let (a, b) = (runner(db.pool.clone()), runner(other_pool));
+    let cancel = CancellationToken::new();
+    let (first, second) = tokio::join!(
+        a.run_once(
+            TriggerCause::Cli,
+            &cancel,
+            tokio::sync::watch::channel(RunCounts::default()).0
+        ),
+        b.run_once(
+            TriggerCause::Cli,
+            &cancel,
+            tokio::sync::watch::channel(RunCounts::default()).0
+        ),
+    );
+    let outcomes = [first.unwrap(), second.unwrap()];
+    let ran = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                RunOutcome::Finished {
+                    status: RunStatus::Succeeded,
+                    ..
+                }
+            )
+        })
+        .count();
+    let skipped = outcomes
+        .iter()
+        .filter(|o| **o == RunOutcome::LockedElsewhere)
+        .count();
+    assert_eq!((ran, skipped), (1, 1));
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM sync.runs").await, 1);
+
+    // The lock is released afterwards: the other replica can run the next trigger.
+    let next = b
+        .run_once(
+            TriggerCause::Cli,
+            &cancel,
+            tokio::sync::watch::channel(RunCounts::default()).0,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        next,
+        RunOutcome::Finished {
+            status: RunStatus::Succeeded,
+            ..
+        }
+    ));
+}
