@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use partner_sync::events::TriggerCause;
 use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
 use partner_sync::jobs::rabot_mirror::RabotMirror;
+use partner_sync::partners::rabot::{Customer, Page, RabotClient};
 use partner_sync::sandbox::{self, Sandbox, SandboxOptions};
 use partner_sync::settings::Settings;
 use partner_sync::store;
@@ -160,15 +162,37 @@ pub fn sandbox_env(sandbox: &Sandbox, database_url: &str) -> Vec<(String, String
     .collect()
 }
 
-/// Settings for `sandbox` and `db`, with `overrides` (env-style keys) applied last.
-pub fn settings(sandbox: &Sandbox, db: &TestDb, overrides: &[(&str, &str)]) -> Settings {
-    let mut env = sandbox_env(sandbox, &db.url);
+/// Settings pointing at `sandbox` and `database_url`, with `overrides` (env-style keys) last.
+pub fn load_settings(
+    sandbox: &Sandbox,
+    database_url: &str,
+    overrides: &[(&str, &str)],
+) -> Settings {
+    let mut env = sandbox_env(sandbox, database_url);
     env.extend(
         overrides
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     Settings::load_from(None, env).expect("test settings are valid")
+}
+
+pub fn settings(sandbox: &Sandbox, db: &TestDb, overrides: &[(&str, &str)]) -> Settings {
+    load_settings(sandbox, &db.url, overrides)
+}
+
+/// A RABOT client on its own (no database), pointed at `sandbox`.
+pub fn rabot_client(sandbox: &Sandbox, overrides: &[(&str, &str)]) -> RabotClient {
+    let settings = load_settings(sandbox, &server_url(), overrides);
+    RabotClient::new(&settings.rabot, &settings.http).expect("client builds")
+}
+
+/// The first page of customers, or the error that ended the listing, as text.
+pub async fn first_customer_page(client: &RabotClient) -> Result<Page<Customer>, String> {
+    match client.customer_pages(None).try_next().await {
+        Ok(page) => Ok(page.expect("the listing has a first page")),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// One mirror pass through the real runner (lock, run row, job), as the daemon does it.

@@ -2,29 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
-use partner_sync::partners::rabot::RabotClient;
 use partner_sync::sandbox::{Fault, SandboxOptions};
-use partner_sync::settings::Settings;
 use partner_sync::store::runs::RunStatus;
 
 use crate::common::*;
 
-fn client(sandbox: &partner_sync::sandbox::Sandbox, overrides: &[(&str, &str)]) -> RabotClient {
-    let mut env = sandbox_env(sandbox, &server_url());
-    env.extend(
-        overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let settings = Settings::load_from(None, env).unwrap();
-    RabotClient::new(&settings.rabot, &settings.http).unwrap()
-}
-
 #[tokio::test]
 async fn a_429_waits_for_retry_after_then_succeeds() {
     let sandbox = start_sandbox(small_sandbox(3)).await;
-    let client = client(&sandbox, &[]);
+    let client = rabot_client(&sandbox, &[]);
     // Fetch the token first so the timing covers only the API call.
     client.api().tokens().token().await.unwrap();
     sandbox.inject_fault(Fault {
@@ -34,12 +20,7 @@ async fn a_429_waits_for_retry_after_then_succeeds() {
         times: 1,
     });
     let started = Instant::now();
-    let page = client
-        .customer_pages(None)
-        .try_next()
-        .await
-        .unwrap()
-        .unwrap();
+    let page = first_customer_page(&client).await.unwrap();
     let waited = started.elapsed();
     assert_eq!(page.items.len(), 3);
     assert!(
@@ -58,12 +39,7 @@ async fn a_429_waits_for_retry_after_then_succeeds() {
         times: 1,
     });
     let started = Instant::now();
-    client
-        .customer_pages(None)
-        .try_next()
-        .await
-        .unwrap()
-        .unwrap();
+    first_customer_page(&client).await.unwrap();
     // HTTP dates have whole-second precision, so at least ~1 s of the 2 remain.
     assert!(
         started.elapsed() >= Duration::from_millis(900),
@@ -75,7 +51,7 @@ async fn a_429_waits_for_retry_after_then_succeeds() {
 #[tokio::test]
 async fn transient_5xx_are_retried_and_then_given_up_cleanly() {
     let sandbox = start_sandbox(small_sandbox(3)).await;
-    let client = client(&sandbox, &[]);
+    let client = rabot_client(&sandbox, &[]);
     client.api().tokens().token().await.unwrap();
 
     for status in [502, 503, 504] {
@@ -88,12 +64,7 @@ async fn transient_5xx_are_retried_and_then_given_up_cleanly() {
     }
     // Three faults, max_attempts 3: the first call uses all three attempts and fails…
     let before = sandbox.stats().api_requests;
-    let error = client
-        .customer_pages(None)
-        .try_next()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = first_customer_page(&client).await.unwrap_err();
     assert!(
         error.contains("after 3 attempts") && error.contains("504"),
         "{error}"
@@ -107,12 +78,7 @@ async fn transient_5xx_are_retried_and_then_given_up_cleanly() {
         retry_after: None,
         times: 1,
     });
-    let page = client
-        .customer_pages(None)
-        .try_next()
-        .await
-        .unwrap()
-        .unwrap();
+    let page = first_customer_page(&client).await.unwrap();
     assert_eq!(page.items.len(), 3);
 
     // Other 4xx are not retried and quote the partner's error envelope.
@@ -137,13 +103,8 @@ async fn unreachable_partners_are_retried_then_reported() {
     drop(listener);
     let sandbox = start_sandbox(small_sandbox(1)).await;
     let dead = format!("http://127.0.0.1:{port}/connect/token");
-    let client = client(&sandbox, &[("PARTNER_SYNC__RABOT__TOKEN_URL", &dead)]);
-    let error = client
-        .customer_pages(None)
-        .try_next()
-        .await
-        .unwrap_err()
-        .to_string();
+    let client = rabot_client(&sandbox, &[("PARTNER_SYNC__RABOT__TOKEN_URL", &dead)]);
+    let error = first_customer_page(&client).await.unwrap_err();
     assert!(
         error.contains("after 3 attempts") && error.contains("could not connect"),
         "{error}"

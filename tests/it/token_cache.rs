@@ -17,14 +17,7 @@ async fn client_for(
     overrides: &[(&str, &str)],
 ) -> (partner_sync::sandbox::Sandbox, RabotClient) {
     let sandbox = start_sandbox(sandbox_options).await;
-    let mut env = sandbox_env(&sandbox, &server_url());
-    env.extend(
-        overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let settings = partner_sync::settings::Settings::load_from(None, env).unwrap();
-    let client = RabotClient::new(&settings.rabot, &settings.http).unwrap();
+    let client = rabot_client(&sandbox, overrides);
     (sandbox, client)
 }
 
@@ -52,6 +45,11 @@ async fn many_concurrent_callers_share_one_token_request() {
     assert_eq!(tokens.token_requests(), 1);
 }
 
+async fn current(tokens: &partner_sync::http::token_cache::TokenCache) -> String {
+    let token = tokens.token().await.expect("a token");
+    token.secret().expose_secret().to_owned()
+}
+
 #[tokio::test]
 async fn a_token_is_renewed_before_it_expires_not_per_request() {
     // Lifetime 4 s: renewal is due when 20 % (0.8 s) remains, i.e. after 3.2 s.
@@ -64,32 +62,14 @@ async fn a_token_is_renewed_before_it_expires_not_per_request() {
     )
     .await;
     let tokens = client.api().tokens();
-    let first = tokens
-        .token()
-        .await
-        .unwrap()
-        .secret()
-        .expose_secret()
-        .to_owned();
+    let first = current(tokens).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let early = tokens
-        .token()
-        .await
-        .unwrap()
-        .secret()
-        .expose_secret()
-        .to_owned();
+    let early = current(tokens).await;
     assert_eq!(first, early);
     assert_eq!(sandbox.stats().token_requests, 1);
 
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let renewed = tokens
-        .token()
-        .await
-        .unwrap()
-        .secret()
-        .expose_secret()
-        .to_owned();
+    let renewed = current(tokens).await;
     assert_ne!(
         first, renewed,
         "renewed while the old token was still valid"
@@ -100,23 +80,13 @@ async fn a_token_is_renewed_before_it_expires_not_per_request() {
 #[tokio::test]
 async fn a_401_renews_the_token_and_retries_the_call_once() {
     let (sandbox, client) = client_for(small_sandbox(3), &[]).await;
-    let page = client
-        .customer_pages(None)
-        .try_next()
-        .await
-        .unwrap()
-        .unwrap();
+    let page = first_customer_page(&client).await.unwrap();
     assert_eq!(page.items.len(), 3);
     assert_eq!(sandbox.stats().token_requests, 1);
 
     sandbox.revoke_all_tokens();
     let before = sandbox.stats();
-    let page = client
-        .customer_pages(None)
-        .try_next()
-        .await
-        .unwrap()
-        .unwrap();
+    let page = first_customer_page(&client).await.unwrap();
     assert_eq!(page.items.len(), 3);
     let after = sandbox.stats();
     assert_eq!(after.token_requests, 2, "exactly one renewal");
@@ -135,8 +105,8 @@ async fn a_401_renews_the_token_and_retries_the_call_once() {
         times: 10,
     });
     let before = sandbox.stats();
-    let error = client.customer_pages(None).try_next().await.unwrap_err();
-    assert!(error.to_string().contains("401"), "{error}");
+    let error = first_customer_page(&client).await.unwrap_err();
+    assert!(error.contains("401"), "{error}");
     assert_eq!(sandbox.stats().api_requests - before.api_requests, 2);
 }
 
