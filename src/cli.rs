@@ -95,7 +95,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 
     let result = match cli.command {
         Command::Run => run_daemon(settings).await,
-        Command::Sync { partner } => return sync(settings, partner.job()).await,
+        Command::Sync { partner } => sync(settings, partner.job()).await,
         Command::Migrate => migrate(&settings).await,
         Command::CheckConfig => {
             print!("{}", settings.to_masked_toml());
@@ -130,44 +130,31 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// One pass, recorded in `sync.runs` like a scheduled one; Ctrl-C cancels it cleanly.
-async fn sync(settings: Settings, job: JobName) -> ExitCode {
-    let outcome = async {
-        let job = jobs::registry(&settings)?
-            .into_iter()
-            .find(|j| j.job.name() == job)
-            .ok_or_else(|| {
-                anyhow::anyhow!("{job} is not enabled: set {}.enabled = true", job.partner())
-            })?;
-        let pool = app::database(&settings).await?;
-        let shutdown = CancellationToken::new();
-        signals::spawn_shutdown_handler(shutdown.clone())?;
-        let runner = JobRunner::new(job.job, pool, settings.daemon.shutdown_grace);
-        let (counts, _) = watch::channel(RunCounts::default());
-        anyhow::Ok(
-            runner
-                .run_once(TriggerCause::Cli, &shutdown, counts)
-                .await?,
-        )
-    }
-    .await;
-    match outcome {
-        Ok(RunOutcome::Finished {
+async fn sync(settings: Settings, job: JobName) -> anyhow::Result<()> {
+    let scheduled = jobs::registry(&settings)?
+        .into_iter()
+        .find(|j| j.job.name() == job)
+        .ok_or_else(|| {
+            anyhow::anyhow!("{job} is not enabled: set {}.enabled = true", job.partner())
+        })?;
+    let pool = app::database(&settings).await?;
+    let shutdown = CancellationToken::new();
+    signals::spawn_shutdown_handler(shutdown.clone())?;
+    let runner = JobRunner::new(scheduled.job, pool, settings.daemon.shutdown_grace);
+    let (counts, _) = watch::channel(RunCounts::default());
+    match runner
+        .run_once(TriggerCause::Cli, &shutdown, counts)
+        .await?
+    {
+        RunOutcome::Finished {
             status: RunStatus::Succeeded,
             ..
-        }) => ExitCode::SUCCESS,
-        // The run's error is already in the log.
-        Ok(RunOutcome::Finished { run_id, status, .. }) => {
-            eprintln!("partner-sync: {job} run {run_id} {}", status.as_str());
-            ExitCode::FAILURE
+        } => Ok(()),
+        // The run's own error is already in the log; this line says how the command ended.
+        RunOutcome::Finished { run_id, status, .. } => {
+            anyhow::bail!("{job} run {run_id} {}", status.as_str())
         }
-        Ok(RunOutcome::LockedElsewhere) => {
-            eprintln!("partner-sync: {job} is already running elsewhere");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "failed");
-            ExitCode::FAILURE
-        }
+        RunOutcome::LockedElsewhere => anyhow::bail!("{job} is already running elsewhere"),
     }
 }
 

@@ -114,7 +114,7 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
-        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        let mut env: std::collections::HashMap<String, String> = env.into_iter().collect();
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
@@ -135,7 +135,6 @@ impl Settings {
         // turns every other value into a number where it can ("0042" → 42), which would
         // silently change ids and secrets. Plain strings convert to numbers only where the
         // setting is numeric.
-        let mut env = env;
         for key in LIST_KEYS {
             let name = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
             if let Some(value) = env.remove(&name) {
