@@ -18,7 +18,7 @@ use crate::store;
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
 
 /// Connects and, unless disabled, applies pending migrations.
-pub async fn database(settings: &Settings) -> anyhow::Result<PgPool> {
+pub async fn open_database(settings: &Settings) -> anyhow::Result<PgPool> {
     let pool = store::connect(&settings.database).await?;
     if settings.database.migrate_on_start {
         store::migrate(&pool).await?;
@@ -35,7 +35,7 @@ pub async fn run_daemon(settings: Settings, shutdown: CancellationToken) -> anyh
     );
     // A shutdown signal while the database is still being reached ends start-up at once.
     let pool = tokio::select! {
-        pool = database(&settings) => pool?,
+        pool = open_database(&settings) => pool?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let grace = settings.daemon.shutdown_grace;

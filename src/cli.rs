@@ -137,7 +137,7 @@ async fn sync(settings: Settings, job: JobName) -> anyhow::Result<()> {
         .ok_or_else(|| {
             anyhow::anyhow!("{job} is not enabled: set {}.enabled = true", job.partner())
         })?;
-    let pool = app::database(&settings).await?;
+    let pool = app::open_database(&settings).await?;
     let shutdown = CancellationToken::new();
     signals::spawn_shutdown_handler(shutdown.clone())?;
     let runner = JobRunner::new(scheduled.job, pool, settings.daemon.shutdown_grace);

@@ -34,7 +34,7 @@ pub async fn run(
     point_at_sandbox(&mut settings, &sandbox, &options);
 
     store::create_database_if_missing(&settings.database).await?;
-    let pool = app::database(&settings).await?;
+    let pool = app::open_database(&settings).await?;
     println!(
         "RABOT sandbox at {} ({customers} customers, {contracts_per_customer} contracts each)\ndatabase {}",
         sandbox.base_url(),
