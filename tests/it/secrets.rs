@@ -37,7 +37,19 @@ async fn a_full_pass_at_trace_level_logs_no_secret_or_token() {
         "TRACE logging was on: {} lines",
         logs.lines().count()
     );
-    assert!(logs.contains("job_run"), "spans are logged");
+    // Each outbound call is a span inside the run's span, which names the job, run and partner.
+    let call = logs
+        .lines()
+        .find(|l| l.contains("\"name\":\"http_request\""))
+        .expect("outbound calls are spans");
+    for field in [
+        "\"job\":\"rabot_mirror\"",
+        "\"run_id\":",
+        "\"partner\":\"rabot\"",
+        "\"path\":",
+    ] {
+        assert!(call.contains(field), "{field} missing from {call}");
+    }
 
     let tokens = sandbox.issued_tokens();
     assert!(!tokens.is_empty());
