@@ -147,7 +147,7 @@ impl PartnerHttp {
     ) -> Result<Response, HttpError> {
         let path = url.path().to_owned();
         let span =
-            tracing::debug_span!("http_request", partner = self.partner, %method, path = %path);
+            tracing::info_span!("http_request", partner = self.partner, %method, path = %path);
         async {
             let mut attempt = 0;
             loop {
@@ -192,21 +192,14 @@ impl PartnerHttp {
                 };
 
                 let delay = match self.policy.delay(attempt, retry_after) {
-                    Some(delay) => delay,
-                    None => {
-                        let mut retry_reason = retry_reason;
-                        if let Some(after) = retry_after.filter(|a| *a > self.policy.max_retry_after) {
-                            retry_reason.push_str(&format!(
-                                " (Retry-After of {} s is longer than http.max_retry_after)",
-                                after.as_secs()
-                            ));
-                        }
+                    Ok(delay) => delay,
+                    Err(give_up) => {
                         return Err(HttpError::Exhausted {
                             partner: self.partner,
                             method,
                             path,
                             attempts: attempt,
-                            last: retry_reason,
+                            last: format!("{retry_reason} ({give_up})"),
                         });
                     }
                 };

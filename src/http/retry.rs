@@ -26,14 +26,17 @@ impl RetryPolicy {
         }
     }
 
-    /// The wait before attempt `attempt + 1`, or `None` when the request should give up:
-    /// attempts are used up, or the partner asks us to come back later than we are willing to wait.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    /// The wait before attempt `attempt + 1`, or why the request should give up.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Result<Duration, GiveUp> {
         if attempt >= self.max_attempts {
-            return None;
+            return Err(GiveUp::AttemptsUsed);
         }
         if let Some(after) = retry_after {
-            return (after <= self.max_retry_after).then_some(after);
+            return if after <= self.max_retry_after {
+                Ok(after)
+            } else {
+                Err(GiveUp::RetryAfterTooLong(after))
+            };
         }
         // "Equal jitter": half the exponential delay is fixed so retries always back off,
         // the other half is random so many clients do not retry in lockstep.
@@ -46,8 +49,18 @@ impl RetryPolicy {
             .min(self.backoff_max);
         let half = exponential / 2;
         let jitter = rand::rng().random_range(0..=half.as_micros() as u64);
-        Some(half + Duration::from_micros(jitter))
+        Ok(half + Duration::from_micros(jitter))
     }
+}
+
+/// Why a retryable failure is not retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GiveUp {
+    #[error("no attempts left")]
+    AttemptsUsed,
+    /// The partner asks us to come back later than we are willing to wait.
+    #[error("Retry-After of {} s is longer than http.max_retry_after", .0.as_secs())]
+    RetryAfterTooLong(Duration),
 }
 
 pub fn is_retryable_status(status: StatusCode) -> bool {
@@ -100,7 +113,7 @@ mod tests {
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
         let third = p.delay(3, None).expect("attempt 3 of 4 retries");
         assert!(third >= Duration::from_millis(150) && third <= Duration::from_millis(300));
-        assert_eq!(p.delay(4, None), None);
+        assert_eq!(p.delay(4, None), Err(GiveUp::AttemptsUsed));
     }
 
     #[test]
@@ -108,9 +121,12 @@ mod tests {
         let p = policy();
         assert_eq!(
             p.delay(1, Some(Duration::from_secs(7))),
-            Some(Duration::from_secs(7))
+            Ok(Duration::from_secs(7))
         );
-        assert_eq!(p.delay(1, Some(Duration::from_secs(61))), None);
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(61))),
+            Err(GiveUp::RetryAfterTooLong(Duration::from_secs(61)))
+        );
     }
 
     #[test]
