@@ -10,9 +10,10 @@ use tokio_util::task::TaskTracker;
 use crate::events::dispatcher::Dispatcher;
 use crate::events::schedule::Schedule;
 use crate::events::{Trigger, TriggerCause};
-use crate::jobs;
+use crate::grants::RabobankGrants;
+use crate::server::{self, ServerState};
 use crate::settings::Settings;
-use crate::store;
+use crate::{jobs, store};
 
 /// Extra time, beyond the grace period, for runners to record their final run status.
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
@@ -28,11 +29,15 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<PgPool> {
 
 /// The daemon: runs scheduled jobs until `shutdown` is cancelled.
 pub async fn run_daemon(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let jobs = jobs::registry(&settings)?;
+    let rabobank = RabobankGrants::from_settings(&settings)?;
+    let jobs = jobs::registry(&settings, rabobank.as_ref())?;
     anyhow::ensure!(
         !jobs.is_empty(),
-        "no partner is enabled: set rabot.enabled = true (or PARTNER_SYNC__RABOT__ENABLED=true)"
+        "no partner is enabled: set rabot.enabled or rabobank.enabled to true \
+         (e.g. PARTNER_SYNC__RABOT__ENABLED=true)"
     );
+    // Bound before anything else starts, so a taken port stops start-up with a clear error.
+    let (listener, address) = server::bind(settings.server.listen).await?;
     // A shutdown signal while the database is still being reached ends start-up at once.
     let pool = tokio::select! {
         pool = open_database(&settings) => pool?,
@@ -42,6 +47,12 @@ pub async fn run_daemon(settings: Settings, shutdown: CancellationToken) -> anyh
     let dispatcher = Dispatcher::new(&pool, &jobs, grace);
     let tracker = TaskTracker::new();
     dispatcher.spawn_runners(&tracker, &shutdown);
+    let server_state = ServerState {
+        pool: pool.clone(),
+        rabobank,
+    };
+    tracker.spawn(server::serve(listener, server_state, shutdown.clone()));
+    tracing::info!(%address, "HTTP server listening");
 
     let schedule = Schedule::start(
         jobs.iter().map(|j| (j.job.name(), j.schedule.clone())),

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
+use crate::grants::{self, RabobankGrants};
 use crate::jobs::{self, JobName};
 use crate::sandbox::{self, SandboxOptions};
 use crate::settings::{LogFormat, Settings};
@@ -55,6 +56,19 @@ pub enum Command {
         #[command(flatten)]
         options: SandboxOptions,
     },
+    /// Run the Rabobank token rotation once now and exit (0 succeeded, 1 failed).
+    RotateTokens,
+    /// Rabobank consents.
+    Rabobank {
+        #[command(subcommand)]
+        command: RabobankCommand,
+    },
+    /// List OAuth grants (no secrets): label, status, expiries, refresh count, consent, last error.
+    Grants {
+        /// One JSON object per grant, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Mirror a generated RABOT sandbox into the database named by DATABASE_URL, and report.
     Demo {
         #[arg(long, default_value_t = 1000)]
@@ -62,6 +76,25 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         contracts_per_customer: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RabobankCommand {
+    /// Print the URL that starts a consent; the user opens it in their own browser, and the
+    /// daemon's callback stores the grant. The link works once, within 10 minutes.
+    Authorize {
+        /// A name to recognise the grant by in `grants` and logs.
+        #[arg(long, value_parser = parse_label)]
+        label: Option<String>,
+    },
+}
+
+fn parse_label(text: &str) -> Result<String, String> {
+    let label = text.trim();
+    if label.is_empty() || label.chars().count() > 200 || label.chars().any(char::is_control) {
+        return Err("a label is 1 to 200 printable characters".to_owned());
+    }
+    Ok(label.to_owned())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -95,7 +128,12 @@ pub async fn run(cli: Cli) -> ExitCode {
 
     let result = match cli.command {
         Command::Run => run_daemon(settings).await,
-        Command::Sync { partner } => sync(settings, partner.job()).await,
+        Command::Sync { partner } => run_job_once(settings, partner.job()).await,
+        Command::RotateTokens => run_job_once(settings, JobName::RabobankTokenRotation).await,
+        Command::Rabobank {
+            command: RabobankCommand::Authorize { label },
+        } => rabobank_authorize(&settings, label.as_deref()).await,
+        Command::Grants { json } => list_grants(&settings, json).await,
         Command::Migrate => migrate(&settings).await,
         Command::CheckConfig => {
             print!("{}", settings.to_masked_toml());
@@ -130,8 +168,9 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// One pass, recorded in `sync.runs` like a scheduled one; Ctrl-C cancels it cleanly.
-async fn sync(settings: Settings, job: JobName) -> anyhow::Result<()> {
-    let scheduled = jobs::registry(&settings)?
+async fn run_job_once(settings: Settings, job: JobName) -> anyhow::Result<()> {
+    let rabobank = RabobankGrants::from_settings(&settings)?;
+    let scheduled = jobs::registry(&settings, rabobank.as_ref())?
         .into_iter()
         .find(|j| j.job.name() == job)
         .ok_or_else(|| {
@@ -156,6 +195,54 @@ async fn sync(settings: Settings, job: JobName) -> anyhow::Result<()> {
         }
         RunOutcome::LockedElsewhere => anyhow::bail!("{job} is already running elsewhere"),
     }
+}
+
+async fn rabobank_authorize(settings: &Settings, label: Option<&str>) -> anyhow::Result<()> {
+    let grants = RabobankGrants::from_settings(settings)?
+        .ok_or_else(|| anyhow::anyhow!("Rabobank is not enabled: set rabobank.enabled = true"))?;
+    let pool = app::open_database(settings).await?;
+    let url = grants.begin_consent(&pool, label).await?;
+    println!("{url}");
+    eprintln!(
+        "Open this URL in the account holder's own browser within {} minutes. Rabobank then \
+         redirects to {}, which the running daemon (`partner-sync run`) must serve.",
+        grants::STATE_LIFETIME.as_secs() / 60,
+        settings.rabobank.redirect_uri
+    );
+    Ok(())
+}
+
+async fn list_grants(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let pool = app::open_database(settings).await?;
+    let grants = store::grants::list(&pool).await?;
+    if json {
+        for grant in &grants {
+            println!("{}", serde_json::to_string(grant)?);
+        }
+        return Ok(());
+    }
+    if grants.is_empty() {
+        println!("no grants: connect one with `partner-sync rabobank authorize`");
+        return Ok(());
+    }
+    let when = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M").to_string();
+    println!(
+        "{:<20} {:<16} {:<17} {:<17} {:>8} {:<38} LAST ERROR",
+        "LABEL", "STATUS", "ACCESS EXPIRES", "REFRESH EXPIRES", "REFRESHES", "CONSENT"
+    );
+    for g in grants {
+        println!(
+            "{:<20} {:<16} {:<17} {:<17} {:>8} {:<38} {}",
+            g.label.unwrap_or_else(|| g.id.to_string()[..8].to_owned()),
+            g.status,
+            when(g.access_expires_at),
+            when(g.refresh_expires_at),
+            g.refresh_count,
+            g.consent_id.unwrap_or_default(),
+            g.last_error.unwrap_or_default(),
+        );
+    }
+    Ok(())
 }
 
 async fn serve_sandbox(listen: SocketAddr, options: SandboxOptions) -> anyhow::Result<()> {

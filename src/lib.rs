@@ -3,12 +3,15 @@
 
 pub mod app;
 pub mod cli;
+pub mod crypto;
 pub mod demo;
 pub mod events;
+pub mod grants;
 pub mod http;
 pub mod jobs;
 pub mod partners;
 pub mod sandbox;
+pub mod server;
 pub mod settings;
 pub mod store;
 pub mod telemetry;

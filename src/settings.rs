@@ -2,8 +2,11 @@
 //! then `PARTNER_SYNC__<SECTION>__<KEY>` environment variables — and the validation that turns a
 //! bad value into one line naming its key.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+
+use base64::Engine as _;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
@@ -12,7 +15,9 @@ use serde::{Deserialize, Serialize, Serializer};
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "PARTNER_SYNC";
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: &[&str] = &["rabot.scopes", "rabot.external_ids"];
+const LIST_KEYS: &[&str] = &["rabot.scopes", "rabot.external_ids", "rabobank.scopes"];
+/// Where the bank sends the user back to, below `server.public_url`.
+pub const RABOBANK_CALLBACK_PATH: &str = "/oauth/rabobank/callback";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
@@ -21,6 +26,9 @@ pub struct Settings {
     pub log: LogSettings,
     pub http: HttpSettings,
     pub rabot: RabotSettings,
+    pub server: ServerSettings,
+    pub security: SecuritySettings,
+    pub rabobank: RabobankSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -82,6 +90,72 @@ pub struct RabotSettings {
     pub concurrency: usize,
     pub external_ids: Vec<String>,
     pub schedule: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// How browsers reach this server; redirect URIs are built from it.
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SecuritySettings {
+    /// Base64 of 32 random bytes: the AES-256-GCM key that seals OAuth tokens at rest.
+    #[serde(serialize_with = "serialize_masked")]
+    pub token_key: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RabobankVariant {
+    /// PSD2 APIs: consents end after 180 days, access tokens live about an hour.
+    Psd2,
+    /// Premium APIs: consents last until revoked, access tokens live about a day.
+    Premium,
+}
+
+impl RabobankVariant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RabobankVariant::Psd2 => "psd2",
+            RabobankVariant::Premium => "premium",
+        }
+    }
+
+    /// The production OAuth base URL, used when `rabobank.oauth_base_url` is left empty.
+    fn default_oauth_base_url(self) -> &'static str {
+        match self {
+            RabobankVariant::Psd2 => "https://oauth.rabobank.nl/openapi/oauth2",
+            RabobankVariant::Premium => "https://oauth.rabobank.nl/openapi/oauth2-premium",
+        }
+    }
+
+    /// How long a consent lasts from `consented_on`; None = until revoked.
+    pub fn consent_lifetime(self) -> Option<Duration> {
+        match self {
+            RabobankVariant::Psd2 => Some(Duration::from_secs(180 * 86_400)),
+            RabobankVariant::Premium => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RabobankSettings {
+    pub enabled: bool,
+    pub variant: RabobankVariant,
+    pub oauth_base_url: String,
+    pub client_id: String,
+    #[serde(serialize_with = "serialize_masked")]
+    pub client_secret: SecretString,
+    pub scopes: Vec<String>,
+    pub redirect_uri: String,
+    #[serde(with = "humantime_serde")]
+    pub rotate_before: Duration,
+    pub schedule: String,
+    pub consent_api_base_url: String,
+    pub requests_per_second: f64,
+    pub burst: u32,
 }
 
 /// A setting that cannot be used: the message names the key, so ops can find it in one read.
@@ -155,7 +229,11 @@ impl Settings {
     /// Trims list entries and drops empty and repeated ones: `PARTNER_SYNC__RABOT__EXTERNAL_IDS=""`
     /// means none, and an external id listed twice is still mirrored once.
     fn normalise(&mut self) {
-        for list in [&mut self.rabot.scopes, &mut self.rabot.external_ids] {
+        for list in [
+            &mut self.rabot.scopes,
+            &mut self.rabot.external_ids,
+            &mut self.rabobank.scopes,
+        ] {
             let mut seen = std::collections::HashSet::new();
             *list = list
                 .iter()
@@ -164,6 +242,22 @@ impl Settings {
                 .collect();
         }
         self.rabot.client_id = self.rabot.client_id.trim().to_owned();
+        self.rabobank.client_id = self.rabobank.client_id.trim().to_owned();
+        // Empty means "derived", and the derived value is what check-config shows.
+        let public_url = self.server.public_url.trim_end_matches('/').to_owned();
+        let rabobank = &mut self.rabobank;
+        if rabobank.oauth_base_url.trim().is_empty() {
+            rabobank.oauth_base_url = rabobank.variant.default_oauth_base_url().to_owned();
+        }
+        rabobank.oauth_base_url = rabobank.oauth_base_url.trim_end_matches('/').to_owned();
+        if rabobank.redirect_uri.trim().is_empty() {
+            rabobank.redirect_uri = format!("{public_url}{RABOBANK_CALLBACK_PATH}");
+        }
+        rabobank.consent_api_base_url = rabobank
+            .consent_api_base_url
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
     }
 
     pub fn validate(&self) -> Result<(), SettingsError> {
@@ -184,8 +278,17 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        validate_url(
+            "server.public_url",
+            &self.server.public_url,
+            &["http", "https"],
+        )?;
         if self.rabot.enabled {
             self.rabot.validate()?;
+        }
+        if self.rabobank.enabled {
+            self.rabobank.validate()?;
+            self.security.token_key_bytes()?;
         }
         Ok(())
     }
@@ -240,6 +343,88 @@ impl RabotSettings {
             ));
         }
         validate_cron("rabot.schedule", &self.schedule)
+    }
+}
+
+impl SecuritySettings {
+    /// The decoded token key. The message never quotes the value.
+    pub fn token_key_bytes(&self) -> Result<[u8; 32], SettingsError> {
+        const KEY: &str = "security.token_key";
+        let text = self.token_key.expose_secret().trim();
+        if text.is_empty() {
+            return Err(SettingsError::invalid(
+                KEY,
+                "is empty but rabobank.enabled is true; generate one with `openssl rand -base64 32`",
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| SettingsError::invalid(KEY, "is not valid base64"))?;
+        <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            SettingsError::invalid(
+                KEY,
+                format!("must decode to 32 bytes (got {})", bytes.len()),
+            )
+        })
+    }
+}
+
+impl RabobankSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        validate_url(
+            "rabobank.oauth_base_url",
+            &self.oauth_base_url,
+            &["http", "https"],
+        )?;
+        validate_url(
+            "rabobank.redirect_uri",
+            &self.redirect_uri,
+            &["http", "https"],
+        )?;
+        if !self.consent_api_base_url.is_empty() {
+            validate_url(
+                "rabobank.consent_api_base_url",
+                &self.consent_api_base_url,
+                &["http", "https"],
+            )?;
+        }
+        if self.client_id.is_empty() {
+            return Err(SettingsError::invalid(
+                "rabobank.client_id",
+                "is empty but rabobank.enabled is true",
+            ));
+        }
+        if self.client_secret.expose_secret().is_empty() {
+            return Err(SettingsError::invalid(
+                "rabobank.client_secret",
+                "is empty but rabobank.enabled is true",
+            ));
+        }
+        if self.scopes.is_empty() {
+            return Err(SettingsError::invalid(
+                "rabobank.scopes",
+                "is empty: name the scopes the consent asks for",
+            ));
+        }
+        if self.rotate_before.is_zero() {
+            return Err(SettingsError::invalid(
+                "rabobank.rotate_before",
+                "must be longer than 0s",
+            ));
+        }
+        if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
+            return Err(SettingsError::invalid(
+                "rabobank.requests_per_second",
+                format!("must be greater than 0 (got {})", self.requests_per_second),
+            ));
+        }
+        if self.burst == 0 {
+            return Err(SettingsError::invalid(
+                "rabobank.burst",
+                "must be at least 1",
+            ));
+        }
+        validate_cron("rabobank.schedule", &self.schedule)
     }
 }
 

@@ -160,6 +160,7 @@ impl JobRunner {
                 unchanged = counts.unchanged,
                 deleted = counts.deleted,
                 skipped = counts.skipped,
+                failed = counts.failed,
                 "run succeeded"
             ),
             Some(error) if status == RunStatus::Cancelled => {

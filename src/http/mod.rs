@@ -50,6 +50,8 @@ pub enum HttpError {
         method: Method,
         path: String,
         reason: String,
+        /// False only when the request certainly never reached the partner (no connection).
+        maybe_processed: bool,
     },
     #[error("{partner} sent an unreadable answer to {method} {path}: {reason}")]
     Decode {
@@ -65,6 +67,36 @@ impl HttpError {
         match self {
             HttpError::Status { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+}
+
+/// Which failures a request may be sent again after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// Reads and idempotent requests: 429, 502, 503, 504, timeouts and connection failures.
+    Safe,
+    /// Requests that must not run twice (a single-use refresh token, creating a link): only
+    /// answers that say the request was not processed (429, 503) and connections that never
+    /// opened. A timeout or a 502/504 leaves the outcome unknown, so it is returned, not retried.
+    OnlyUnprocessed,
+}
+
+impl Replay {
+    fn retries_status(self, status: StatusCode) -> bool {
+        match self {
+            Replay::Safe => retry::is_retryable_status(status),
+            Replay::OnlyUnprocessed => matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            ),
+        }
+    }
+
+    fn retries_error(self, error: &reqwest::Error) -> bool {
+        match self {
+            Replay::Safe => retry::is_retryable_error(error),
+            Replay::OnlyUnprocessed => error.is_connect(),
         }
     }
 }
@@ -145,6 +177,31 @@ impl PartnerHttp {
         url: &url::Url,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, HttpError> {
+        let response = self
+            .send_with(Replay::Safe, method.clone(), url, build)
+            .await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(HttpError::Status {
+            partner: self.partner,
+            method,
+            path: url.path().to_owned(),
+            status: response.status(),
+            detail: error_body(response).await,
+        })
+    }
+
+    /// Like [`PartnerHttp::send`], but returns whatever final answer the partner gave, any
+    /// status, for callers that read error bodies themselves (an OAuth library). Only the
+    /// retries that `replay` allows are made.
+    pub async fn send_with(
+        &self,
+        replay: Replay,
+        method: Method,
+        url: &url::Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, HttpError> {
         let path = url.path().to_owned();
         let span =
             tracing::info_span!("http_request", partner = self.partner, %method, path = %path);
@@ -156,29 +213,18 @@ impl PartnerHttp {
                 self.sent.fetch_add(1, Ordering::Relaxed);
 
                 let request = build(self.client.request(method.clone(), url.clone()));
-                let outcome = request.send().await;
-                let (retry_reason, retry_after) = match outcome {
-                    Ok(response) if response.status().is_success() => {
-                        tracing::debug!(attempt, status = response.status().as_u16(), "answered");
-                        return Ok(response);
-                    }
-                    Ok(response) if retry::is_retryable_status(response.status()) => {
+                let (retry_reason, retry_after) = match request.send().await {
+                    Ok(response) if replay.retries_status(response.status()) => {
                         let status = response.status();
                         let after = retry::retry_after(response.headers());
                         let body = error_body(response).await;
                         (format!("{status}: {body}"), after)
                     }
                     Ok(response) => {
-                        let status = response.status();
-                        return Err(HttpError::Status {
-                            partner: self.partner,
-                            method,
-                            path,
-                            status,
-                            detail: error_body(response).await,
-                        });
+                        tracing::debug!(attempt, status = response.status().as_u16(), "answered");
+                        return Ok(response);
                     }
-                    Err(error) if retry::is_retryable_error(&error) => {
+                    Err(error) if replay.retries_error(&error) => {
                         (describe_transport_error(&error), None)
                     }
                     Err(error) => {
@@ -187,6 +233,7 @@ impl PartnerHttp {
                             method,
                             path,
                             reason: describe_transport_error(&error),
+                            maybe_processed: !error.is_connect(),
                         });
                     }
                 };
@@ -234,17 +281,22 @@ impl PartnerHttp {
 
 /// The start of an error body, on one line. Error bodies are the partner's envelope or an OAuth
 /// error object; successful bodies, which may hold tokens, never come through here.
-async fn error_body(response: Response) -> String {
+pub async fn error_body(response: Response) -> String {
     match response.text().await {
-        Ok(text) if text.trim().is_empty() => "(empty body)".to_owned(),
-        Ok(text) => {
-            let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-            match one_line.char_indices().nth(ERROR_BODY_LIMIT) {
-                Some((cut, _)) => format!("{}…", &one_line[..cut]),
-                None => one_line,
-            }
-        }
+        Ok(text) => one_line(&text),
         Err(e) => format!("(body unreadable: {})", describe_transport_error(&e)),
+    }
+}
+
+/// An error body on one line, cut to a readable length.
+pub fn one_line(text: &str) -> String {
+    if text.trim().is_empty() {
+        return "(empty body)".to_owned();
+    }
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(ERROR_BODY_LIMIT) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Jobs: one file per job, each a fetch → map → store pass that reports its counts.
 //! The [`registry`] decides which jobs the settings enable and on what schedule.
 
+pub mod rabobank_rotation;
 pub mod rabot_mirror;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::grants::RabobankGrants;
 use crate::settings::Settings;
 use crate::store::runs::RunCounts;
 
@@ -17,20 +19,23 @@ use crate::store::runs::RunCounts;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobName {
     RabotMirror,
+    RabobankTokenRotation,
 }
 
 impl JobName {
-    pub const ALL: &[JobName] = &[JobName::RabotMirror];
+    pub const ALL: &[JobName] = &[JobName::RabotMirror, JobName::RabobankTokenRotation];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobName::RabotMirror => "rabot_mirror",
+            JobName::RabobankTokenRotation => "rabobank_token_rotation",
         }
     }
 
     pub fn partner(self) -> &'static str {
         match self {
             JobName::RabotMirror => "rabot",
+            JobName::RabobankTokenRotation => "rabobank",
         }
     }
 }
@@ -87,13 +92,26 @@ pub struct ScheduledJob {
     pub schedule: String,
 }
 
-/// The jobs the settings enable.
-pub fn registry(settings: &Settings) -> anyhow::Result<Vec<ScheduledJob>> {
+/// The jobs the settings enable. `rabobank` is the grant keeper the daemon's callback also
+/// uses (present when Rabobank is enabled), so both share one client and rate limit.
+pub fn registry(
+    settings: &Settings,
+    rabobank: Option<&Arc<RabobankGrants>>,
+) -> anyhow::Result<Vec<ScheduledJob>> {
     let mut jobs = Vec::new();
     if settings.rabot.enabled {
         jobs.push(ScheduledJob {
             job: Arc::new(rabot_mirror::RabotMirror::new(settings)?),
             schedule: settings.rabot.schedule.clone(),
+        });
+    }
+    if let Some(grants) = rabobank {
+        jobs.push(ScheduledJob {
+            job: Arc::new(rabobank_rotation::RabobankRotation::new(
+                settings,
+                grants.clone(),
+            )),
+            schedule: settings.rabobank.schedule.clone(),
         });
     }
     Ok(jobs)

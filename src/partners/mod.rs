@@ -1,3 +1,4 @@
 //! Partner APIs: wire types and typed client calls. Nothing here knows about storage or jobs.
 
+pub mod rabobank;
 pub mod rabot;

@@ -13,6 +13,8 @@ pub struct RunCounts {
     pub unchanged: i64,
     pub deleted: i64,
     pub skipped: i64,
+    /// Items that could not be processed (e.g. grants that failed to rotate).
+    pub failed: i64,
 }
 
 impl RunCounts {
@@ -67,7 +69,7 @@ pub async fn finish(
     sqlx::query(
         "UPDATE sync.runs SET status = $2, finished_at = now(), pages = $3, requests = $4,
                 fetched = $5, inserted = $6, updated = $7, unchanged = $8, deleted = $9,
-                skipped = $10, error = $11
+                skipped = $10, failed = $11, error = $12
           WHERE id = $1",
     )
     .bind(run_id)
@@ -80,6 +82,7 @@ pub async fn finish(
     .bind(counts.unchanged)
     .bind(counts.deleted)
     .bind(counts.skipped)
+    .bind(counts.failed)
     .bind(error)
     .execute(pool)
     .await?;

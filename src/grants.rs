@@ -1,0 +1,525 @@
+//! Rabobank grants: starting a consent (a single-use `state`), completing it at the callback,
+//! and the one refresh path every token rotation takes.
+//!
+//! A Rabobank refresh token is single use. Losing the chain (a refresh whose new token is not
+//! saved, or two refreshes of the same token) costs the user a new consent, so every refresh
+//! runs inside one transaction holding the grant's row lock: re-read the sealed token, decide
+//! again whether a refresh is still due, refresh, write the new tokens, commit. A second task
+//! or replica waits on the lock and then finds the work done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rand::RngCore as _;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::crypto::{CryptoError, TokenKey};
+use crate::partners::rabobank::{self, ConsentError, RabobankClient, TokenError, TokenGrant};
+use crate::settings::Settings;
+use crate::store::grants::{self as store, GrantStatus, NewGrant, SealedGrant, SealedTokens};
+
+/// How long a `state` handed out by `rabobank authorize` stays usable.
+pub const STATE_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// Used when a token response has no `expires_in`: the shorter documented lifetime (PSD2), so
+/// a token is never believed valid for longer than it is.
+const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(3600);
+/// Used when a token response has no `refresh_token_expires_in`: the documented 30 days.
+const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+/// An access token closer than this to expiry is refreshed before use.
+const ACCESS_TOKEN_MARGIN: Duration = Duration::from_secs(60);
+/// Waiting for another replica's refresh of the same grant; a refresh is one HTTP request.
+const ROW_LOCK_TIMEOUT: &str = "120s";
+/// Attempts to store tokens the bank already rotated, when the first write failed.
+const SAVE_ATTEMPTS: u32 = 5;
+
+/// What a callback carried, as received.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CallbackParams {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// How a callback ended, for the page the user sees.
+#[derive(Debug)]
+pub enum ConsentOutcome {
+    Granted {
+        grant_id: Uuid,
+        label: Option<String>,
+    },
+    /// The user refused or the bank reported an error; recorded, nothing exchanged.
+    Refused {
+        error: String,
+        description: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("the state is missing, unknown, expired or already used ({0})")]
+    BadState(&'static str),
+    #[error("the callback carries neither a code nor an error")]
+    NoCode,
+    #[error("the authorization code could not be exchanged: {0}")]
+    Exchange(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Why a refresh gave no fresh tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("grant {0} does not exist")]
+    NotFound(Uuid),
+    #[error("grant {id} is {status}, not active")]
+    NotActive { id: Uuid, status: String },
+    /// Final: the grant is now `needs_reconsent`.
+    #[error("grant {id} needs a new consent: {detail}")]
+    NeedsReconsent { id: Uuid, detail: String },
+    /// The bank did not process the refresh; the grant is unchanged and still active.
+    #[error("refreshing grant {id} failed, will try again later: {detail}")]
+    Transient { id: Uuid, detail: String },
+    /// Sent but unanswered: the refresh token may be spent. Not retried now.
+    #[error(
+        "refreshing grant {id} got no usable answer; the refresh token may be spent, so it is not replayed until the next rotation: {detail}"
+    )]
+    OutcomeUnknown { id: Uuid, detail: String },
+    #[error(
+        "Rabobank refused the refresh request for grant {id} (check the rabobank settings): {detail}"
+    )]
+    Rejected { id: Uuid, detail: String },
+    #[error("grant {id}: {source}")]
+    Crypto { id: Uuid, source: CryptoError },
+    #[error("the bank rotated grant {id}'s tokens but they could not be saved: {reason}")]
+    NotSaved { id: Uuid, reason: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// When a refresh is due, decided again under the row lock.
+#[derive(Debug, Clone, Copy)]
+pub enum RefreshNeed {
+    /// Rotation: the refresh token expires within this long.
+    RefreshTokenExpiresWithin(Duration),
+    /// Before use: the access token expires within this long.
+    AccessTokenExpiresWithin(Duration),
+}
+
+impl RefreshNeed {
+    fn is_due(self, grant: &SealedGrant, now: DateTime<Utc>) -> bool {
+        let within = |at: DateTime<Utc>, margin: Duration| {
+            at <= now + chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX)
+        };
+        match self {
+            RefreshNeed::RefreshTokenExpiresWithin(margin) => {
+                within(grant.refresh_expires_at, margin)
+            }
+            RefreshNeed::AccessTokenExpiresWithin(margin) => {
+                within(grant.access_expires_at, margin)
+            }
+        }
+    }
+}
+
+/// The grant after the refresh path: refreshed now, or found not due.
+pub struct CurrentGrant {
+    pub refreshed: bool,
+    pub access_token: SecretString,
+    pub refresh_count: i32,
+    pub refresh_expires_at: DateTime<Utc>,
+    pub consented_on: Option<DateTime<Utc>>,
+    pub consent_id: Option<String>,
+    pub label: Option<String>,
+}
+
+pub struct RabobankGrants {
+    client: RabobankClient,
+    key: TokenKey,
+}
+
+impl std::fmt::Debug for RabobankGrants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabobankGrants")
+            .field("client", &self.client)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl RabobankGrants {
+    /// `None` when Rabobank is not enabled.
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Option<Arc<Self>>> {
+        if !settings.rabobank.enabled {
+            return Ok(None);
+        }
+        let key = TokenKey::new(&settings.security.token_key_bytes()?);
+        let client = RabobankClient::new(&settings.rabobank, &settings.http)?;
+        Ok(Some(Arc::new(Self { client, key })))
+    }
+
+    pub fn client(&self) -> &RabobankClient {
+        &self.client
+    }
+
+    /// Stores a fresh single-use state and returns the URL to send the user to.
+    pub async fn begin_consent(
+        &self,
+        pool: &PgPool,
+        label: Option<&str>,
+    ) -> Result<url::Url, sqlx::Error> {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        store::insert_state(
+            pool,
+            &state_hash(&state),
+            rabobank::PARTNER,
+            label,
+            STATE_LIFETIME,
+        )
+        .await?;
+        Ok(self.client.authorize_url(&state))
+    }
+
+    /// The callback: the state first (consumed whatever follows), then the bank's answer.
+    pub async fn complete_consent(
+        &self,
+        pool: &PgPool,
+        params: &CallbackParams,
+    ) -> Result<ConsentOutcome, CallbackError> {
+        let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(CallbackError::BadState("missing"));
+        };
+        let hash = state_hash(state);
+        let Some(consumed) = store::consume_state(pool, &hash, rabobank::PARTNER).await? else {
+            let why = store::state_refusal(pool, &hash, rabobank::PARTNER).await?;
+            return Err(CallbackError::BadState(why));
+        };
+
+        if let Some(error) = params.error.as_deref() {
+            let recorded = match &params.error_description {
+                Some(description) => format!("{error}: {description}"),
+                None => error.to_owned(),
+            };
+            store::record_state_outcome(pool, &hash, "denied", Some(&recorded), None).await?;
+            tracing::warn!(label = consumed.label, error = %recorded, "Rabobank consent not given");
+            return Ok(ConsentOutcome::Refused {
+                error: error.to_owned(),
+                description: params.error_description.clone(),
+            });
+        }
+        let Some(code) = params.code.as_deref().filter(|c| !c.is_empty()) else {
+            store::record_state_outcome(pool, &hash, "failed", Some("no code"), None).await?;
+            return Err(CallbackError::NoCode);
+        };
+
+        let exchanged = match self.client.exchange_code(code).await {
+            Ok(mut grant) => match grant.refresh_token.take() {
+                Some(refresh_token) => Ok((grant, refresh_token)),
+                None => Err("the token response has no refresh token".to_owned()),
+            },
+            Err(error) => Err(error.to_string()),
+        };
+        let (grant, refresh_token) = match exchanged {
+            Ok(exchanged) => exchanged,
+            Err(detail) => {
+                store::record_state_outcome(pool, &hash, "failed", Some(&detail), None).await?;
+                tracing::error!(label = consumed.label, error = %detail, "Rabobank consent could not be completed");
+                return Err(CallbackError::Exchange(detail));
+            }
+        };
+        let grant_id = Uuid::new_v4();
+        let tokens = self.seal(grant_id, &grant, &refresh_token, None);
+        store::insert_grant(
+            pool,
+            &NewGrant {
+                id: grant_id,
+                provider: rabobank::PARTNER,
+                label: consumed.label.as_deref(),
+                consent_id: grant.consent_id.as_deref(),
+                tokens: &tokens,
+            },
+        )
+        .await?;
+        store::record_state_outcome(pool, &hash, "granted", None, Some(grant_id)).await?;
+        tracing::info!(%grant_id, label = consumed.label, consent_id = grant.consent_id, "Rabobank consent stored");
+        Ok(ConsentOutcome::Granted {
+            grant_id,
+            label: consumed.label,
+        })
+    }
+
+    /// An access token valid for at least a minute, refreshing (through [`Self::refresh`])
+    /// when needed.
+    pub async fn access_token(
+        &self,
+        pool: &PgPool,
+        id: Uuid,
+    ) -> Result<SecretString, RefreshError> {
+        if let Some(grant) = store::read(pool, id).await? {
+            if grant.status == GrantStatus::Active.as_str()
+                && !RefreshNeed::AccessTokenExpiresWithin(ACCESS_TOKEN_MARGIN)
+                    .is_due(&grant, Utc::now())
+            {
+                return self.open(&grant, &grant.access_token_sealed);
+            }
+        }
+        let current = self
+            .refresh(
+                pool,
+                id,
+                RefreshNeed::AccessTokenExpiresWithin(ACCESS_TOKEN_MARGIN),
+            )
+            .await?;
+        Ok(current.access_token)
+    }
+
+    /// The one refresh path; see the module docs.
+    pub async fn refresh(
+        &self,
+        pool: &PgPool,
+        id: Uuid,
+        need: RefreshNeed,
+    ) -> Result<CurrentGrant, RefreshError> {
+        let mut tx = pool.begin().await?;
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{ROW_LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await?;
+        let grant = store::lock(&mut tx, id)
+            .await?
+            .ok_or(RefreshError::NotFound(id))?;
+        if grant.status != GrantStatus::Active.as_str() {
+            return Err(RefreshError::NotActive {
+                id,
+                status: grant.status,
+            });
+        }
+        if !need.is_due(&grant, Utc::now()) {
+            tx.commit().await?;
+            return Ok(CurrentGrant {
+                refreshed: false,
+                access_token: self.open(&grant, &grant.access_token_sealed)?,
+                refresh_count: grant.refresh_count,
+                refresh_expires_at: grant.refresh_expires_at,
+                consented_on: grant.consented_on,
+                consent_id: grant.consent_id,
+                label: grant.label,
+            });
+        }
+        let refresh_token = self.open(&grant, &grant.refresh_token_sealed)?;
+
+        let answer = self.client.refresh(&refresh_token).await;
+        let fresh = match answer {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                let outcome = self.record_refresh_failure(&mut tx, &grant, error).await;
+                tx.commit().await?;
+                return Err(outcome);
+            }
+        };
+
+        let tokens = self.seal(
+            id,
+            &fresh,
+            fresh.refresh_token.as_ref().unwrap_or(&refresh_token),
+            Some(&grant),
+        );
+        let saved = async {
+            let saved = store::save_refreshed(&mut *tx, id, grant.refresh_count, &tokens).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(saved)
+        }
+        .await;
+        match saved {
+            Ok(true) => {}
+            // Cannot happen while the row lock is held; if it does, say so rather than pretend.
+            Ok(false) => {
+                return Err(RefreshError::NotSaved {
+                    id,
+                    reason: "the grant row changed under its lock".to_owned(),
+                });
+            }
+            Err(error) => {
+                self.save_again(pool, id, grant.refresh_count, &tokens, error)
+                    .await?
+            }
+        }
+        tracing::info!(grant_id = %id, refresh_count = grant.refresh_count + 1, refresh_expires_at = %tokens.refresh_expires_at, "rotated refresh token");
+        Ok(CurrentGrant {
+            refreshed: true,
+            access_token: fresh.access_token,
+            refresh_count: grant.refresh_count + 1,
+            refresh_expires_at: tokens.refresh_expires_at,
+            consented_on: tokens.consented_on.or(grant.consented_on),
+            consent_id: grant.consent_id,
+            label: grant.label,
+        })
+    }
+
+    /// The bank rotated the tokens but the first write failed (a dropped connection): the new
+    /// refresh token now exists only here, so keep trying on fresh connections. The write is
+    /// guarded by the refresh count, so it cannot overwrite a newer rotation.
+    async fn save_again(
+        &self,
+        pool: &PgPool,
+        id: Uuid,
+        refresh_count: i32,
+        tokens: &SealedTokens,
+        first_error: sqlx::Error,
+    ) -> Result<(), RefreshError> {
+        tracing::warn!(grant_id = %id, error = %first_error, "saving rotated tokens failed; retrying");
+        let mut last = first_error.to_string();
+        let mut delay = Duration::from_millis(500);
+        for _ in 1..SAVE_ATTEMPTS {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            match store::save_refreshed(pool, id, refresh_count, tokens).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    last = "a newer rotation was stored meanwhile".to_owned();
+                    break;
+                }
+                Err(error) => last = error.to_string(),
+            }
+        }
+        tracing::error!(grant_id = %id, error = %last, "rotated tokens were not saved; the grant will need a new consent");
+        Err(RefreshError::NotSaved { id, reason: last })
+    }
+
+    async fn record_refresh_failure(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        grant: &SealedGrant,
+        error: TokenError,
+    ) -> RefreshError {
+        let id = grant.id;
+        let (record, outcome) = match error {
+            TokenError::InvalidGrant(detail) => {
+                let detail = match grant.refresh_in_doubt_since {
+                    Some(since) => format!(
+                        "{detail} (a refresh sent at {since} got no answer and probably spent the token)"
+                    ),
+                    None => detail,
+                };
+                let result =
+                    store::set_status(&mut *tx, id, GrantStatus::NeedsReconsent, &detail).await;
+                tracing::error!(grant_id = %id, label = grant.label, error = %detail, "Rabobank refused the refresh token: the grant needs a new consent");
+                (result, RefreshError::NeedsReconsent { id, detail })
+            }
+            TokenError::Transient(detail) => (
+                store::record_refresh_error(&mut *tx, id, &detail, false).await,
+                RefreshError::Transient { id, detail },
+            ),
+            TokenError::OutcomeUnknown(detail) => (
+                store::record_refresh_error(&mut *tx, id, &detail, true).await,
+                RefreshError::OutcomeUnknown { id, detail },
+            ),
+            TokenError::Rejected(detail) => (
+                store::record_refresh_error(&mut *tx, id, &detail, false).await,
+                RefreshError::Rejected { id, detail },
+            ),
+        };
+        match record {
+            Ok(()) => outcome,
+            Err(error) => RefreshError::Database(error),
+        }
+    }
+
+    /// Reads the consent's status and marks the grant `revoked` when it has ended. `Ok(None)`
+    /// when consent checks are off or the grant has no consent id.
+    pub async fn check_consent(
+        &self,
+        pool: &PgPool,
+        id: Uuid,
+        consent_id: Option<&str>,
+    ) -> anyhow::Result<Option<String>> {
+        let Some(consent_id) = consent_id else {
+            return Ok(None);
+        };
+        if !self.client.checks_consents() {
+            return Ok(None);
+        }
+        let access_token = self.access_token(pool, id).await?;
+        let Some(answer) = self.client.consent(&access_token, consent_id).await else {
+            return Ok(None);
+        };
+        let status = match answer {
+            Ok(details) if details.is_ended() => {
+                let status = details.summary_status();
+                store::set_status(
+                    pool,
+                    id,
+                    GrantStatus::Revoked,
+                    &format!("the consent has ended: {status}"),
+                )
+                .await?;
+                status
+            }
+            Ok(details) => details.summary_status(),
+            Err(ConsentError::ConsentInvalid) => {
+                store::set_status(
+                    pool,
+                    id,
+                    GrantStatus::Revoked,
+                    "CONSENT_INVALID: the user revoked the consent or it expired",
+                )
+                .await?;
+                "CONSENT_INVALID".to_owned()
+            }
+            Err(error) => return Err(error.into()),
+        };
+        store::record_consent_status(pool, id, &status).await?;
+        Ok(Some(status))
+    }
+
+    fn open(&self, grant: &SealedGrant, sealed: &[u8]) -> Result<SecretString, RefreshError> {
+        self.key
+            .open(sealed, &grant.key_id, grant.id.as_bytes())
+            .map_err(|source| RefreshError::Crypto {
+                id: grant.id,
+                source,
+            })
+    }
+
+    /// Seals a token response for grant `id`. The refresh token is re-sealed even when the
+    /// server kept it, so both tokens always share one key id.
+    fn seal(
+        &self,
+        id: Uuid,
+        grant: &TokenGrant,
+        refresh_token: &SecretString,
+        previous: Option<&SealedGrant>,
+    ) -> SealedTokens {
+        let now = Utc::now();
+        let after = |lifetime: Duration| {
+            now + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX)
+        };
+        let refresh_expires_at = match (&grant.refresh_token, grant.refresh_expires_in, previous) {
+            (_, Some(lifetime), _) => after(lifetime),
+            // The server kept the old refresh token: its expiry is unchanged.
+            (None, None, Some(previous)) => previous.refresh_expires_at,
+            _ => after(DEFAULT_REFRESH_LIFETIME),
+        };
+        let aad = id.as_bytes();
+        SealedTokens {
+            key_id: self.key.id().to_owned(),
+            access_token_sealed: self.key.seal(grant.access_token.expose_secret(), aad),
+            refresh_token_sealed: self.key.seal(refresh_token.expose_secret(), aad),
+            access_expires_at: after(grant.access_expires_in.unwrap_or(DEFAULT_ACCESS_LIFETIME)),
+            refresh_expires_at,
+            consented_on: grant.consented_on,
+            scope: grant.scope.clone(),
+        }
+    }
+}
+
+/// States are stored hashed: reading the table does not let anyone answer a callback.
+fn state_hash(state: &str) -> Vec<u8> {
+    Sha256::digest(state.as_bytes()).to_vec()
+}

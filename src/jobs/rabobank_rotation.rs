@@ -1,0 +1,124 @@
+//! Rabobank token rotation: every active grant whose refresh token expires within
+//! `rabobank.rotate_before` is refreshed through the one refresh path (row lock, single use),
+//! consents are checked when the Consent Details Service is configured, and grants nearing the
+//! bank's limits are warned about while there is still time to act.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{Job, JobError, JobName, RunContext};
+use crate::grants::{RabobankGrants, RefreshError, RefreshNeed};
+use crate::partners::rabobank::PARTNER;
+use crate::settings::Settings;
+use crate::store::grants as store;
+
+/// Refreshes a consent allows.
+pub const REFRESH_LIMIT: i32 = 4096;
+/// Warn when fewer refreshes than this remain (about two years of daily use is far more; this
+/// is about a tenth of the allowance).
+const REFRESH_WARNING_REMAINING: i32 = 400;
+/// Warn this long before a PSD2 consent's end: enough for a person to arrange a new consent.
+const CONSENT_END_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
+pub struct RabobankRotation {
+    grants: Arc<RabobankGrants>,
+    rotate_before: Duration,
+}
+
+impl RabobankRotation {
+    pub fn new(settings: &Settings, grants: Arc<RabobankGrants>) -> Self {
+        Self {
+            grants,
+            rotate_before: settings.rabobank.rotate_before,
+        }
+    }
+
+    async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
+        let requests_before = self.grants.client().requests_sent();
+        let ids = store::active_ids(&ctx.pool, PARTNER).await?;
+        let mut failures = Vec::new();
+        for id in ids {
+            ctx.check_cancelled()?;
+            let span = tracing::info_span!("grant", grant_id = %id);
+            let outcome = self.rotate_one(ctx, id).instrument(span).await;
+            ctx.counts.send_modify(|c| {
+                c.fetched += 1;
+                c.requests = (self.grants.client().requests_sent() - requests_before) as i64;
+                match &outcome {
+                    Ok(true) => c.updated += 1,
+                    Ok(false) => c.unchanged += 1,
+                    Err(_) => c.failed += 1,
+                }
+            });
+            if let Err(error) = outcome {
+                failures.push(format!("{error:#}"));
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(JobError::Failed(anyhow::anyhow!(
+                "{} grant(s) failed: {}",
+                failures.len(),
+                failures.join("; ")
+            )))
+        }
+    }
+
+    /// `Ok(true)` when the grant was refreshed, `Ok(false)` when it was not due.
+    async fn rotate_one(&self, ctx: &RunContext, id: Uuid) -> anyhow::Result<bool> {
+        let current = match self
+            .grants
+            .refresh(
+                &ctx.pool,
+                id,
+                RefreshNeed::RefreshTokenExpiresWithin(self.rotate_before),
+            )
+            .await
+        {
+            Ok(current) => current,
+            // Another replica changed the grant's status since the list was read.
+            Err(RefreshError::NotActive { .. }) => return Ok(false),
+            Err(error) => return Err(error.into()),
+        };
+        let label = current.label.as_deref().unwrap_or("");
+        let remaining = REFRESH_LIMIT - current.refresh_count;
+        if remaining <= REFRESH_WARNING_REMAINING {
+            tracing::warn!(%label, refresh_count = current.refresh_count, remaining, "grant nears Rabobank's limit of 4096 refreshes per consent; ask the user for a new consent");
+        }
+        if let (Some(lifetime), Some(consented_on)) = (
+            self.grants.client().variant().consent_lifetime(),
+            current.consented_on,
+        ) {
+            let ends_at = consented_on + chrono::Duration::from_std(lifetime).unwrap_or_default();
+            let warn_from =
+                ends_at - chrono::Duration::from_std(CONSENT_END_WARNING).unwrap_or_default();
+            if Utc::now() >= warn_from {
+                tracing::warn!(%label, consent_ends_at = %ends_at, "PSD2 consent ends soon; ask the user for a new consent");
+            }
+        }
+        if let Some(status) = self
+            .grants
+            .check_consent(&ctx.pool, id, current.consent_id.as_deref())
+            .await?
+        {
+            tracing::info!(%label, consent_status = %status, "consent checked");
+        }
+        Ok(current.refreshed)
+    }
+}
+
+impl Job for RabobankRotation {
+    fn name(&self) -> JobName {
+        JobName::RabobankTokenRotation
+    }
+
+    fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(self.run_all(ctx))
+    }
+}
