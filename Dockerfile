@@ -27,5 +27,7 @@ COPY --from=build /src/target/release/partner-sync /usr/local/bin/partner-sync
 COPY config/production.toml /etc/partner-sync/production.toml
 ENV PARTNER_SYNC_CONFIG=/etc/partner-sync/production.toml
 USER 10001:10001
+# The HTTP server: OAuth callbacks and /healthz.
+EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/partner-sync"]
 CMD ["run"]

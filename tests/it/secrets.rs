@@ -61,3 +61,126 @@ async fn a_full_pass_at_trace_level_logs_no_secret_or_token() {
         assert!(!logs.contains(secret), "a secret appears in the logs");
     }
 }
+
+/// The whole Rabobank life through the real binaries at TRACE: `rabobank authorize`, the
+/// daemon's callback, scheduled rotations, `grants`. No code, token, state, client secret or
+/// token key appears in anything they print.
+#[tokio::test]
+async fn the_rabobank_flow_at_trace_level_logs_no_secret_or_token() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(1)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let mut env = crate::rabobank::rabobank_env(&sandbox, &db.url, &public_url);
+    env.extend(
+        [
+            ("RUST_LOG", "trace".to_owned()),
+            ("PARTNER_SYNC__SERVER__LISTEN", format!("127.0.0.1:{port}")),
+            // Every second, and every grant is due: rotations happen while we watch.
+            ("PARTNER_SYNC__RABOBANK__SCHEDULE", "* * * * * *".to_owned()),
+            (
+                "PARTNER_SYNC__RABOBANK__ROTATE_BEFORE",
+                "400days".to_owned(),
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_log = dir.path().join("daemon.log");
+    let mut daemon = Command::new(BIN)
+        .arg("run")
+        .envs(env.clone())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&daemon_log).unwrap())
+        .spawn()
+        .unwrap();
+
+    let run = |args: &'static [&'static str]| {
+        let env = env.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(BIN).args(args).envs(env).output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let authorize = run(&["rabobank", "authorize", "--label", "trace-test"]).await;
+    assert!(
+        authorize.status.success(),
+        "{}",
+        String::from_utf8_lossy(&authorize.stderr)
+    );
+    let mut url = url::Url::parse(String::from_utf8_lossy(&authorize.stdout).trim()).unwrap();
+    let state = url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("the URL carries a state");
+    url.query_pairs_mut()
+        .append_pair("sandbox_decision", "approve");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let callback = browser.get(url).send().await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The daemon may still be starting.
+    let mut arrived = None;
+    for _ in 0..100 {
+        match browser.get(&callback).send().await {
+            Ok(answer) => {
+                arrived = Some(answer.status());
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(arrived, Some(reqwest::StatusCode::OK));
+    let mut rotated = false;
+    for _ in 0..100 {
+        if sandbox.rabobank_stats().refreshes >= 2 {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let grants = run(&["grants"]).await;
+    let rotate = run(&["rotate-tokens"]).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || daemon.wait()).await;
+    let logs = format!(
+        "{}{}{}{}{}",
+        std::fs::read_to_string(&daemon_log).unwrap(),
+        String::from_utf8_lossy(&authorize.stderr),
+        String::from_utf8_lossy(&grants.stdout),
+        String::from_utf8_lossy(&rotate.stderr),
+        String::from_utf8_lossy(&grants.stderr),
+    );
+    assert!(rotated, "the daemon rotated the grant: {logs}");
+    assert!(rotate.status.success(), "{logs}");
+    assert!(String::from_utf8_lossy(&grants.stdout).contains("trace-test"));
+    assert!(
+        logs.contains("rotated refresh token"),
+        "rotations are logged"
+    );
+
+    let secrets = sandbox.rabobank_secrets();
+    assert!(secrets.len() >= 5, "a code and at least two token pairs");
+    let client_secret = sandbox.options().rabobank_client_secret.clone();
+    for secret in secrets.iter().map(String::as_str).chain([
+        client_secret.as_str(),
+        state.as_str(),
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+    ]) {
+        assert!(!logs.contains(secret), "a secret appears in the logs");
+    }
+}

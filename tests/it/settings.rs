@@ -205,3 +205,104 @@ fn environment_values_are_taken_as_written() {
     assert_eq!(settings.rabot.external_ids, ["007", "EXT-2"]);
     assert_eq!(settings.rabot.page_size, 250);
 }
+
+const RABOBANK: &[(&str, &str)] = &[
+    ("PARTNER_SYNC__RABOBANK__ENABLED", "true"),
+    ("PARTNER_SYNC__RABOBANK__CLIENT_ID", "bank-client"),
+    ("PARTNER_SYNC__RABOBANK__CLIENT_SECRET", "bank-s3cr3t"),
+    (
+        "PARTNER_SYNC__SECURITY__TOKEN_KEY",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    ),
+];
+
+#[test]
+fn rabobank_settings_are_validated_and_the_token_key_is_never_shown() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "PARTNER_SYNC__SECURITY__TOKEN_KEY",
+            "",
+            "security.token_key",
+        ),
+        (
+            "PARTNER_SYNC__SECURITY__TOKEN_KEY",
+            "not base64!",
+            "security.token_key",
+        ),
+        // 16 bytes: AES-128 is not what is asked for.
+        (
+            "PARTNER_SYNC__SECURITY__TOKEN_KEY",
+            "AAECAwQFBgcICQoLDA0ODw==",
+            "security.token_key",
+        ),
+        ("PARTNER_SYNC__RABOBANK__VARIANT", "gold", "variant"),
+        (
+            "PARTNER_SYNC__RABOBANK__SCHEDULE",
+            "daily",
+            "rabobank.schedule",
+        ),
+        (
+            "PARTNER_SYNC__RABOBANK__CLIENT_SECRET",
+            "",
+            "rabobank.client_secret",
+        ),
+        (
+            "PARTNER_SYNC__RABOBANK__ROTATE_BEFORE",
+            "0s",
+            "rabobank.rotate_before",
+        ),
+        (
+            "PARTNER_SYNC__SERVER__PUBLIC_URL",
+            "callback.example",
+            "server.public_url",
+        ),
+        ("PARTNER_SYNC__SERVER__LISTEN", "port 80", "listen"),
+    ];
+    for (key, value, named) in cases {
+        let mut env = RABOBANK.to_vec();
+        env.push((key, value));
+        let out = partner_sync(&["check-config"], &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{key}={value}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{key}={value} should name {named}: {stderr}"
+        );
+        assert!(!stderr.contains("bank-s3cr3t") && !stderr.contains("AAECAwQF"));
+    }
+
+    let out = partner_sync(
+        &["check-config"],
+        &[
+            RABOBANK,
+            &[
+                (
+                    "PARTNER_SYNC__SERVER__PUBLIC_URL",
+                    "https://sync.example.com/",
+                ),
+                ("PARTNER_SYNC__RABOBANK__VARIANT", "premium"),
+            ],
+        ]
+        .concat(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("bank-s3cr3t") && !stdout.contains("AAECAwQF"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("token_key = \"********\""), "{stdout}");
+    // Derived values are shown as they will be used.
+    assert!(
+        stdout.contains("redirect_uri = \"https://sync.example.com/oauth/rabobank/callback\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("oauth_base_url = \"https://oauth.rabobank.nl/openapi/oauth2-premium\""),
+        "{stdout}"
+    );
+}
