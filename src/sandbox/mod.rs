@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use governor::clock::Clock as _;
@@ -577,6 +577,40 @@ impl IssuedToken {
     fn is_valid_at(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|expires_at| now < expires_at)
     }
+}
+
+/// Form or query fields by name, for every partner. RFC 6749 forbids repeating a parameter, and
+/// a repeated `offset` or `redirect_uri` is a client bug worth surfacing, so a repeat is
+/// `Err(name)`.
+fn unique_fields(input: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut fields = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(input) {
+        if fields
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
+            return Err(name.into_owned());
+        }
+    }
+    Ok(fields)
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("Bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A panic while holding a sandbox lock leaves plain data behind, still fit to serve.
