@@ -9,7 +9,10 @@
 //! only has to classify its paths and render its own error body: added latency, the enforced
 //! rate limit, injected faults, random 503s and the counters.
 
+mod rabobank;
 mod rabot;
+
+pub use rabobank::{RabobankGrantView, RabobankStats};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use governor::clock::Clock as _;
@@ -79,6 +82,107 @@ pub struct SandboxOptions {
     /// Added latency per request, humantime
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub latency: Duration,
+    /// The simulated Rabobank authorization server. Boxed because `SandboxOptions` travels
+    /// inline in the CLI's command enum, which must stay small.
+    #[command(flatten)]
+    pub rabobank: Box<RabobankOptions>,
+}
+
+/// The `--rabobank-*` options. Argument ids carry the prefix too, as clap needs them unique
+/// across the flattened structs (`client_id` is RABOT's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RabobankOptions {
+    /// Client id the Rabobank authorization server knows
+    #[arg(
+        id = "rabobank_client_id",
+        value_name = "CLIENT_ID",
+        long = "rabobank-client-id",
+        default_value = "sandbox-bank-client"
+    )]
+    pub client_id: String,
+    /// Client secret the Rabobank token endpoint accepts (HTTP Basic)
+    #[arg(
+        id = "rabobank_client_secret",
+        value_name = "CLIENT_SECRET",
+        long = "rabobank-client-secret",
+        default_value = "sandbox-bank-secret"
+    )]
+    pub client_secret: String,
+    /// Scopes a Rabobank user may grant (comma separated); asking for any other is invalid_scope
+    #[arg(
+        id = "rabobank_scopes",
+        value_name = "SCOPES",
+        long = "rabobank-scopes",
+        value_delimiter = ',',
+        default_value = "ais.balances.read,ais.transactions.read-90days"
+    )]
+    pub scopes: Vec<String>,
+    /// The client's registered redirect URI. When set, /authorize uses it and refuses any other;
+    /// when unset, /authorize needs a redirect_uri parameter and accepts any http(s) URL
+    #[arg(
+        id = "rabobank_redirect_uri",
+        value_name = "REDIRECT_URI",
+        long = "rabobank-redirect-uri"
+    )]
+    pub redirect_uri: Option<String>,
+    /// Rabobank access-token lifetime, humantime
+    #[arg(
+        id = "rabobank_access_lifetime",
+        value_name = "ACCESS_LIFETIME",
+        long = "rabobank-access-lifetime",
+        value_parser = humantime::parse_duration,
+        default_value = "1h"
+    )]
+    pub access_lifetime: Duration,
+    /// Rabobank refresh-token lifetime, humantime
+    #[arg(
+        id = "rabobank_refresh_lifetime",
+        value_name = "REFRESH_LIFETIME",
+        long = "rabobank-refresh-lifetime",
+        value_parser = humantime::parse_duration,
+        default_value = "30days"
+    )]
+    pub refresh_lifetime: Duration,
+    /// Rabobank authorization-code lifetime, humantime
+    #[arg(
+        id = "rabobank_code_lifetime",
+        value_name = "CODE_LIFETIME",
+        long = "rabobank-code-lifetime",
+        value_parser = humantime::parse_duration,
+        default_value = "5m"
+    )]
+    pub code_lifetime: Duration,
+    /// Refreshes one Rabobank consent allows; the next refresh answers invalid_grant
+    #[arg(
+        id = "rabobank_refresh_limit",
+        value_name = "REFRESH_LIMIT",
+        long = "rabobank-refresh-limit",
+        default_value_t = 4096
+    )]
+    pub refresh_limit: u32,
+    /// Answer Rabobank token requests like a plain RFC 6749 server: no consented_on, metadata
+    /// or refresh_token_expires_in (refresh-token rotation and reuse detection stay on)
+    #[arg(id = "rabobank_standard_oauth", long = "rabobank-standard-oauth")]
+    pub standard_oauth: bool,
+}
+
+impl Default for RabobankOptions {
+    fn default() -> Self {
+        Self {
+            client_id: "sandbox-bank-client".to_owned(),
+            client_secret: "sandbox-bank-secret".to_owned(),
+            scopes: vec![
+                "ais.balances.read".to_owned(),
+                "ais.transactions.read-90days".to_owned(),
+            ],
+            redirect_uri: None,
+            access_lifetime: Duration::from_secs(3600),
+            refresh_lifetime: Duration::from_secs(30 * 86_400),
+            code_lifetime: Duration::from_secs(300),
+            refresh_limit: 4096,
+            standard_oauth: false,
+        }
+    }
 }
 
 impl Default for SandboxOptions {
@@ -100,6 +204,7 @@ impl Default for SandboxOptions {
             rate_limit_burst: None,
             error_rate: 0.0,
             latency: Duration::ZERO,
+            rabobank: Box::default(),
         }
     }
 }
@@ -154,6 +259,7 @@ pub async fn start(options: SandboxOptions, listen: SocketAddr) -> anyhow::Resul
     if options.rate_limit.is_none() && options.rate_limit_burst.is_some() {
         bail!("a sandbox rate-limit burst needs a rate limit");
     }
+    let rabobank = rabobank::Rabobank::new(&options.rabobank)?;
     let limiter = options.rate_limit.map(|rate| {
         let burst = options.rate_limit_burst.unwrap_or(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
@@ -164,11 +270,13 @@ pub async fn start(options: SandboxOptions, listen: SocketAddr) -> anyhow::Resul
         latency_nanos: AtomicU64::new(duration_to_nanos(options.latency)),
         limiter,
         rabot: rabot::Rabot::generate(&options),
+        rabobank,
         options,
     });
 
     let app = Router::new()
         .merge(rabot::routes())
+        .merge(rabobank::routes())
         .fallback(unknown_endpoint)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
         .with_state(shared.clone());
@@ -230,6 +338,17 @@ impl Sandbox {
         format!("{}{}", self.base_url(), rabot::API_BASE_PATH)
     }
 
+    /// "{base_url}/rabobank/oauth2": `/authorize` and `/token` live under it.
+    pub fn rabobank_oauth_base_url(&self) -> String {
+        format!("{}{}", self.base_url(), rabobank::OAUTH_BASE_PATH)
+    }
+
+    /// "{base_url}/rabobank/api": the Consent Details Service lives under it, at
+    /// `/oauth2/consents/{id}` (PSD2) and `/oauth2-premium/v1/consents/{id}` (Premium).
+    pub fn rabobank_consent_api_base_url(&self) -> String {
+        format!("{}{}", self.base_url(), rabobank::CONSENT_API_BASE_PATH)
+    }
+
     /// The options the sandbox was started with (`set_latency` does not change them).
     pub fn options(&self) -> &SandboxOptions {
         &self.shared.options
@@ -239,6 +358,9 @@ impl Sandbox {
         let options = self.options();
         let token_url = self.rabot_token_url();
         let api_base_url = self.rabot_api_base_url();
+        let bank = &self.shared.rabobank;
+        let bank_oauth_url = self.rabobank_oauth_base_url();
+        let bank_consent_url = self.rabobank_consent_api_base_url();
         format!(
             "partner sandbox listening on {base}\n\
              \n\
@@ -250,13 +372,28 @@ impl Sandbox {
              \x20 granted scopes: {scopes_spaced}\n\
              \x20 data:           {customers} customers, seed {seed}\n\
              \n\
+             Rabobank\n\
+             \x20 OAuth base URL:   {bank_oauth_url}\n\
+             \x20 consent API URL:  {bank_consent_url}\n\
+             \x20 client id:        {bank_client_id}\n\
+             \x20 client secret:    {bank_client_secret}\n\
+             \x20 scopes:           {bank_scopes_spaced}\n\
+             \x20 redirect URI:     {bank_redirect}\n\
+             \n\
              Environment for partner-sync:\n\
              PARTNER_SYNC__RABOT__ENABLED=true\n\
              PARTNER_SYNC__RABOT__TOKEN_URL={token_url}\n\
              PARTNER_SYNC__RABOT__API_BASE_URL={api_base_url}\n\
              PARTNER_SYNC__RABOT__CLIENT_ID={client_id}\n\
              PARTNER_SYNC__RABOT__CLIENT_SECRET={client_secret}\n\
-             PARTNER_SYNC__RABOT__SCOPES={scopes_listed}\n",
+             PARTNER_SYNC__RABOT__SCOPES={scopes_listed}\n\
+             PARTNER_SYNC__RABOBANK__ENABLED=true\n\
+             PARTNER_SYNC__RABOBANK__OAUTH_BASE_URL={bank_oauth_url}\n\
+             PARTNER_SYNC__RABOBANK__CLIENT_ID={bank_client_id}\n\
+             PARTNER_SYNC__RABOBANK__CLIENT_SECRET={bank_client_secret}\n\
+             PARTNER_SYNC__RABOBANK__SCOPES={bank_scopes_listed}\n\
+             PARTNER_SYNC__RABOBANK__CONSENT_API_BASE_URL={bank_consent_url}\n\
+             # PARTNER_SYNC__SECURITY__TOKEN_KEY needs 32 random bytes in base64 (openssl rand -base64 32)\n",
             base = self.base_url(),
             client_id = options.client_id,
             client_secret = options.client_secret,
@@ -264,6 +401,13 @@ impl Sandbox {
             scopes_listed = options.granted_scopes.join(","),
             customers = self.shared.rabot.customer_count(),
             seed = options.seed,
+            bank_client_id = bank.client_id(),
+            bank_client_secret = bank.client_secret(),
+            bank_scopes_spaced = bank.scopes().join(" "),
+            bank_scopes_listed = bank.scopes().join(","),
+            bank_redirect = bank
+                .registered_redirect_uri()
+                .unwrap_or("none registered: pass redirect_uri to /authorize"),
         )
     }
 
@@ -279,6 +423,37 @@ impl Sandbox {
     /// Every access token issued so far, including expired and revoked ones, oldest first.
     pub fn issued_tokens(&self) -> Vec<String> {
         self.shared.rabot.tokens.history()
+    }
+
+    /// What the Rabobank authorization server and consent service have counted so far.
+    pub fn rabobank_stats(&self) -> RabobankStats {
+        self.shared.rabobank.stats()
+    }
+
+    /// Every Rabobank consent ever approved, oldest first.
+    pub fn rabobank_consent_ids(&self) -> Vec<String> {
+        self.shared.rabobank.consent_ids()
+    }
+
+    pub fn rabobank_grant(&self, consent_id: &str) -> Option<RabobankGrantView> {
+        self.shared.rabobank.grant(consent_id)
+    }
+
+    /// The user revokes the consent: its accounts show `revokedByPsu`, refreshing answers 401
+    /// invalid_grant and the consent API 403 CONSENT_INVALID. False if it does not exist.
+    pub fn rabobank_revoke_consent(&self, consent_id: &str) -> bool {
+        self.shared.rabobank.revoke_consent(consent_id)
+    }
+
+    /// Sets the status of every account of the consent (e.g. "expired") while its tokens keep
+    /// working, as the docs say a dead consent can still answer 200. False if it does not exist.
+    pub fn rabobank_set_account_status(&self, consent_id: &str, status: &str) -> bool {
+        self.shared.rabobank.set_account_status(consent_id, status)
+    }
+
+    /// Every Rabobank code, access token and refresh token ever issued, oldest first.
+    pub fn rabobank_secrets(&self) -> Vec<String> {
+        self.shared.rabobank.secrets()
     }
 
     /// Queues a fault; queued faults are matched in FIFO order against incoming requests.
@@ -351,6 +526,7 @@ struct Shared {
     latency_nanos: AtomicU64,
     limiter: Option<DefaultDirectRateLimiter>,
     rabot: rabot::Rabot,
+    rabobank: rabobank::Rabobank,
 }
 
 impl Shared {
@@ -436,7 +612,7 @@ struct Route {
 }
 
 fn classify(method: &Method, path: &str) -> Option<Route> {
-    rabot::classify(method, path)
+    rabot::classify(method, path).or_else(|| rabobank::classify(method, path))
 }
 
 fn reject(route: Option<Route>, status: StatusCode, message: &str) -> Response {
@@ -577,6 +753,40 @@ impl IssuedToken {
     fn is_valid_at(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|expires_at| now < expires_at)
     }
+}
+
+/// Form or query fields by name, for every partner. RFC 6749 forbids repeating a parameter, and
+/// a repeated `offset` or `redirect_uri` is a client bug worth surfacing, so a repeat is
+/// `Err(name)`.
+fn unique_fields(input: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut fields = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(input) {
+        if fields
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
+            return Err(name.into_owned());
+        }
+    }
+    Ok(fields)
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("Bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A panic while holding a sandbox lock leaves plain data behind, still fit to serve.

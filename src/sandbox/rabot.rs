@@ -17,7 +17,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{Endpoint, Route, SandboxOptions, Shared, TokenStore, bump, lock};
+use super::{
+    Endpoint, Route, SandboxOptions, Shared, TokenStore, bearer_token, bump, is_form, lock,
+    unique_fields,
+};
 
 pub(super) const TOKEN_PATH: &str = "/rabot/connect/token";
 pub(super) const API_BASE_PATH: &str = "/rabot/partner/v1";
@@ -216,32 +219,6 @@ fn envelope_page(items: Vec<Value>, has_more_items: bool) -> Response {
     .into_response()
 }
 
-/// Form or query fields by name. RFC 6749 forbids repeating a parameter, and a repeated
-/// `offset` or `limit` is a client bug worth surfacing, so a repeat is `Err(name)`.
-fn unique_fields(input: &[u8]) -> Result<HashMap<String, String>, String> {
-    let mut fields = HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(input) {
-        if fields
-            .insert(name.to_string(), value.into_owned())
-            .is_some()
-        {
-            return Err(name.into_owned());
-        }
-    }
-    Ok(fields)
-}
-
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|mime| {
-            mime.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
-}
-
 async fn issue_token(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -319,13 +296,6 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Vec<String>, Api
         ));
     }
     Ok(scopes)
-}
-
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("Bearer") && !token.is_empty()).then_some(token)
 }
 
 fn has_scope(scopes: &[String], wanted: &str) -> bool {
