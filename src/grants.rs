@@ -127,7 +127,9 @@ impl RefreshNeed {
     }
 }
 
-/// The grant after the refresh path: refreshed now, or found not due.
+/// The grant after the refresh path: refreshed now, or found not due. (`SecretString`'s
+/// `Debug` is redacted.)
+#[derive(Debug)]
 pub struct CurrentGrant {
     pub refreshed: bool,
     pub access_token: SecretString,

@@ -44,15 +44,15 @@ pub fn rabobank_env(
             ),
             (
                 "PARTNER_SYNC__RABOBANK__CLIENT_ID",
-                o.rabobank_client_id.clone(),
+                o.rabobank.client_id.clone(),
             ),
             (
                 "PARTNER_SYNC__RABOBANK__CLIENT_SECRET",
-                o.rabobank_client_secret.clone(),
+                o.rabobank.client_secret.clone(),
             ),
             (
                 "PARTNER_SYNC__RABOBANK__SCOPES",
-                o.rabobank_scopes.join(","),
+                o.rabobank.scopes.join(","),
             ),
             (
                 "PARTNER_SYNC__RABOBANK__CONSENT_API_BASE_URL",
@@ -231,6 +231,18 @@ fn bank_options() -> SandboxOptions {
     small_sandbox(1)
 }
 
+#[derive(sqlx::FromRow)]
+struct StoredGrant {
+    status: String,
+    consent_id: Option<String>,
+    refresh_count: i32,
+    key_id: String,
+    access: Vec<u8>,
+    refresh: Vec<u8>,
+    access_s: f64,
+    refresh_s: f64,
+}
+
 #[tokio::test]
 async fn an_approved_consent_is_stored_sealed_and_its_tokens_work() {
     let bank = Bank::start(bank_options()).await;
@@ -238,17 +250,27 @@ async fn an_approved_consent_is_stored_sealed_and_its_tokens_work() {
 
     let consent_ids = bank.sandbox.rabobank_consent_ids();
     assert_eq!(consent_ids.len(), 1);
-    let row: (String, Option<String>, i32, String, Vec<u8>, Vec<u8>, f64, f64) = sqlx::query_as(
-        "SELECT status, consent_id, refresh_count, key_id, access_token_sealed, refresh_token_sealed,
-                extract(epoch FROM access_expires_at - now())::float8,
-                extract(epoch FROM refresh_expires_at - now())::float8
+    let row: StoredGrant = sqlx::query_as(
+        "SELECT status, consent_id, refresh_count, key_id, access_token_sealed AS access,
+                refresh_token_sealed AS refresh,
+                extract(epoch FROM access_expires_at - now())::float8 AS access_s,
+                extract(epoch FROM refresh_expires_at - now())::float8 AS refresh_s
            FROM sync.oauth_grants WHERE id = $1",
     )
     .bind(id)
     .fetch_one(&bank.db.pool)
     .await
     .unwrap();
-    let (status, consent_id, refresh_count, key_id, access, refresh, access_s, refresh_s) = row;
+    let StoredGrant {
+        status,
+        consent_id,
+        refresh_count,
+        key_id,
+        access,
+        refresh,
+        access_s,
+        refresh_s,
+    } = row;
     assert_eq!(status, "active");
     assert_eq!(consent_id.as_deref(), Some(consent_ids[0].as_str()));
     assert_eq!(refresh_count, 0);
@@ -717,11 +739,9 @@ async fn ended_consents_are_marked_revoked() {
 
 #[tokio::test]
 async fn a_standard_oauth_server_without_rabobank_fields_works_too() {
-    let bank = Bank::start(SandboxOptions {
-        rabobank_standard_oauth: true,
-        ..bank_options()
-    })
-    .await;
+    let mut options = bank_options();
+    options.rabobank.standard_oauth = true;
+    let bank = Bank::start(options).await;
     let id = bank.connect("standard").await;
     let (consent_id, refresh_s): (Option<String>, f64) = sqlx::query_as(
         "SELECT consent_id, extract(epoch FROM refresh_expires_at - now())::float8

@@ -175,7 +175,7 @@ async fn the_rabobank_flow_at_trace_level_logs_no_secret_or_token() {
 
     let secrets = sandbox.rabobank_secrets();
     assert!(secrets.len() >= 5, "a code and at least two token pairs");
-    let client_secret = sandbox.options().rabobank_client_secret.clone();
+    let client_secret = sandbox.options().rabobank.client_secret.clone();
     for secret in secrets.iter().map(String::as_str).chain([
         client_secret.as_str(),
         state.as_str(),
