@@ -117,8 +117,9 @@ impl RefreshNeed {
             at <= now + chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX)
         };
         match self {
+            // A refresh left in doubt is settled by the next rotation, whatever the expiry.
             RefreshNeed::RefreshTokenExpiresWithin(margin) => {
-                within(grant.refresh_expires_at, margin)
+                grant.refresh_in_doubt_since.is_some() || within(grant.refresh_expires_at, margin)
             }
             RefreshNeed::AccessTokenExpiresWithin(margin) => {
                 within(grant.access_expires_at, margin)
@@ -312,6 +313,18 @@ impl RabobankGrants {
                 consented_on: grant.consented_on,
                 consent_id: grant.consent_id,
                 label: grant.label,
+            });
+        }
+        // Only rotation settles a refresh left in doubt (once per run): callers that merely
+        // want an access token must not replay a refresh token that may be spent.
+        if let (Some(since), RefreshNeed::AccessTokenExpiresWithin(_)) =
+            (grant.refresh_in_doubt_since, need)
+        {
+            return Err(RefreshError::OutcomeUnknown {
+                id,
+                detail: format!(
+                    "a refresh sent at {since} is unanswered; the rotation job settles it"
+                ),
             });
         }
         let refresh_token = self.open(&grant, &grant.refresh_token_sealed)?;

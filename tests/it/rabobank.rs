@@ -613,6 +613,20 @@ async fn an_unanswered_refresh_is_not_replayed_and_a_refused_one_is_retried_with
             .unwrap();
     assert!(doubt.is_some());
     assert_eq!(bank.grant_status(id).await.0, "active");
+    // Needing an access token does not replay it either; only rotation settles the doubt.
+    sqlx::query("UPDATE sync.oauth_grants SET access_expires_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&bank.db.pool)
+        .await
+        .unwrap();
+    let err = bank
+        .grants
+        .access_token(&bank.db.pool, id)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RefreshError::OutcomeUnknown { .. }), "{err}");
+    assert_eq!(bank.sandbox.stats().token_requests, before + 1);
+    bank.age(id, 20 * DAY).await;
 
     // 503 twice: not processed, so retried (max 3 attempts in tests) and then it works.
     bank.sandbox.inject_fault(Fault {
@@ -769,4 +783,88 @@ async fn a_standard_oauth_server_without_rabobank_fields_works_too() {
     assert_eq!((status, counts.updated), (RunStatus::Succeeded, 1));
     let stats = bank.sandbox.rabobank_stats();
     assert_eq!((stats.refreshes, stats.reuse_detections), (2, 0));
+}
+
+/// Two real daemons on one database, rotating every second with every grant due: 100
+/// rotations of 10 grants, no refresh token used twice, every grant still active.
+#[tokio::test]
+async fn two_daemons_rotating_ten_grants_a_hundred_times_never_reuse_a_token() {
+    let bank = Bank::start(bank_options()).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(bank.connect(&format!("daemon-grant-{i}")).await);
+    }
+    let mut env = rabobank_env(
+        &bank.sandbox,
+        &bank.db.url,
+        &bank.settings.server.public_url,
+    );
+    env.extend(
+        [
+            ("PARTNER_SYNC__RABOBANK__SCHEDULE", "* * * * * *"),
+            ("PARTNER_SYNC__RABOBANK__ROTATE_BEFORE", "400days"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"))
+            .arg("run")
+            .env_remove("RUST_LOG")
+            .envs(env.clone())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("daemon starts")
+    };
+    let mut daemons = [spawn(), spawn()];
+
+    let rotated_enough = "SELECT count(*) FROM sync.oauth_grants WHERE refresh_count >= 10";
+    let started = std::time::Instant::now();
+    while count(&bank.db.pool, rotated_enough).await < 10
+        && started.elapsed() < Duration::from_secs(90)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for daemon in &daemons {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &daemon.id().to_string()])
+            .status();
+    }
+    for daemon in &mut daemons {
+        assert!(daemon.wait().unwrap().success(), "daemons stop cleanly");
+    }
+
+    assert_eq!(
+        count(&bank.db.pool, rotated_enough).await,
+        10,
+        "100 rotations in time"
+    );
+    let stats = bank.sandbox.rabobank_stats();
+    assert_eq!(
+        (stats.reuse_detections, stats.invalid_grant_answers),
+        (0, 0),
+        "{stats:?}"
+    );
+    let (total, active): (i64, i64) = sqlx::query_as(
+        "SELECT sum(refresh_count), count(*) FILTER (WHERE status = 'active') FROM sync.oauth_grants",
+    )
+    .fetch_one(&bank.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(active, 10);
+    assert_eq!(
+        total as u64, stats.refreshes,
+        "every rotation the bank made was saved"
+    );
+    let overlapping: i64 = count(
+        &bank.db.pool,
+        "SELECT count(*) FROM sync.runs a JOIN sync.runs b ON a.id < b.id AND a.job = b.job
+          WHERE a.job = 'rabobank_token_rotation'
+            AND tstzrange(a.started_at, a.finished_at) && tstzrange(b.started_at, b.finished_at)",
+    )
+    .await;
+    assert_eq!(
+        overlapping, 0,
+        "rotation runs never overlap across the daemons"
+    );
 }
