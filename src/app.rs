@@ -1,19 +1,26 @@
-//! Wiring: the pool, the jobs the settings enable, their runners and schedules; then run until
-//! the shutdown token is cancelled and stop within the grace period.
+//! Wiring: the pool, the jobs the settings enable, their runners and schedules, the HTTP server,
+//! and the control loop that turns signals and NOTIFY requests into triggers and reloads; then
+//! run until the shutdown token is cancelled and stop within the grace period.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::events::dispatcher::Dispatcher;
+use crate::events::dispatcher::{self, Dispatcher};
 use crate::events::schedule::Schedule;
-use crate::events::{Trigger, TriggerCause};
+use crate::events::{Control, Trigger, TriggerCause, notify, signals};
 use crate::grants::RabobankGrants;
+use crate::jobs::{self, JobName, ScheduledJob};
 use crate::server::{self, ServerState};
 use crate::settings::Settings;
-use crate::{jobs, store};
+use crate::store;
+use crate::store::trigger_requests;
 
 /// Extra time, beyond the grace period, for runners to record their final run status.
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
@@ -27,15 +34,74 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
-/// The daemon: runs scheduled jobs until `shutdown` is cancelled.
-pub async fn run_daemon(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let rabobank = RabobankGrants::from_settings(&settings)?;
-    let jobs = jobs::registry(&settings, rabobank.as_ref())?;
+/// The jobs of one configuration: their runners and their schedule. A reload starts a new set
+/// and retires the old one, whose runs in progress finish undisturbed.
+struct JobSet {
+    dispatcher: Dispatcher,
+    schedule: Schedule,
+    /// Ends this set's runner loops (no new runs); a run in progress only stops at shutdown.
+    stop: CancellationToken,
+}
+
+impl JobSet {
+    async fn start(
+        settings: &Settings,
+        jobs: &[ScheduledJob],
+        pool: &PgPool,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let dispatcher = Dispatcher::new(pool, jobs, settings.daemon.shutdown_grace);
+        let schedule = Schedule::start(
+            jobs.iter().map(|j| (j.job.name(), j.schedule.clone())),
+            dispatcher.clone(),
+        )
+        .await?;
+        let stop = shutdown.child_token();
+        dispatcher.spawn_runners(tracker, &stop, shutdown);
+        Ok(Self {
+            dispatcher,
+            schedule,
+            stop,
+        })
+    }
+
+    async fn retire(self) {
+        self.schedule.shutdown().await;
+        self.stop.cancel();
+    }
+
+    fn dispatch_all(&self, cause: TriggerCause, which: impl Fn(JobName) -> bool) -> usize {
+        let jobs: Vec<JobName> = self.dispatcher.jobs().filter(|j| which(*j)).collect();
+        for job in &jobs {
+            self.dispatcher.dispatch(Trigger::new(*job, cause));
+        }
+        jobs.len()
+    }
+}
+
+/// The jobs a configuration enables, or why it cannot run.
+fn enabled_jobs(
+    settings: &Settings,
+) -> anyhow::Result<(Option<Arc<RabobankGrants>>, Vec<ScheduledJob>)> {
+    let rabobank = RabobankGrants::from_settings(settings)?;
+    let jobs = jobs::registry(settings, rabobank.as_ref())?;
     anyhow::ensure!(
         !jobs.is_empty(),
         "no partner is enabled: set rabot.enabled or rabobank.enabled to true \
          (e.g. PARTNER_SYNC__RABOT__ENABLED=true)"
     );
+    Ok((rabobank, jobs))
+}
+
+/// The daemon: runs scheduled and requested jobs until `shutdown` is cancelled. `config_file`
+/// is read again on SIGHUP.
+pub async fn run_daemon(
+    settings: Settings,
+    config_file: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (rabobank, jobs) = enabled_jobs(&settings)?;
     // Bound before anything else starts, so a taken port stops start-up with a clear error.
     let (listener, address) = server::bind(settings.server.listen).await?;
     // A shutdown signal while the database is still being reached ends start-up at once.
@@ -43,10 +109,7 @@ pub async fn run_daemon(settings: Settings, shutdown: CancellationToken) -> anyh
         pool = open_database(&settings) => pool?,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    let grace = settings.daemon.shutdown_grace;
-    let dispatcher = Dispatcher::new(&pool, &jobs, grace);
     let tracker = TaskTracker::new();
-    dispatcher.spawn_runners(&tracker, &shutdown);
     let server_state = ServerState {
         pool: pool.clone(),
         rabobank,
@@ -54,27 +117,62 @@ pub async fn run_daemon(settings: Settings, shutdown: CancellationToken) -> anyh
     tracker.spawn(server::serve(listener, server_state, shutdown.clone()));
     tracing::info!(%address, "HTTP server listening");
 
-    let schedule = Schedule::start(
-        jobs.iter().map(|j| (j.job.name(), j.schedule.clone())),
-        dispatcher.clone(),
-    )
-    .await?;
+    let (control_tx, mut control) = mpsc::channel(64);
+    signals::spawn_control_handler(control_tx.clone())?;
+    tracker.spawn(notify::listen(pool.clone(), control_tx, shutdown.clone()));
+
+    let mut settings = settings;
+    let mut current = JobSet::start(&settings, &jobs, &pool, &tracker, &shutdown).await?;
     if settings.daemon.run_on_start {
-        for job in dispatcher.jobs() {
-            dispatcher.dispatch(Trigger {
-                job,
-                cause: TriggerCause::Startup,
-            });
-        }
+        current.dispatch_all(TriggerCause::Startup, |_| true);
     }
     tracing::info!(jobs = jobs.len(), "daemon running");
 
-    shutdown.cancelled().await;
+    let host = dispatcher::host_id();
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(event) = control.recv() => event,
+        };
+        match event {
+            Control::ResyncMirrors => {
+                if current.dispatch_all(TriggerCause::Signal, JobName::is_mirror) == 0 {
+                    tracing::warn!("SIGUSR1: no mirror job is enabled");
+                }
+            }
+            Control::RotateTokens => {
+                if current.dispatch_all(TriggerCause::Signal, |j| {
+                    j == JobName::RabobankTokenRotation
+                }) == 0
+                {
+                    tracing::warn!("SIGUSR2: the token rotation is not enabled (rabobank.enabled)");
+                }
+            }
+            Control::Reload => {
+                if let Some((next_settings, next)) = reload(
+                    config_file.as_deref(),
+                    &settings,
+                    &pool,
+                    &tracker,
+                    &shutdown,
+                )
+                .await
+                {
+                    std::mem::replace(&mut current, next).retire().await;
+                    settings = next_settings;
+                }
+            }
+            Control::Request(id) => claim_request(&current, &pool, id, &host).await,
+        }
+    }
+
+    let grace = settings.daemon.shutdown_grace;
     tracing::info!(
         grace_s = grace.as_secs(),
         "stopping: no new runs; waiting for running ones"
     );
-    schedule.shutdown().await;
+    current.retire().await;
     tracker.close();
     if tokio::time::timeout(grace + RECORD_MARGIN, tracker.wait())
         .await
@@ -85,4 +183,82 @@ pub async fn run_daemon(settings: Settings, shutdown: CancellationToken) -> anyh
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Takes the jobs of a resync request that this replica runs; another replica that claimed
+/// them first runs them instead.
+async fn claim_request(current: &JobSet, pool: &PgPool, id: uuid::Uuid, host: &str) {
+    let enabled: Vec<&str> = current.dispatcher.jobs().map(JobName::as_str).collect();
+    match trigger_requests::claim(pool, id, &enabled, host).await {
+        Ok(claimed) => {
+            for job in claimed.iter().filter_map(|name| JobName::parse(name)) {
+                tracing::info!(%job, request = %id, "resync requested");
+                current.dispatcher.dispatch(Trigger {
+                    job,
+                    cause: TriggerCause::Notify,
+                    request: Some(id),
+                });
+            }
+        }
+        Err(error) => {
+            tracing::error!(error = %error, request = %id, "cannot claim a resync request")
+        }
+    }
+}
+
+/// Loads and starts a new configuration; `None` (with the reason logged) keeps the running one.
+async fn reload(
+    config_file: Option<&std::path::Path>,
+    running: &Settings,
+    pool: &PgPool,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Option<(Settings, JobSet)> {
+    let refuse = |error: &dyn std::fmt::Display| {
+        tracing::error!(error = %error, "new configuration refused; the running one stays");
+    };
+    let next = match Settings::load(config_file) {
+        Ok(next) => next,
+        Err(error) => {
+            refuse(&error);
+            return None;
+        }
+    };
+    let (_, jobs) = match enabled_jobs(&next) {
+        Ok(enabled) => enabled,
+        Err(error) => {
+            refuse(&format!("{error:#}"));
+            return None;
+        }
+    };
+    // The pool, the listening socket and the callback's keys were made at start-up.
+    let restart_only = [
+        (
+            "database",
+            next.database.url.expose_secret() != running.database.url.expose_secret()
+                || next.database.max_connections != running.database.max_connections,
+        ),
+        (
+            "server",
+            next.server.listen != running.server.listen
+                || next.server.public_url != running.server.public_url,
+        ),
+        (
+            "security.token_key",
+            next.security.token_key.expose_secret() != running.security.token_key.expose_secret(),
+        ),
+    ];
+    for (section, _) in restart_only.iter().filter(|(_, changed)| *changed) {
+        tracing::warn!(section, "changed settings take effect only after a restart");
+    }
+    match JobSet::start(&next, &jobs, pool, tracker, shutdown).await {
+        Ok(set) => {
+            tracing::info!(jobs = jobs.len(), "configuration reloaded");
+            Some((next, set))
+        }
+        Err(error) => {
+            refuse(&format!("{error:#}"));
+            None
+        }
+    }
 }

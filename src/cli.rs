@@ -10,14 +10,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::TriggerCause;
+use crate::events::dispatcher::host_id;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
 use crate::grants::{self, RabobankGrants};
 use crate::jobs::{self, JobName};
 use crate::sandbox::{self, SandboxOptions};
 use crate::settings::{LogFormat, Settings};
-use crate::store::runs::{RunCounts, RunStatus};
-use crate::{app, demo, store, telemetry};
+use crate::store::runs::{self, RunCounts, RunStatus};
+use crate::store::trigger_requests;
+use crate::{app, demo, status, store, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,6 +60,27 @@ pub enum Command {
     },
     /// Run the Rabobank token rotation once now and exit (0 succeeded, 1 failed).
     RotateTokens,
+    /// Ask the running daemon(s) to run jobs now, through Postgres NOTIFY: exactly one replica
+    /// runs each job. Without JOBs: every mirror job.
+    Resync {
+        /// Job names: rabot_mirror, rabobank_token_rotation.
+        #[arg(value_parser = parse_job)]
+        jobs: Vec<JobName>,
+        /// Wait for the runs and print their counts; exit 1 unless all succeeded.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (humantime).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
+        timeout: std::time::Duration,
+    },
+    /// Jobs (last run, status, duration, counts, next run), grants and recent failures.
+    Status {
+        /// One JSON document, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 if the local daemon's /healthz answers (the container HEALTHCHECK).
+    Healthcheck,
     /// Rabobank consents.
     Rabobank {
         #[command(subcommand)]
@@ -87,6 +110,13 @@ pub enum RabobankCommand {
         #[arg(long, value_parser = parse_label)]
         label: Option<String>,
     },
+}
+
+fn parse_job(name: &str) -> Result<JobName, String> {
+    JobName::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = JobName::ALL.iter().map(|j| j.as_str()).collect();
+        format!("unknown job {name:?}; jobs are {}", names.join(", "))
+    })
 }
 
 fn parse_label(text: &str) -> Result<String, String> {
@@ -121,19 +151,31 @@ pub async fn run(cli: Cli) -> ExitCode {
     let format = cli.log_format.unwrap_or(settings.log.format);
     // The demo talks to a person: only warnings interleave with its report.
     let default_filter = match cli.command {
-        Command::Demo { .. } | Command::CheckConfig => "warn",
+        Command::Demo { .. }
+        | Command::CheckConfig
+        | Command::Status { .. }
+        | Command::Grants { .. }
+        | Command::Resync { .. }
+        | Command::Healthcheck => "warn",
         _ => telemetry::DEFAULT_FILTER,
     };
     telemetry::init(format, default_filter);
 
     let result = match cli.command {
-        Command::Run => run_daemon(settings).await,
+        Command::Run => run_daemon(settings, cli.config).await,
         Command::Sync { partner } => run_job_once(settings, partner.job()).await,
         Command::RotateTokens => run_job_once(settings, JobName::RabobankTokenRotation).await,
         Command::Rabobank {
             command: RabobankCommand::Authorize { label },
         } => rabobank_authorize(&settings, label.as_deref()).await,
         Command::Grants { json } => list_grants(&settings, json).await,
+        Command::Resync {
+            jobs,
+            wait,
+            timeout,
+        } => resync(&settings, jobs, wait, timeout).await,
+        Command::Status { json } => show_status(&settings, json).await,
+        Command::Healthcheck => healthcheck(&settings).await,
         Command::Migrate => migrate(&settings).await,
         Command::CheckConfig => {
             print!("{}", settings.to_masked_toml());
@@ -154,10 +196,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn run_daemon(settings: Settings) -> anyhow::Result<()> {
+async fn run_daemon(settings: Settings, config_file: Option<PathBuf>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     signals::spawn_shutdown_handler(shutdown.clone())?;
-    app::run_daemon(settings, shutdown).await
+    app::run_daemon(settings, config_file, shutdown).await
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
@@ -242,6 +284,128 @@ async fn list_grants(settings: &Settings, json: bool) -> anyhow::Result<()> {
             g.last_error.unwrap_or_default(),
         );
     }
+    Ok(())
+}
+
+/// How long `resync --wait` waits for some daemon to claim the request.
+const CLAIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn resync(
+    settings: &Settings,
+    jobs: Vec<JobName>,
+    wait: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let jobs: Vec<JobName> = if jobs.is_empty() {
+        JobName::ALL
+            .iter()
+            .copied()
+            .filter(|j| j.is_mirror())
+            .collect()
+    } else {
+        jobs
+    };
+    let names: Vec<&str> = jobs.iter().map(|j| j.as_str()).collect();
+    let pool = app::open_database(settings).await?;
+    let id = uuid::Uuid::new_v4();
+    trigger_requests::request(&pool, id, &names, &host_id()).await?;
+    println!("requested {} (request {id})", names.join(", "));
+    if !wait {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let states = loop {
+        let states = trigger_requests::state(&pool, id).await?;
+        if states
+            .iter()
+            .all(|s| s.skipped.is_some() || s.run_finished_at.is_some())
+        {
+            break states;
+        }
+        let unclaimed: Vec<&str> = states
+            .iter()
+            .filter(|s| s.claimed_by.is_none())
+            .map(|s| s.job.as_str())
+            .collect();
+        if !unclaimed.is_empty() && started.elapsed() > CLAIM_TIMEOUT {
+            anyhow::bail!(
+                "no daemon took {} within {} s: is `partner-sync run` running with it enabled?",
+                unclaimed.join(", "),
+                CLAIM_TIMEOUT.as_secs()
+            );
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "gave up waiting after {}",
+            humantime::format_duration(timeout)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let mut all_succeeded = true;
+    for state in states {
+        let run = match state.run_id {
+            Some(run_id) => runs::get(&pool, run_id).await?,
+            None => None,
+        };
+        match (run, state.skipped) {
+            (Some(run), _) => {
+                all_succeeded &= run.status == RunStatus::Succeeded.as_str();
+                println!(
+                    "{} run {} {} in {:.1}s on {}: {}{}",
+                    run.job,
+                    run.id,
+                    run.status,
+                    run.duration().unwrap_or_default().as_secs_f64(),
+                    run.host,
+                    run.counts_summary(),
+                    run.error
+                        .map(|e| format!("; error: {e}"))
+                        .unwrap_or_default(),
+                );
+            }
+            (None, skipped) => {
+                all_succeeded = false;
+                println!(
+                    "{} not run: {}",
+                    state.job,
+                    skipped.as_deref().unwrap_or("unknown")
+                );
+            }
+        }
+    }
+    anyhow::ensure!(all_succeeded, "not every requested run succeeded");
+    Ok(())
+}
+
+async fn show_status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let pool = app::open_database(settings).await?;
+    let report = status::report(&pool, settings).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_table());
+    }
+    Ok(())
+}
+
+/// GET /healthz on this machine's daemon, at the port of server.listen.
+async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
+    let mut address = settings.server.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{address}/healthz");
+    let answer = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?
+        .get(&url)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "{url} answered {}",
+        answer.status()
+    );
     Ok(())
 }
 

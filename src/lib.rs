@@ -13,5 +13,6 @@ pub mod partners;
 pub mod sandbox;
 pub mod server;
 pub mod settings;
+pub mod status;
 pub mod store;
 pub mod telemetry;

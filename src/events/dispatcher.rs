@@ -18,6 +18,7 @@ use tracing::Instrument;
 use super::{Trigger, TriggerCause};
 use crate::jobs::{Job, JobError, JobName, RunContext, ScheduledJob};
 use crate::store::runs::{self, RunCounts, RunStatus};
+use crate::store::trigger_requests;
 
 /// How one call of [`JobRunner::run_once`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,13 +33,21 @@ pub enum RunOutcome {
     LockedElsewhere,
 }
 
+/// The next run of a job: the cause of the first trigger of a coalesced burst, and every
+/// `resync` request the burst carried.
+#[derive(Debug, Default)]
+struct Pending {
+    cause: Option<TriggerCause>,
+    requests: Vec<uuid::Uuid>,
+}
+
 pub struct JobRunner {
     job: Arc<dyn Job>,
     pool: PgPool,
     /// After shutdown is requested, how long a run may take to reach a batch boundary.
     grace: Duration,
     host: String,
-    pending: Mutex<Option<TriggerCause>>,
+    pending: Mutex<Option<Pending>>,
     wake: Notify,
 }
 
@@ -58,30 +67,41 @@ impl JobRunner {
         self.job.name()
     }
 
-    fn trigger(&self, cause: TriggerCause) {
+    fn trigger(&self, trigger: Trigger) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = pending.get_or_insert_with(Pending::default);
         // The first cause of a coalesced burst is the one recorded.
-        pending.get_or_insert(cause);
-        drop(pending);
+        pending.cause.get_or_insert(trigger.cause);
+        pending.requests.extend(trigger.request);
         self.wake.notify_one();
     }
 
-    /// Runs triggered passes until `cancel`; never two at once.
-    pub async fn run_loop(self: Arc<Self>, cancel: CancellationToken) {
+    /// Runs triggered passes until `stop` (no new runs: shutdown or a configuration reload);
+    /// never two at once. A run in progress is cancelled only by `shutdown`.
+    pub async fn run_loop(self: Arc<Self>, stop: CancellationToken, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break,
+                _ = stop.cancelled() => break,
                 _ = self.wake.notified() => {}
             }
-            let cause = self
+            let pending = self
                 .pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
-            let Some(cause) = cause else { continue };
+            let Some(Pending {
+                cause: Some(cause),
+                requests,
+            }) = pending
+            else {
+                continue;
+            };
             let (counts, _) = watch::channel(RunCounts::default());
-            if let Err(error) = self.run_once(cause, &cancel, counts).await {
+            if let Err(error) = self
+                .run_for_requests(cause, &requests, &shutdown, counts)
+                .await
+            {
                 tracing::error!(job = %self.job(), error = %error, "could not record the run");
             }
         }
@@ -95,13 +115,33 @@ impl JobRunner {
         cancel: &CancellationToken,
         counts: watch::Sender<RunCounts>,
     ) -> Result<RunOutcome, sqlx::Error> {
+        self.run_for_requests(cause, &[], cancel, counts).await
+    }
+
+    /// [`Self::run_once`], recording the run (or why there was none) on the `resync` requests
+    /// it answers.
+    async fn run_for_requests(
+        &self,
+        cause: TriggerCause,
+        requests: &[uuid::Uuid],
+        cancel: &CancellationToken,
+        counts: watch::Sender<RunCounts>,
+    ) -> Result<RunOutcome, sqlx::Error> {
         let job = self.job.name();
         let Some(lock) = JobLock::try_acquire(&self.pool, job).await? else {
             tracing::info!(%job, "another replica is running this job; skipping");
+            trigger_requests::record_skipped(
+                &self.pool,
+                requests,
+                job.as_str(),
+                "another replica was running the job",
+            )
+            .await?;
             return Ok(RunOutcome::LockedElsewhere);
         };
         let outcome = async {
             let run_id = runs::start(&self.pool, job.as_str(), cause.as_str(), &self.host).await?;
+            trigger_requests::record_run(&self.pool, requests, job.as_str(), run_id).await?;
             let span = tracing::info_span!("job_run", %job, run_id, partner = job.partner(), cause = cause.as_str());
             self.execute(run_id, cancel, counts).instrument(span).await
         }
@@ -232,7 +272,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Identifies this process in `sync.runs.host`, so ops can tell replicas apart.
-fn host_id() -> String {
+pub fn host_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
@@ -272,7 +312,7 @@ impl Dispatcher {
         match self.runners.get(&trigger.job) {
             Some(runner) => {
                 tracing::debug!(job = %trigger.job, cause = trigger.cause.as_str(), "trigger");
-                runner.trigger(trigger.cause);
+                runner.trigger(trigger);
             }
             None => {
                 tracing::warn!(job = %trigger.job, "trigger for a job that is not enabled; ignored")
@@ -280,9 +320,19 @@ impl Dispatcher {
         }
     }
 
-    pub fn spawn_runners(&self, tracker: &TaskTracker, cancel: &CancellationToken) {
+    pub fn has(&self, job: JobName) -> bool {
+        self.runners.contains_key(&job)
+    }
+
+    /// One task per runner; `stop` ends the loops (no new runs), `shutdown` also cancels runs.
+    pub fn spawn_runners(
+        &self,
+        tracker: &TaskTracker,
+        stop: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) {
         for runner in self.runners.values() {
-            tracker.spawn(runner.clone().run_loop(cancel.clone()));
+            tracker.spawn(runner.clone().run_loop(stop.clone(), shutdown.clone()));
         }
     }
 }

@@ -1,7 +1,9 @@
-//! Triggers and where they come from. Sources (the cron schedule, signals, the CLI) only emit
-//! [`Trigger`]s; the [`dispatcher`] owns the one runner per job that executes them.
+//! Triggers and where they come from. Sources (the cron schedule, signals, NOTIFY, the CLI)
+//! only emit [`Trigger`]s or [`Control`] events; the [`dispatcher`] owns the one runner per job
+//! that executes them.
 
 pub mod dispatcher;
+pub mod notify;
 pub mod schedule;
 pub mod signals;
 
@@ -14,6 +16,8 @@ pub enum TriggerCause {
     Startup,
     Signal,
     Cli,
+    /// `partner-sync resync`, through Postgres NOTIFY.
+    Notify,
 }
 
 impl TriggerCause {
@@ -23,6 +27,7 @@ impl TriggerCause {
             TriggerCause::Startup => "startup",
             TriggerCause::Signal => "signal",
             TriggerCause::Cli => "cli",
+            TriggerCause::Notify => "notify",
         }
     }
 }
@@ -31,4 +36,29 @@ impl TriggerCause {
 pub struct Trigger {
     pub job: JobName,
     pub cause: TriggerCause,
+    /// The `sync.trigger_requests` row this trigger answers, so `resync --wait` finds its run.
+    pub request: Option<uuid::Uuid>,
+}
+
+impl Trigger {
+    pub fn new(job: JobName, cause: TriggerCause) -> Self {
+        Self {
+            job,
+            cause,
+            request: None,
+        }
+    }
+}
+
+/// What the daemon's control loop is asked to do, by signals and NOTIFY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// SIGUSR1: resync every mirror job now.
+    ResyncMirrors,
+    /// SIGUSR2: run the token rotation now.
+    RotateTokens,
+    /// SIGHUP: load the configuration again.
+    Reload,
+    /// A `partner-sync resync` request (a `sync.trigger_requests` id) arrived by NOTIFY.
+    Request(uuid::Uuid),
 }

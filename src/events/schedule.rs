@@ -30,10 +30,7 @@ impl Schedule {
         for (job, expression) in jobs {
             let dispatcher = dispatcher.clone();
             let cron_job = CronJob::new_async(expression.as_str(), move |_id, _scheduler| {
-                dispatcher.dispatch(Trigger {
-                    job,
-                    cause: TriggerCause::Schedule,
-                });
+                dispatcher.dispatch(Trigger::new(job, TriggerCause::Schedule));
                 Box::pin(async {})
             })?;
             scheduler.add(cron_job).await?;

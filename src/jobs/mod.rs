@@ -32,6 +32,15 @@ impl JobName {
         }
     }
 
+    pub fn parse(name: &str) -> Option<JobName> {
+        Self::ALL.iter().copied().find(|job| job.as_str() == name)
+    }
+
+    /// Jobs that copy partner data (SIGUSR1 and a bare `resync` run these).
+    pub fn is_mirror(self) -> bool {
+        matches!(self, JobName::RabotMirror)
+    }
+
     pub fn partner(self) -> &'static str {
         match self {
             JobName::RabotMirror => "rabot",

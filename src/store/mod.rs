@@ -5,6 +5,7 @@
 pub mod grants;
 pub mod rabot;
 pub mod runs;
+pub mod trigger_requests;
 
 use std::str::FromStr;
 

@@ -88,3 +88,85 @@ pub async fn finish(
     .await?;
     Ok(())
 }
+
+/// A `sync.runs` row as `status` and `resync --wait` show it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub job: String,
+    pub cause: String,
+    pub status: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub pages: i32,
+    pub requests: i64,
+    pub fetched: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub deleted: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub error: Option<String>,
+    pub host: String,
+}
+
+impl RunRow {
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        (self.finished_at? - self.started_at).to_std().ok()
+    }
+
+    /// "fetched 10, inserted 2, …" with the zero counts left out.
+    pub fn counts_summary(&self) -> String {
+        let counts = [
+            ("fetched", self.fetched),
+            ("inserted", self.inserted),
+            ("updated", self.updated),
+            ("unchanged", self.unchanged),
+            ("deleted", self.deleted),
+            ("skipped", self.skipped),
+            ("failed", self.failed),
+        ];
+        let parts: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        if parts.is_empty() {
+            "nothing".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+const RUN_COLUMNS: &str = "id, job, cause, status, started_at, finished_at, pages, requests,
+    fetched, inserted, updated, unchanged, deleted, skipped, failed, error, host";
+
+pub async fn get(pool: &PgPool, id: i64) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM sync.runs WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The latest run of each job.
+pub async fn latest_per_job(pool: &PgPool) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT DISTINCT ON (job) {RUN_COLUMNS} FROM sync.runs ORDER BY job, started_at DESC, id DESC"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn recent_failures(pool: &PgPool, limit: i64) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM sync.runs WHERE status = 'failed'
+          ORDER BY started_at DESC, id DESC LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

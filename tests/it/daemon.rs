@@ -9,7 +9,7 @@ use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
 
-fn spawn_daemon(env: Vec<(String, String)>, log: &std::path::Path) -> Child {
+pub fn spawn_daemon(env: Vec<(String, String)>, log: &std::path::Path) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(BIN)
         .arg("run")
@@ -21,7 +21,7 @@ fn spawn_daemon(env: Vec<(String, String)>, log: &std::path::Path) -> Child {
         .expect("daemon starts")
 }
 
-fn sigterm(child: &Child) {
+pub fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -30,7 +30,7 @@ fn sigterm(child: &Child) {
 }
 
 /// Waits for the child to exit; returns how long that took, or None after `limit`.
-async fn wait_exit(
+pub async fn wait_exit(
     child: &mut Child,
     limit: Duration,
 ) -> Option<(Duration, std::process::ExitStatus)> {
@@ -45,7 +45,7 @@ async fn wait_exit(
     None
 }
 
-async fn wait_for(db: &TestDb, sql: &str, at_least: i64, limit: Duration) -> bool {
+pub async fn wait_for(db: &TestDb, sql: &str, at_least: i64, limit: Duration) -> bool {
     let started = Instant::now();
     while started.elapsed() < limit {
         if count(&db.pool, sql).await >= at_least {

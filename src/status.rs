@@ -1,0 +1,132 @@
+//! `partner-sync status`: what ops want at a glance — each job's last run and next scheduled
+//! time, the grants' health, and recent failures — as a table or as JSON for scripts.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::events::schedule::parse_cron;
+use crate::jobs::JobName;
+use crate::settings::Settings;
+use crate::store::grants::{self, GrantSummary};
+use crate::store::runs::{self, RunRow};
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub jobs: Vec<JobStatus>,
+    pub grants: Vec<GrantSummary>,
+    pub recent_failures: Vec<RunRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobStatus {
+    pub job: &'static str,
+    pub enabled: bool,
+    pub schedule: Option<String>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_run: Option<RunRow>,
+}
+
+const RECENT_FAILURES: i64 = 5;
+
+pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, sqlx::Error> {
+    let latest = runs::latest_per_job(pool).await?;
+    let now = Utc::now();
+    let jobs = JobName::ALL
+        .iter()
+        .map(|&job| {
+            let schedule = schedule_of(settings, job);
+            JobStatus {
+                job: job.as_str(),
+                enabled: schedule.is_some(),
+                next_run_at: schedule.as_deref().and_then(|expression| {
+                    parse_cron(expression)
+                        .ok()?
+                        .find_next_occurrence(&now, false)
+                        .ok()
+                }),
+                schedule,
+                last_run: latest.iter().find(|r| r.job == job.as_str()).cloned(),
+            }
+        })
+        .collect();
+    Ok(StatusReport {
+        jobs,
+        grants: grants::list(pool).await?,
+        recent_failures: runs::recent_failures(pool, RECENT_FAILURES).await?,
+    })
+}
+
+/// The job's cron expression when the settings enable it.
+fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
+    match job {
+        JobName::RabotMirror => settings
+            .rabot
+            .enabled
+            .then(|| settings.rabot.schedule.clone()),
+        JobName::RabobankTokenRotation => settings
+            .rabobank
+            .enabled
+            .then(|| settings.rabobank.schedule.clone()),
+    }
+}
+
+impl StatusReport {
+    pub fn render_table(&self) -> String {
+        let when = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+        let mut out = String::from("JOBS\n");
+        out.push_str(&format!(
+            "{:<24} {:<8} {:<20} {:<10} {:>9} {:<20} COUNTS\n",
+            "JOB", "ENABLED", "LAST RUN", "STATUS", "DURATION", "NEXT RUN"
+        ));
+        for job in &self.jobs {
+            let run = job.last_run.as_ref();
+            out.push_str(&format!(
+                "{:<24} {:<8} {:<20} {:<10} {:>9} {:<20} {}\n",
+                job.job,
+                if job.enabled { "yes" } else { "no" },
+                run.map(|r| when(r.started_at))
+                    .unwrap_or_else(|| "never".into()),
+                run.map(|r| r.status.as_str()).unwrap_or("-"),
+                run.and_then(RunRow::duration)
+                    .map(|d| format!("{:.1}s", d.as_secs_f64()))
+                    .unwrap_or_else(|| "-".into()),
+                job.next_run_at.map(when).unwrap_or_else(|| "-".into()),
+                run.map(RunRow::counts_summary).unwrap_or_default(),
+            ));
+        }
+        out.push_str("\nGRANTS\n");
+        if self.grants.is_empty() {
+            out.push_str("(none)\n");
+        }
+        for g in &self.grants {
+            out.push_str(&format!(
+                "{:<20} {:<16} access until {}  refresh until {}  {} refreshes{}\n",
+                g.label.clone().unwrap_or_else(|| g.id.to_string()),
+                g.status,
+                when(g.access_expires_at),
+                when(g.refresh_expires_at),
+                g.refresh_count,
+                g.last_error
+                    .as_deref()
+                    .map(|e| format!("  last error: {e}"))
+                    .unwrap_or_default(),
+            ));
+        }
+        out.push_str("\nRECENT FAILURES\n");
+        if self.recent_failures.is_empty() {
+            out.push_str("(none)\n");
+        }
+        for r in &self.recent_failures {
+            out.push_str(&format!(
+                "{} {} run {} ({}): {}\n",
+                when(r.started_at),
+                r.job,
+                r.id,
+                r.cause,
+                r.error.as_deref().unwrap_or("")
+            ));
+        }
+        out
+    }
+}

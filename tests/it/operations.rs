@@ -1,0 +1,269 @@
+//! Operating the real binary: SIGUSR1/SIGUSR2 resyncs, SIGHUP reloads, `resync --wait`
+//! through NOTIFY, and two daemons sharing one database.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use partner_sync::sandbox::SandboxOptions;
+
+use crate::common::*;
+use crate::daemon::{sigterm, spawn_daemon, wait_exit, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
+/// A schedule that never fires during a test.
+const NEVER: &str = "0 0 0 1 1 *";
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn quiet_env(sandbox: &partner_sync::sandbox::Sandbox, db: &TestDb) -> Vec<(String, String)> {
+    let mut env = sandbox_env(sandbox, &db.url);
+    env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), NEVER.into()));
+    env
+}
+
+/// Waits until the daemon logged `needle` (it is ready for signals once "daemon running").
+async fn wait_for_log(log: &std::path::Path, needle: &str, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn stop(mut daemon: Child) {
+    sigterm(&daemon);
+    let (_, status) = wait_exit(&mut daemon, Duration::from_secs(15))
+        .await
+        .expect("stops after SIGTERM");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigusr1_resyncs_within_two_seconds_and_a_burst_gives_at_most_two_runs() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(SandboxOptions {
+        latency: Duration::from_millis(100),
+        ..small_sandbox(5)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon = spawn_daemon(quiet_env(&sandbox, &db), &log);
+    assert!(wait_for_log(&log, "daemon running", Duration::from_secs(20)).await);
+
+    signal(&daemon, "USR1");
+    let signalled = "SELECT count(*) FROM sync.runs WHERE cause = 'signal'";
+    assert!(
+        wait_for(&db, signalled, 1, Duration::from_secs(2)).await,
+        "a run within 2 s: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let done = "SELECT count(*) FROM sync.runs WHERE status <> 'running'";
+    assert!(wait_for(&db, done, 1, Duration::from_secs(20)).await);
+
+    // 100 signals while nothing runs: the first starts a run, the rest coalesce into one more.
+    for _ in 0..100 {
+        signal(&daemon, "USR1");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(wait_for(&db, done, 2, Duration::from_secs(20)).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let runs = count(&db.pool, signalled).await;
+    assert!((2..=3).contains(&runs), "1 + at most 2 runs, got {runs}");
+
+    // SIGUSR2 without Rabobank: a warning, no run, still alive.
+    signal(&daemon, "USR2");
+    assert!(
+        wait_for_log(
+            &log,
+            "token rotation is not enabled",
+            Duration::from_secs(5)
+        )
+        .await
+    );
+    stop(daemon).await;
+}
+
+#[tokio::test]
+async fn sighup_refuses_an_invalid_file_and_applies_a_changed_schedule() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partner-sync.toml");
+    std::fs::write(&file, format!("[rabot]\nschedule = \"{NEVER}\"\n")).unwrap();
+    let mut env = sandbox_env(&sandbox, &db.url);
+    env.push(("PARTNER_SYNC_CONFIG".into(), file.to_str().unwrap().into()));
+    let log = dir.path().join("daemon.log");
+    let daemon = spawn_daemon(env, &log);
+    assert!(wait_for_log(&log, "daemon running", Duration::from_secs(20)).await);
+
+    std::fs::write(&file, "[rabot]\nschedule = \"every minute\"\n").unwrap();
+    signal(&daemon, "HUP");
+    assert!(
+        wait_for_log(&log, "new configuration refused", Duration::from_secs(5)).await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Still running the old settings: answers a resync.
+    signal(&daemon, "USR1");
+    assert!(
+        wait_for(
+            &db,
+            "SELECT count(*) FROM sync.runs WHERE cause = 'signal'",
+            1,
+            Duration::from_secs(5)
+        )
+        .await
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM sync.runs WHERE cause = 'schedule'"
+        )
+        .await,
+        0
+    );
+
+    std::fs::write(&file, "[rabot]\nschedule = \"* * * * * *\"\n").unwrap();
+    signal(&daemon, "HUP");
+    assert!(wait_for_log(&log, "configuration reloaded", Duration::from_secs(5)).await);
+    assert!(
+        wait_for(
+            &db,
+            "SELECT count(*) FROM sync.runs WHERE cause = 'schedule'",
+            2,
+            Duration::from_secs(10)
+        )
+        .await,
+        "the new every-second schedule applies"
+    );
+    stop(daemon).await;
+}
+
+#[tokio::test]
+async fn two_daemons_run_each_tick_once_and_resync_wait_goes_through_notify() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(5)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = sandbox_env(&sandbox, &db.url);
+    env.push((
+        "PARTNER_SYNC__RABOT__SCHEDULE".into(),
+        "*/2 * * * * *".into(),
+    ));
+    let daemons = [
+        spawn_daemon(env.clone(), &dir.path().join("a.log")),
+        spawn_daemon(env.clone(), &dir.path().join("b.log")),
+    ];
+    for name in ["a.log", "b.log"] {
+        assert!(
+            wait_for_log(
+                &dir.path().join(name),
+                "listening for resync requests",
+                Duration::from_secs(20)
+            )
+            .await
+        );
+    }
+    let window_start = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+
+    // `resync --wait`: one replica claims it, the command prints the run and exits 0.
+    let out = tokio::task::spawn_blocking({
+        let env = env.clone();
+        move || {
+            Command::new(BIN)
+                .args(["resync", "rabot_mirror", "--wait"])
+                .envs(env)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("rabot_mirror run") && stdout.contains("succeeded"),
+        "{stdout}"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM sync.runs WHERE cause = 'notify'"
+        )
+        .await,
+        1,
+        "exactly one replica ran the request"
+    );
+    let claimed: i64 = count(&db.pool, "SELECT count(*) FROM sync.trigger_requests WHERE claimed_by IS NOT NULL AND run_id IS NOT NULL").await;
+    assert_eq!(claimed, 1);
+
+    for daemon in daemons {
+        stop(daemon).await;
+    }
+    // Every even second between the window's start and its end is one tick; each ran once.
+    let ticks: Vec<(chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
+        "SELECT started_at, host FROM sync.runs WHERE cause = 'schedule' AND started_at >= $1 ORDER BY started_at",
+    )
+    .bind(window_start)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(ticks.len() >= 3, "ticks ran: {ticks:?}");
+    for pair in ticks.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(
+            gap >= chrono::Duration::milliseconds(1500),
+            "one run per tick, not two: {ticks:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn resync_wait_without_a_daemon_says_so() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(1)).await;
+    let env = sandbox_env(&sandbox, &db.url);
+    // No daemon listens; the claim timeout (30 s) is long, so only check the request is stored
+    // and the command without --wait returns at once.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["resync"])
+            .envs(env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM sync.trigger_requests WHERE job = 'rabot_mirror' AND claimed_by IS NULL").await,
+        1
+    );
+    let bad = Command::new(BIN)
+        .args(["resync", "no_such_job"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("rabot_mirror"));
+}
