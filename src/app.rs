@@ -55,6 +55,7 @@ impl JobSet {
         let schedule = Schedule::start(
             jobs.iter().map(|j| (j.job.name(), j.schedule.clone())),
             dispatcher.clone(),
+            pool.clone(),
         )
         .await?;
         let stop = shutdown.child_token();

@@ -140,6 +140,10 @@ impl JobRunner {
             return Ok(RunOutcome::LockedElsewhere);
         };
         let outcome = async {
+            let abandoned = runs::fail_abandoned(&self.pool, job.as_str()).await?;
+            if abandoned > 0 {
+                tracing::warn!(%job, abandoned, "marked runs left running by a stopped process as failed");
+            }
             let run_id = runs::start(&self.pool, job.as_str(), cause.as_str(), &self.host).await?;
             trigger_requests::record_run(&self.pool, requests, job.as_str(), run_id).await?;
             let span = tracing::info_span!("job_run", %job, run_id, partner = job.partner(), cause = cause.as_str());

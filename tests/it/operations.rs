@@ -267,3 +267,60 @@ async fn resync_wait_without_a_daemon_says_so() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("rabot_mirror"));
 }
+
+#[tokio::test]
+async fn a_replica_killed_mid_run_leaves_the_other_able_to_run_the_job() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(SandboxOptions {
+        latency: Duration::from_millis(200),
+        ..small_sandbox(20)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = quiet_env(&sandbox, &db);
+    let mut victim = spawn_daemon(env.clone(), &dir.path().join("victim.log"));
+    let survivor = spawn_daemon(env.clone(), &dir.path().join("survivor.log"));
+    for name in ["victim.log", "survivor.log"] {
+        assert!(
+            wait_for_log(
+                &dir.path().join(name),
+                "daemon running",
+                Duration::from_secs(20)
+            )
+            .await
+        );
+    }
+    signal(&victim, "USR1");
+    assert!(
+        wait_for(
+            &db,
+            "SELECT count(*) FROM sync.runs WHERE status = 'running'",
+            1,
+            Duration::from_secs(5)
+        )
+        .await
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+
+    signal(&survivor, "USR1");
+    assert!(
+        wait_for(
+            &db,
+            "SELECT count(*) FROM sync.runs WHERE status = 'succeeded'",
+            1,
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        std::fs::read_to_string(dir.path().join("survivor.log")).unwrap_or_default()
+    );
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM sync.runs ORDER BY id LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed", "the killed run is visibly not succeeded");
+    assert!(error.unwrap().contains("abandoned"));
+    stop(survivor).await;
+}
