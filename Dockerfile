@@ -29,5 +29,10 @@ ENV PARTNER_SYNC_CONFIG=/etc/partner-sync/production.toml
 USER 10001:10001
 # The HTTP server: OAuth callbacks and /healthz.
 EXPOSE 8080
+# The image has no curl: the binary checks its own /healthz at server.listen's port.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/partner-sync", "healthcheck"]
+# SIGTERM stops gracefully within daemon.shutdown_grace (30 s); give `docker stop -t 45`.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/partner-sync"]
 CMD ["run"]
