@@ -5,6 +5,7 @@ mod common;
 mod daemon;
 mod hostile_api;
 mod http_stack;
+mod ops_http;
 mod rabobank;
 mod rabot_mirror;
 mod secrets;
