@@ -326,6 +326,10 @@ async fn metrics_show_runs_requests_tokens_and_grant_expiry() {
     let (status, counts, error) = mirror_pass(&settings, &bank.db.pool).await;
     assert_eq!(status, RunStatus::Succeeded, "{error:?}");
     assert_eq!(counts.inserted, 3 + 6);
+    assert!(
+        counts.requests > 3,
+        "a token, customer pages, contracts: {counts:?}"
+    );
     let rabot_tokens = bank.sandbox.stats().token_requests - tokens_before;
     assert!(rabot_tokens >= 1);
 
@@ -384,6 +388,18 @@ async fn metrics_show_runs_requests_tokens_and_grant_expiry() {
     assert!((DAY - 60.0..=DAY).contains(&aged), "{aged}");
 }
 
+/// A daemon process that is killed if the test ends before stopping it.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The daemon as shipped: `run` wires the recorder, and its server answers the probes and
 /// metrics with exactly what this process did.
 #[tokio::test]
@@ -396,14 +412,16 @@ async fn the_daemon_serves_probes_and_exact_metrics() {
     env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), "0 0 0 1 1 *".into()));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_partner-sync"))
-        .arg("run")
-        .env_remove("RUST_LOG")
-        .envs(env)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("daemon starts");
+    let mut daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_partner-sync"))
+            .arg("run")
+            .env_remove("RUST_LOG")
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("daemon starts"),
+    );
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // The address it bound (port 0 picks one) is in the log.
@@ -441,9 +459,9 @@ async fn the_daemon_serves_probes_and_exact_metrics() {
     assert_eq!(get(&format!("{base}/healthz")).await.0, StatusCode::OK);
 
     let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
+        .args(["-TERM", &daemon.0.id().to_string()])
         .status();
-    assert!(daemon.wait().unwrap().success(), "{}", logged());
+    assert!(daemon.0.wait().unwrap().success(), "{}", logged());
 
     // One start-up run, nothing else.
     assert_eq!(runs(&samples), Some(1.0));
