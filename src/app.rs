@@ -114,6 +114,8 @@ pub async fn run_daemon(
     let server_state = ServerState {
         pool: pool.clone(),
         rabobank,
+        metrics: crate::metrics::install(),
+        stuck_after: settings.daemon.stuck_after,
     };
     tracker.spawn(server::serve(listener, server_state, shutdown.clone()));
     tracing::info!(%address, "HTTP server listening");

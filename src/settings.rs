@@ -46,6 +46,9 @@ pub struct DaemonSettings {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     pub run_on_start: bool,
+    /// A run still `running` after this long fails the readiness probe (`/readyz`).
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]

@@ -161,6 +161,7 @@ impl JobRunner {
         counts: watch::Sender<RunCounts>,
     ) -> Result<RunOutcome, sqlx::Error> {
         tracing::info!("run started");
+        let started = std::time::Instant::now();
         let ctx = RunContext {
             run_id,
             pool: self.pool.clone(),
@@ -194,6 +195,7 @@ impl JobRunner {
             Err(JobError::Failed(e)) => (RunStatus::Failed, Some(format!("{e:#}"))),
         };
         runs::finish(&self.pool, run_id, status, &counts, error.as_deref()).await?;
+        crate::metrics::run_finished(self.job.name().as_str(), status, started.elapsed(), &counts);
         match &error {
             None => tracing::info!(
                 pages = counts.pages,

@@ -209,11 +209,15 @@ impl PartnerHttp {
             let mut attempt = 0;
             loop {
                 attempt += 1;
+                let waiting = std::time::Instant::now();
                 self.limiter.until_ready().await;
+                crate::metrics::rate_limit_waited(self.partner, waiting.elapsed());
                 self.sent.fetch_add(1, Ordering::Relaxed);
 
                 let request = build(self.client.request(method.clone(), url.clone()));
-                let (retry_reason, retry_after) = match request.send().await {
+                let sent = request.send().await;
+                crate::metrics::http_request(self.partner, sent.as_ref().ok().map(Response::status));
+                let (retry_reason, retry_after) = match sent {
                     Ok(response) if replay.retries_status(response.status()) => {
                         let status = response.status();
                         let after = retry::retry_after(response.headers());

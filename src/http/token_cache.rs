@@ -81,11 +81,14 @@ pub struct TokenCache {
     current: Mutex<Option<AccessToken>>,
     generations: AtomicU64,
     requests: Arc<AtomicU64>,
+    /// Labels the token-request metric.
+    partner: &'static str,
 }
 
 impl TokenCache {
-    pub fn new(source: impl TokenSource + 'static) -> Self {
+    pub fn new(partner: &'static str, source: impl TokenSource + 'static) -> Self {
         Self {
+            partner,
             source: Box::new(source),
             current: Mutex::new(None),
             generations: AtomicU64::new(0),
@@ -108,6 +111,7 @@ impl TokenCache {
 
         let requested_at = Instant::now();
         self.requests.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::token_requested(self.partner);
         match self.source.fetch().await {
             Ok(issued) => {
                 // Measured from when we asked, so network time never makes us overestimate.

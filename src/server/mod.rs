@@ -1,15 +1,19 @@
-//! The daemon's HTTP server (axum): the OAuth redirect callback and a liveness probe. It takes
-//! its shutdown signal as a parameter, so tests and the daemon stop it the same way.
+//! The daemon's HTTP server (axum): the OAuth redirect callback, liveness and readiness probes
+//! and Prometheus metrics. It takes its shutdown signal as a parameter, so tests and the daemon
+//! stop it the same way.
 
 mod oauth_callback;
+mod ops;
 mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,11 +27,17 @@ pub struct ServerState {
     pub pool: PgPool,
     /// Present when Rabobank is enabled; the callback answers 404 otherwise.
     pub rabobank: Option<Arc<RabobankGrants>>,
+    /// Renders the process's metrics for `/metrics` (from [`crate::metrics::install`]).
+    pub metrics: PrometheusHandle,
+    /// A run still `running` after this long makes `/readyz` answer 503 (`daemon.stuck_after`).
+    pub stuck_after: Duration,
 }
 
 pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route(RABOBANK_CALLBACK_PATH, get(oauth_callback::rabobank))
         .with_state(state)
 }

@@ -322,3 +322,23 @@ pub async fn list(pool: &PgPool) -> Result<Vec<GrantSummary>, sqlx::Error> {
     .fetch_all(pool)
     .await
 }
+
+/// How long an active grant's refresh token has left, for the metrics endpoint.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefreshExpiry {
+    pub id: Uuid,
+    pub provider: String,
+    pub label: Option<String>,
+    /// Seconds from now (the database's clock); negative once expired.
+    pub seconds: f64,
+}
+
+pub async fn active_refresh_expiries(pool: &PgPool) -> Result<Vec<RefreshExpiry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, provider, label,
+                extract(epoch FROM refresh_expires_at - now())::float8 AS seconds
+           FROM sync.oauth_grants WHERE status = 'active' ORDER BY provider, id",
+    )
+    .fetch_all(pool)
+    .await
+}

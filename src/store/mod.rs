@@ -57,6 +57,20 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Versions of the embedded migrations that are not recorded as applied in the database.
+pub async fn missing_migrations(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await?;
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect())
+}
+
 /// Creates the database named in the URL when it does not exist (for the demo and tests),
 /// connecting to the `postgres` maintenance database of the same server.
 pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<(), StoreError> {

@@ -215,3 +215,27 @@ pub async fn recent_failures(pool: &PgPool, limit: i64) -> Result<Vec<RunRow>, s
     .fetch_all(pool)
     .await
 }
+
+/// A run still `running` after longer than expected.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StuckRun {
+    pub id: i64,
+    pub job: String,
+    pub running_s: f64,
+}
+
+/// Runs that have been `running` for longer than `older_than`, oldest first (at most 10).
+pub async fn stuck(
+    pool: &PgPool,
+    older_than: std::time::Duration,
+) -> Result<Vec<StuckRun>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, job, extract(epoch FROM now() - started_at)::float8 AS running_s
+           FROM sync.runs
+          WHERE status = 'running' AND started_at < now() - make_interval(secs => $1)
+          ORDER BY started_at LIMIT 10",
+    )
+    .bind(older_than.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}

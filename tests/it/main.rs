@@ -6,6 +6,7 @@ mod daemon;
 mod hostile_api;
 mod http_stack;
 mod operations;
+mod ops_http;
 mod rabobank;
 mod rabot_mirror;
 mod secrets;

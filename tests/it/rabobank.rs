@@ -110,6 +110,8 @@ impl Bank {
         let state = ServerState {
             pool: db.pool.clone(),
             rabobank: Some(grants.clone()),
+            metrics: partner_sync::metrics::install(),
+            stuck_after: settings.daemon.stuck_after,
         };
         tokio::spawn(server::serve(listener, state, stop.clone()));
         Self {

@@ -54,14 +54,17 @@ impl RabotClient {
                 burst: settings.burst,
             },
         )?;
-        let tokens = TokenCache::new(ClientCredentials {
-            http: http.clone(),
-            token_url: url::Url::parse(&settings.token_url)?,
-            client_id: settings.client_id.clone(),
-            client_secret: settings.client_secret.clone(),
-            scopes: settings.scopes.clone(),
-            settings_prefix: "rabot",
-        });
+        let tokens = TokenCache::new(
+            PARTNER,
+            ClientCredentials {
+                http: http.clone(),
+                token_url: url::Url::parse(&settings.token_url)?,
+                client_id: settings.client_id.clone(),
+                client_secret: settings.client_secret.clone(),
+                scopes: settings.scopes.clone(),
+                settings_prefix: "rabot",
+            },
+        );
         Ok(Self {
             api: AuthorizedHttp::new(http, Arc::new(tokens), &settings.scopes),
             base: url::Url::parse(&settings.api_base_url)?,

@@ -1,0 +1,182 @@
+//! Prometheus metrics: their names, the process-wide recorder, and the small helpers the rest of
+//! the code calls. Until [`install`] runs (CLI `sync`, `demo`) the helpers record nothing.
+//!
+//! Per-grant gauges are not kept in the process-wide recorder: they are read from the database
+//! at every scrape and rendered by a recorder of their own ([`render_grant_gauges`]), so a grant
+//! that is gone or no longer active disappears from the output instead of keeping its last value.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ::metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use reqwest::StatusCode;
+
+use crate::store::grants::RefreshExpiry;
+use crate::store::runs::{RunCounts, RunStatus};
+
+/// Finished runs, labels `job` and `status` (`succeeded`, `failed`, `cancelled`).
+pub const RUNS: &str = "partner_sync_runs_total";
+/// Run durations in seconds, label `job`.
+pub const RUN_DURATION: &str = "partner_sync_run_duration_seconds";
+/// Rows handled by finished runs, labels `job` and `kind` (see [`ROW_KINDS`]).
+pub const RUN_ROWS: &str = "partner_sync_run_rows_total";
+/// Requests sent to partners (every attempt), labels `partner` and `status` (the HTTP status
+/// code, or `error` when no answer came).
+pub const HTTP_REQUESTS: &str = "partner_sync_http_requests_total";
+/// Time a request waited for the partner's rate limiter, in seconds, label `partner`.
+pub const RATE_LIMIT_WAIT: &str = "partner_sync_rate_limit_wait_seconds";
+/// Access-token requests (client credentials), label `partner`.
+pub const TOKEN_REQUESTS: &str = "partner_sync_token_requests_total";
+/// Seconds until an active grant's refresh token expires, labels `provider`, `grant_id` and
+/// `label`; read from the database at every scrape.
+pub const GRANT_REFRESH_EXPIRES_IN: &str = "partner_sync_grant_refresh_expires_in_seconds";
+
+/// The `kind` values of [`RUN_ROWS`].
+pub const ROW_KINDS: [&str; 6] = [
+    "inserted",
+    "updated",
+    "unchanged",
+    "deleted",
+    "skipped",
+    "failed",
+];
+
+/// Runs take from a fraction of a second (nothing changed) to an hour (a first full mirror).
+const RUN_DURATION_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
+/// Most requests do not wait at all; a long wait means the configured rate is too low.
+const RATE_LIMIT_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// How often histogram samples are folded into their buckets between scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder on first call and returns a handle to render it. Later
+/// calls (tests run many servers in one process) return a clone of the same handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = with_buckets(PrometheusBuilder::new());
+            let handle = match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(error) => {
+                    // Someone else's recorder is installed: serve an empty, valid exposition.
+                    tracing::warn!(%error, "cannot install the metrics recorder; /metrics stays empty");
+                    return with_buckets(PrometheusBuilder::new())
+                        .build_recorder()
+                        .handle();
+                }
+            };
+            describe();
+            spawn_upkeep(handle.clone());
+            handle
+        })
+        .clone()
+}
+
+fn with_buckets(builder: PrometheusBuilder) -> PrometheusBuilder {
+    builder
+        .set_buckets_for_metric(Matcher::Full(RUN_DURATION.into()), RUN_DURATION_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(RATE_LIMIT_WAIT.into()),
+                RATE_LIMIT_WAIT_BUCKETS,
+            )
+        })
+        .expect("bucket lists are not empty")
+}
+
+fn describe() {
+    describe_counter!(RUNS, "Finished job runs by job and final status.");
+    describe_histogram!(RUN_DURATION, Unit::Seconds, "Duration of job runs.");
+    describe_counter!(RUN_ROWS, "Rows handled by finished job runs, by kind.");
+    describe_counter!(
+        HTTP_REQUESTS,
+        "Requests sent to partners, retries included, by answer status (`error`: no answer)."
+    );
+    describe_histogram!(
+        RATE_LIMIT_WAIT,
+        Unit::Seconds,
+        "Time requests waited for the partner's rate limit."
+    );
+    describe_counter!(TOKEN_REQUESTS, "Access-token requests sent to partners.");
+}
+
+/// Histograms keep raw samples until upkeep folds them into buckets; without scrapes they
+/// would grow for ever, so a small thread does it regularly.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = started {
+        tracing::warn!(%error, "cannot start the metrics upkeep thread");
+    }
+}
+
+/// A run ended and its row was updated.
+pub fn run_finished(job: &'static str, status: RunStatus, took: Duration, counts: &RunCounts) {
+    counter!(RUNS, "job" => job, "status" => status.as_str()).increment(1);
+    histogram!(RUN_DURATION, "job" => job).record(took.as_secs_f64());
+    let rows = [
+        counts.inserted,
+        counts.updated,
+        counts.unchanged,
+        counts.deleted,
+        counts.skipped,
+        counts.failed,
+    ];
+    for (kind, n) in ROW_KINDS.into_iter().zip(rows) {
+        counter!(RUN_ROWS, "job" => job, "kind" => kind).increment(u64::try_from(n).unwrap_or(0));
+    }
+}
+
+/// One attempt of a request got an answer (`Some(status)`) or failed without one (`None`).
+pub fn http_request(partner: &'static str, status: Option<StatusCode>) {
+    let status = status.map_or_else(|| "error".to_owned(), |s| s.as_u16().to_string());
+    counter!(HTTP_REQUESTS, "partner" => partner, "status" => status).increment(1);
+}
+
+/// A request waited `waited` for the partner's rate limiter.
+pub fn rate_limit_waited(partner: &'static str, waited: Duration) {
+    histogram!(RATE_LIMIT_WAIT, "partner" => partner).record(waited.as_secs_f64());
+}
+
+/// An access token was requested from a partner.
+pub fn token_requested(partner: &'static str) {
+    counter!(TOKEN_REQUESTS, "partner" => partner).increment(1);
+}
+
+/// [`GRANT_REFRESH_EXPIRES_IN`] for `grants`, in the Prometheus text format, rendered by a
+/// recorder used for this one scrape.
+pub fn render_grant_gauges(grants: &[RefreshExpiry]) -> String {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    ::metrics::with_local_recorder(&recorder, || {
+        describe_gauge!(
+            GRANT_REFRESH_EXPIRES_IN,
+            Unit::Seconds,
+            "Seconds until an active grant's refresh token expires (negative: expired)."
+        );
+        for grant in grants {
+            gauge!(
+                GRANT_REFRESH_EXPIRES_IN,
+                "provider" => grant.provider.clone(),
+                "grant_id" => grant.id.to_string(),
+                "label" => grant.label.clone().unwrap_or_default(),
+            )
+            .set(grant.seconds);
+        }
+    });
+    handle.render()
+}
