@@ -1,9 +1,14 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build: a cached dependency layer, then the binary, then a slim non-root runtime.
+#
+#   docker build -t partner-sync .
+#   docker run --rm --stop-timeout 45 -p 8080:8080 -e DATABASE_URL=… -e PARTNER_SYNC__… partner-sync
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Dependencies only change with Cargo.lock: build them against stub sources in their own layer.
+# Dependencies only change with Cargo.toml/Cargo.lock: build them against stub sources in their
+# own layer. Cargo reads every target the manifest declares (the lib, the bin and the
+# `mirror_pass` bench), so each needs a stub file; tests/ is only auto-discovered and may be absent.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
@@ -11,28 +16,40 @@ RUN mkdir -p src benches \
  && echo 'fn main() {}' > benches/mirror_pass.rs \
  && cargo build --release --locked \
  && rm -rf src benches
+# Compile-time inputs: config/default.toml (include_str!) and migrations/ (sqlx::migrate!) are
+# embedded in the binary, and benches/ must exist for the manifest's [[bench]].
 COPY src src
 COPY migrations migrations
 COPY config config
 COPY benches benches
-# Stub artefacts are older than the real sources; touching makes cargo rebuild the crate.
+# The stub artefacts are newer than the copied sources; touching makes cargo rebuild the crate.
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin partner-sync
 
-FROM debian:bookworm-slim
+# Same Debian release as the build image, so the binary finds the glibc it was linked against.
+FROM debian:bookworm-slim AS runtime
+# The HTTPS clients (reqwest, sqlx) trust the Mozilla roots compiled into the binary
+# (webpki-roots); the system CA bundle is there for anything else that needs it.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin partner-sync
+ && groupadd --system --gid 10001 partner-sync \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin partner-sync
 COPY --from=build /src/target/release/partner-sync /usr/local/bin/partner-sync
+# Settings layered over the built-in defaults. Environment variables win over the file
+# (DATABASE_URL, PARTNER_SYNC__<SECTION>__<KEY>); to replace the file, mount another one and
+# point PARTNER_SYNC_CONFIG at it. Credentials never belong in the image.
 COPY config/production.toml /etc/partner-sync/production.toml
 ENV PARTNER_SYNC_CONFIG=/etc/partner-sync/production.toml
 USER 10001:10001
-# The HTTP server: OAuth callbacks and /healthz.
+# The HTTP server (server.listen = 0.0.0.0:8080): the OAuth callback and /healthz.
 EXPOSE 8080
-# The image has no curl: the binary checks its own /healthz at server.listen's port.
+# `partner-sync healthcheck` GETs http://127.0.0.1:<port of server.listen>/healthz (no curl here).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/partner-sync", "healthcheck"]
-# SIGTERM stops gracefully within daemon.shutdown_grace (30 s); give `docker stop -t 45`.
+  CMD ["partner-sync", "healthcheck"]
+# SIGTERM stops the daemon gracefully (daemon.shutdown_grace, 30 s, plus 5 s to record the runs):
+# give it a stop timeout above that (docker run --stop-timeout 45, compose stop_grace_period).
 STOPSIGNAL SIGTERM
+# Exec form: the binary is PID 1 and receives the signals itself (SIGTERM, SIGHUP, SIGUSR1/2).
 ENTRYPOINT ["/usr/local/bin/partner-sync"]
 CMD ["run"]

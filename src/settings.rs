@@ -275,6 +275,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if self.daemon.stuck_after.is_zero() {
+            return Err(SettingsError::invalid(
+                "daemon.stuck_after",
+                "must be longer than 0s (every running job would make /readyz fail)",
+            ));
+        }
         if self.http.max_attempts == 0 {
             return Err(SettingsError::invalid(
                 "http.max_attempts",

@@ -257,6 +257,11 @@ fn rabobank_settings_are_validated_and_the_token_key_is_never_shown() {
             "server.public_url",
         ),
         ("PARTNER_SYNC__SERVER__LISTEN", "port 80", "listen"),
+        (
+            "PARTNER_SYNC__DAEMON__STUCK_AFTER",
+            "0s",
+            "daemon.stuck_after",
+        ),
     ];
     for (key, value, named) in cases {
         let mut env = RABOBANK.to_vec();
