@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -111,9 +111,10 @@ pub async fn run_daemon(
         _ = shutdown.cancelled() => return Ok(()),
     };
     let tracker = TaskTracker::new();
+    let (rabobank_tx, rabobank_rx) = watch::channel(rabobank);
     let server_state = ServerState {
         pool: pool.clone(),
-        rabobank,
+        rabobank: rabobank_rx,
         metrics: crate::metrics::install(),
         stuck_after: settings.daemon.stuck_after,
     };
@@ -153,7 +154,7 @@ pub async fn run_daemon(
                 }
             }
             Control::Reload => {
-                if let Some((next_settings, next)) = reload(
+                if let Some((next_settings, next_rabobank, next)) = reload(
                     config_file.as_deref(),
                     &settings,
                     &pool,
@@ -163,6 +164,7 @@ pub async fn run_daemon(
                 .await
                 {
                     std::mem::replace(&mut current, next).retire().await;
+                    rabobank_tx.send_replace(next_rabobank);
                     settings = next_settings;
                 }
             }
@@ -216,7 +218,7 @@ async fn reload(
     pool: &PgPool,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-) -> Option<(Settings, JobSet)> {
+) -> Option<(Settings, Option<Arc<RabobankGrants>>, JobSet)> {
     let refuse = |error: &dyn std::fmt::Display| {
         tracing::error!(error = %error, "new configuration refused; the running one stays");
     };
@@ -227,14 +229,21 @@ async fn reload(
             return None;
         }
     };
-    let (_, jobs) = match enabled_jobs(&next) {
+    // Grants are sealed with the running key; a different one could not open them.
+    if next.security.token_key.expose_secret() != running.security.token_key.expose_secret() {
+        refuse(
+            &"security.token_key cannot change while running: the stored grants are sealed with the running key",
+        );
+        return None;
+    }
+    let (rabobank, jobs) = match enabled_jobs(&next) {
         Ok(enabled) => enabled,
         Err(error) => {
             refuse(&format!("{error:#}"));
             return None;
         }
     };
-    // The pool, the listening socket and the callback's keys were made at start-up.
+    // The pool and the listening socket were made at start-up.
     let restart_only = [
         (
             "database",
@@ -246,10 +255,6 @@ async fn reload(
             next.server.listen != running.server.listen
                 || next.server.public_url != running.server.public_url,
         ),
-        (
-            "security.token_key",
-            next.security.token_key.expose_secret() != running.security.token_key.expose_secret(),
-        ),
     ];
     for (section, _) in restart_only.iter().filter(|(_, changed)| *changed) {
         tracing::warn!(section, "changed settings take effect only after a restart");
@@ -257,7 +262,7 @@ async fn reload(
     match JobSet::start(&next, &jobs, pool, tracker, shutdown).await {
         Ok(set) => {
             tracing::info!(jobs = jobs.len(), "configuration reloaded");
-            Some((next, set))
+            Some((next, rabobank, set))
         }
         Err(error) => {
             refuse(&format!("{error:#}"));

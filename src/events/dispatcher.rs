@@ -128,7 +128,7 @@ impl JobRunner {
         counts: watch::Sender<RunCounts>,
     ) -> Result<RunOutcome, sqlx::Error> {
         let job = self.job.name();
-        let Some(lock) = JobLock::try_acquire(&self.pool, job).await? else {
+        let Some(mut lock) = JobLock::try_acquire(&self.pool, job).await? else {
             tracing::info!(%job, "another replica is running this job; skipping");
             trigger_requests::record_skipped(
                 &self.pool,
@@ -147,7 +147,9 @@ impl JobRunner {
             let run_id = runs::start(&self.pool, job.as_str(), cause.as_str(), &self.host).await?;
             trigger_requests::record_run(&self.pool, requests, job.as_str(), run_id).await?;
             let span = tracing::info_span!("job_run", %job, run_id, partner = job.partner(), cause = cause.as_str());
-            self.execute(run_id, cancel, counts).instrument(span).await
+            self.execute(run_id, cancel, counts, &mut lock)
+                .instrument(span)
+                .await
         }
         .await;
         lock.release().await;
@@ -159,6 +161,7 @@ impl JobRunner {
         run_id: i64,
         cancel: &CancellationToken,
         counts: watch::Sender<RunCounts>,
+        lock: &mut JobLock,
     ) -> Result<RunOutcome, sqlx::Error> {
         tracing::info!("run started");
         let started = std::time::Instant::now();
@@ -179,6 +182,11 @@ impl JobRunner {
                 "the job panicked: {}",
                 panic_message(panic.as_ref())
             )))),
+            // The lock went with its connection: another replica may start this job now, so
+            // this run stops (its open transaction rolls back) rather than overlap with it.
+            reason = lock.lost() => Err(JobError::Failed(anyhow::anyhow!(
+                "lost the database connection holding the job lock ({reason}); stopped so no other replica overlaps"
+            ))),
             // Dropping the job mid-batch rolls its open transaction back: nothing half-written.
             _ = hard_stop => {
                 tracing::warn!(grace_s = self.grace.as_secs(), "run did not stop within the grace period; abandoning it");
@@ -223,6 +231,9 @@ impl JobRunner {
     }
 }
 
+/// How often a running job checks that the connection holding its lock is still there.
+const LOCK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// A session-level advisory lock on a dedicated pooled connection, keyed by the job name.
 struct JobLock {
     conn: Option<PoolConnection<sqlx::Postgres>>,
@@ -241,6 +252,27 @@ impl JobLock {
             conn: Some(conn),
             job,
         }))
+    }
+
+    /// Resolves when the lock's connection stops answering: the session, and the lock with
+    /// it, is gone. Checked every few seconds while the run goes on.
+    async fn lost(&mut self) -> String {
+        let Some(conn) = self.conn.as_mut() else {
+            return "no lock connection".to_owned();
+        };
+        loop {
+            tokio::time::sleep(LOCK_CHECK_INTERVAL).await;
+            let alive = tokio::time::timeout(
+                LOCK_CHECK_INTERVAL,
+                sqlx::query("SELECT 1").execute(&mut **conn),
+            )
+            .await;
+            match alive {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return error.to_string(),
+                Err(_) => return "no answer in time".to_owned(),
+            }
+        }
     }
 
     async fn release(mut self) {

@@ -16,6 +16,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::grants::RabobankGrants;
@@ -25,8 +26,9 @@ use crate::settings::RABOBANK_CALLBACK_PATH;
 #[derive(Clone)]
 pub struct ServerState {
     pub pool: PgPool,
-    /// Present when Rabobank is enabled; the callback answers 404 otherwise.
-    pub rabobank: Option<Arc<RabobankGrants>>,
+    /// Present when Rabobank is enabled (the callback answers 404 otherwise); a watch so a
+    /// configuration reload reaches the callback too.
+    pub rabobank: watch::Receiver<Option<Arc<RabobankGrants>>>,
     /// Renders the process's metrics for `/metrics` (from [`crate::metrics::install`]).
     pub metrics: PrometheusHandle,
     /// A run still `running` after this long makes `/readyz` answer 503 (`daemon.stuck_after`).

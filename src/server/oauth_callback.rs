@@ -12,7 +12,8 @@ pub async fn rabobank(
     State(state): State<ServerState>,
     params: Result<Query<CallbackParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Some(grants) = state.rabobank.as_ref() else {
+    let grants = state.rabobank.borrow().clone();
+    let Some(grants) = grants else {
         return page::render(
             StatusCode::NOT_FOUND,
             "Not available",

@@ -7,7 +7,7 @@ mod hostile_api;
 mod http_stack;
 mod operations;
 mod ops_http;
-mod rabobank;
+pub mod rabobank;
 mod rabot_mirror;
 mod secrets;
 mod settings;

@@ -324,3 +324,213 @@ async fn a_replica_killed_mid_run_leaves_the_other_able_to_run_the_job() {
     assert!(error.unwrap().contains("abandoned"));
     stop(survivor).await;
 }
+
+/// Picks a port that is free now, for a daemon whose public URL must be known before it starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn sighup_can_enable_a_partner_and_its_callback() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(1)).await;
+    let port = free_port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partner-sync.toml");
+    std::fs::write(&file, "[rabobank]\nenabled = false\n").unwrap();
+    // Everything Rabobank needs comes from the environment; only `enabled` changes.
+    let mut env: Vec<(String, String)> =
+        crate::rabobank::rabobank_env(&sandbox, &db.url, &public_url)
+            .into_iter()
+            .filter(|(k, _)| {
+                k != "PARTNER_SYNC__RABOBANK__ENABLED" && k != "PARTNER_SYNC__RABOT__ENABLED"
+            })
+            .collect();
+    env.push(("PARTNER_SYNC__RABOT__ENABLED".into(), "true".into()));
+    env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), NEVER.into()));
+    env.push((
+        "PARTNER_SYNC__SERVER__LISTEN".into(),
+        format!("127.0.0.1:{port}"),
+    ));
+    env.push(("PARTNER_SYNC_CONFIG".into(), file.to_str().unwrap().into()));
+    let log = dir.path().join("daemon.log");
+    let daemon = spawn_daemon(env, &log);
+    assert!(wait_for_log(&log, "daemon running", Duration::from_secs(20)).await);
+
+    let callback = format!("{public_url}/oauth/rabobank/callback");
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&callback).send().await.unwrap().status(), 404);
+
+    std::fs::write(&file, "[rabobank]\nenabled = true\n").unwrap();
+    signal(&daemon, "HUP");
+    assert!(wait_for_log(&log, "configuration reloaded", Duration::from_secs(5)).await);
+    // The callback now exists (a request without a state is refused, not unknown).
+    assert_eq!(http.get(&callback).send().await.unwrap().status(), 400);
+    // And the rotation job with it.
+    signal(&daemon, "USR2");
+    assert!(
+        wait_for(
+            &db,
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabobank_token_rotation' AND status = 'succeeded'",
+            1,
+            Duration::from_secs(5)
+        )
+        .await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    stop(daemon).await;
+}
+
+#[tokio::test]
+async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(3)).await;
+    let settings = settings(&sandbox, &db, &[]);
+    mirror_pass(&settings, &db.pool).await;
+    sandbox.inject_fault(partner_sync::sandbox::Fault {
+        path_contains: "/customers".into(),
+        status: 400,
+        retry_after: None,
+        times: 1,
+    });
+    let (status, _, _) = mirror_pass(&settings, &db.pool).await;
+    assert_eq!(status, partner_sync::store::runs::RunStatus::Failed);
+
+    let env = sandbox_env(&sandbox, &db.url);
+    let run = |json: bool| {
+        let env = env.clone();
+        let mut args = vec!["status"];
+        if json {
+            args.push("--json");
+        }
+        Command::new(BIN).args(args).envs(env).output().unwrap()
+    };
+    let table = run(false);
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let table = String::from_utf8(table.stdout).unwrap();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("rabot_mirror"))
+        .expect("a line per job");
+    assert!(line.contains("yes") && line.contains("failed"), "{table}");
+    assert!(
+        table.contains("RECENT FAILURES") && table.contains("400"),
+        "{table}"
+    );
+
+    let json = run(true);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let jobs = report["jobs"].as_array().unwrap();
+    let rabot = jobs.iter().find(|j| j["job"] == "rabot_mirror").unwrap();
+    assert_eq!(rabot["enabled"], true);
+    assert_eq!(rabot["last_run"]["status"], "failed");
+    assert!(rabot["next_run_at"].is_string(), "{rabot}");
+    let rotation = jobs
+        .iter()
+        .find(|j| j["job"] == "rabobank_token_rotation")
+        .unwrap();
+    assert_eq!(rotation["enabled"], false);
+    assert_eq!(report["recent_failures"].as_array().unwrap().len(), 1);
+    assert_eq!(report["grants"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(SandboxOptions {
+        latency: Duration::from_millis(200),
+        ..small_sandbox(60)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = quiet_env(&sandbox, &db);
+    // One customer's contracts at a time: a pass takes over ten seconds.
+    env.push(("PARTNER_SYNC__RABOT__CONCURRENCY".into(), "1".into()));
+    let log = dir.path().join("daemon.log");
+    let daemon = spawn_daemon(env.clone(), &log);
+    assert!(
+        wait_for_log(
+            &log,
+            "listening for resync requests",
+            Duration::from_secs(20)
+        )
+        .await
+    );
+
+    // Cut every connection the daemon has, mid-run: the run fails, the lock goes with it.
+    signal(&daemon, "USR1");
+    assert!(
+        wait_for(
+            &db,
+            "SELECT count(*) FROM sync.runs WHERE status = 'running'",
+            1,
+            Duration::from_secs(5)
+        )
+        .await
+    );
+    let cut = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND application_name = 'partner-sync'";
+    let apps: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT application_name, datname::text FROM pg_stat_activity WHERE pid <> pg_backend_pid()",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let cut_count = count(&db.pool, cut).await;
+    assert!(cut_count >= 2, "the daemon had connections: {apps:?}");
+    assert!(
+        wait_for(
+            &db,
+            "SELECT count(*) FROM sync.runs WHERE status = 'failed'",
+            1,
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let error: String = sqlx::query_scalar("SELECT error FROM sync.runs WHERE status = 'failed'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(error.contains("job lock"), "{error}");
+
+    // The listener comes back on its own and the next request runs.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["resync", "--wait", "--timeout", "60s"])
+            .envs(env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM sync.runs WHERE status = 'succeeded'"
+        )
+        .await,
+        1
+    );
+    stop(daemon).await;
+}

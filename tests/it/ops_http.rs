@@ -40,7 +40,7 @@ async fn serve(pool: PgPool, stuck_after: Duration) -> Server {
     let stop = CancellationToken::new();
     let state = ServerState {
         pool,
-        rabobank: None,
+        rabobank: tokio::sync::watch::channel(None).1,
         metrics: m::install(),
         stuck_after,
     };

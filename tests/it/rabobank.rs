@@ -109,7 +109,7 @@ impl Bank {
         let stop = CancellationToken::new();
         let state = ServerState {
             pool: db.pool.clone(),
-            rabobank: Some(grants.clone()),
+            rabobank: tokio::sync::watch::channel(Some(grants.clone())).1,
             metrics: partner_sync::metrics::install(),
             stuck_after: settings.daemon.stuck_after,
         };
