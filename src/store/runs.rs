@@ -224,15 +224,23 @@ pub struct StuckRun {
     pub running_s: f64,
 }
 
-/// Runs that have been `running` for longer than `older_than`, oldest first (at most 10).
+/// Runs that have been `running` for longer than `older_than` while their job's lock is held,
+/// oldest first (at most 10). A `running` row whose lock is free belongs to a process that died:
+/// it is abandoned, not stuck, and the job's next run marks it failed; it must not make every
+/// replica unready meanwhile.
 pub async fn stuck(
     pool: &PgPool,
     older_than: std::time::Duration,
 ) -> Result<Vec<StuckRun>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, job, extract(epoch FROM now() - started_at)::float8 AS running_s
-           FROM sync.runs
+           FROM sync.runs r
           WHERE status = 'running' AND started_at < now() - make_interval(secs => $1)
+            AND EXISTS (
+                SELECT 1 FROM pg_locks l
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(r.job, 0))
           ORDER BY started_at LIMIT 10",
     )
     .bind(older_than.as_secs_f64())

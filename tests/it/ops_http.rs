@@ -231,7 +231,17 @@ async fn readyz_is_ready_on_a_migrated_database_until_a_run_is_stuck() {
     };
     start_run("10 minutes").await;
     assert_eq!(readyz(&server.base).await.0, StatusCode::OK);
+    // An old row whose job lock nobody holds was left by a dead process: not stuck.
     let stuck = start_run("3 hours").await;
+    assert_eq!(readyz(&server.base).await.0, StatusCode::OK);
+    // The same row while a process holds the job's lock is a stuck run.
+    let mut holder = db.pool.acquire().await.unwrap();
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('rabot_mirror', 0))")
+            .fetch_one(&mut *holder)
+            .await
+            .unwrap();
+    assert!(locked);
     let (status, body) = readyz(&server.base).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["ready"], false);
