@@ -10,16 +10,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::TriggerCause;
-use crate::events::dispatcher::host_id;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
 use crate::grants::{self, RabobankGrants};
 use crate::jobs::{self, JobName};
 use crate::sandbox::{self, SandboxOptions};
 use crate::settings::{LogFormat, Settings};
-use crate::store::runs::{self, RunCounts, RunStatus};
-use crate::store::trigger_requests;
-use crate::{app, demo, status, store, telemetry};
+use crate::store::runs::{RunCounts, RunStatus};
+use crate::{app, demo, resync, status, store, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -267,28 +265,9 @@ async fn list_grants(settings: &Settings, json: bool) -> anyhow::Result<()> {
         println!("no grants: connect one with `partner-sync rabobank authorize`");
         return Ok(());
     }
-    let when = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M").to_string();
-    println!(
-        "{:<20} {:<16} {:<17} {:<17} {:>8} {:<38} LAST ERROR",
-        "LABEL", "STATUS", "ACCESS EXPIRES", "REFRESH EXPIRES", "REFRESHES", "CONSENT"
-    );
-    for g in grants {
-        println!(
-            "{:<20} {:<16} {:<17} {:<17} {:>8} {:<38} {}",
-            g.label.unwrap_or_else(|| g.id.to_string()[..8].to_owned()),
-            g.status,
-            when(g.access_expires_at),
-            when(g.refresh_expires_at),
-            g.refresh_count,
-            g.consent_id.unwrap_or_default(),
-            g.last_error.unwrap_or_default(),
-        );
-    }
+    print!("{}", status::render_grants(&grants));
     Ok(())
 }
-
-/// How long `resync --wait` waits for some daemon to claim the request.
-const CLAIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn resync(
     settings: &Settings,
@@ -305,75 +284,36 @@ async fn resync(
     } else {
         jobs
     };
-    let names: Vec<&str> = jobs.iter().map(|j| j.as_str()).collect();
     let pool = app::open_database(settings).await?;
-    let id = uuid::Uuid::new_v4();
-    trigger_requests::request(&pool, id, &names, &host_id()).await?;
+    let id = resync::request(&pool, &jobs).await?;
+    let names: Vec<&str> = jobs.iter().map(|j| j.as_str()).collect();
     println!("requested {} (request {id})", names.join(", "));
     if !wait {
         return Ok(());
     }
-    let started = std::time::Instant::now();
-    let states = loop {
-        let states = trigger_requests::state(&pool, id).await?;
-        if states
-            .iter()
-            .all(|s| s.skipped.is_some() || s.run_finished_at.is_some())
-        {
-            break states;
-        }
-        let unclaimed: Vec<&str> = states
-            .iter()
-            .filter(|s| s.claimed_by.is_none())
-            .map(|s| s.job.as_str())
-            .collect();
-        if !unclaimed.is_empty() && started.elapsed() > CLAIM_TIMEOUT {
-            anyhow::bail!(
-                "no daemon took {} within {} s: is `partner-sync run` running with it enabled?",
-                unclaimed.join(", "),
-                CLAIM_TIMEOUT.as_secs()
-            );
-        }
-        anyhow::ensure!(
-            started.elapsed() < timeout,
-            "gave up waiting after {}",
-            humantime::format_duration(timeout)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
-    let mut all_succeeded = true;
-    for state in states {
-        let run = match state.run_id {
-            Some(run_id) => runs::get(&pool, run_id).await?,
-            None => None,
-        };
-        match (run, state.skipped) {
-            (Some(run), _) => {
-                all_succeeded &= run.status == RunStatus::Succeeded.as_str();
-                println!(
-                    "{} run {} {} in {:.1}s on {}: {}{}",
-                    run.job,
-                    run.id,
-                    run.status,
-                    run.duration().unwrap_or_default().as_secs_f64(),
-                    run.host,
-                    run.counts_summary(),
-                    run.error
-                        .map(|e| format!("; error: {e}"))
-                        .unwrap_or_default(),
-                );
-            }
-            (None, skipped) => {
-                all_succeeded = false;
-                println!(
-                    "{} not run: {}",
-                    state.job,
-                    skipped.as_deref().unwrap_or("unknown")
-                );
-            }
+    let outcomes = resync::wait(&pool, id, timeout).await?;
+    for outcome in &outcomes {
+        match outcome {
+            resync::Outcome::Ran(run) => println!(
+                "{} run {} {} in {:.1}s on {}: {}{}",
+                run.job,
+                run.id,
+                run.status,
+                run.duration().unwrap_or_default().as_secs_f64(),
+                run.host,
+                run.counts_summary(),
+                run.error
+                    .as_deref()
+                    .map(|e| format!("; error: {e}"))
+                    .unwrap_or_default(),
+            ),
+            resync::Outcome::NotRun { job, reason } => println!("{job} not run: {reason}"),
         }
     }
-    anyhow::ensure!(all_succeeded, "not every requested run succeeded");
+    anyhow::ensure!(
+        outcomes.iter().all(resync::Outcome::succeeded),
+        "not every requested run succeeded"
+    );
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod partners;
+pub mod resync;
 pub mod sandbox;
 pub mod server;
 pub mod settings;

@@ -98,20 +98,8 @@ impl StatusReport {
         out.push_str("\nGRANTS\n");
         if self.grants.is_empty() {
             out.push_str("(none)\n");
-        }
-        for g in &self.grants {
-            out.push_str(&format!(
-                "{:<20} {:<16} access until {}  refresh until {}  {} refreshes{}\n",
-                g.label.clone().unwrap_or_else(|| g.id.to_string()),
-                g.status,
-                when(g.access_expires_at),
-                when(g.refresh_expires_at),
-                g.refresh_count,
-                g.last_error
-                    .as_deref()
-                    .map(|e| format!("  last error: {e}"))
-                    .unwrap_or_default(),
-            ));
+        } else {
+            out.push_str(&render_grants(&self.grants));
         }
         out.push_str("\nRECENT FAILURES\n");
         if self.recent_failures.is_empty() {
@@ -129,4 +117,28 @@ impl StatusReport {
         }
         out
     }
+}
+
+/// The grants as a table: label, status, expiries, refresh count, consent, last error.
+pub fn render_grants(grants: &[GrantSummary]) -> String {
+    let when = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M").to_string();
+    let mut out = format!(
+        "{:<20} {:<16} {:<17} {:<17} {:>9} {:<38} LAST ERROR\n",
+        "LABEL", "STATUS", "ACCESS EXPIRES", "REFRESH EXPIRES", "REFRESHES", "CONSENT"
+    );
+    for g in grants {
+        out.push_str(&format!(
+            "{:<20} {:<16} {:<17} {:<17} {:>9} {:<38} {}\n",
+            g.label
+                .clone()
+                .unwrap_or_else(|| g.id.to_string()[..8].to_owned()),
+            g.status,
+            when(g.access_expires_at),
+            when(g.refresh_expires_at),
+            g.refresh_count,
+            g.consent_id.as_deref().unwrap_or(""),
+            g.last_error.as_deref().unwrap_or(""),
+        ));
+    }
+    out
 }
