@@ -113,9 +113,7 @@ pub enum RefreshNeed {
 
 impl RefreshNeed {
     fn is_due(self, grant: &SealedGrant, now: DateTime<Utc>) -> bool {
-        let within = |at: DateTime<Utc>, margin: Duration| {
-            at <= now + chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX)
-        };
+        let within = |at: DateTime<Utc>, margin: Duration| at <= later(now, margin);
         match self {
             // A refresh left in doubt is settled by the next rotation, whatever the expiry.
             RefreshNeed::RefreshTokenExpiresWithin(margin) => {
@@ -512,9 +510,7 @@ impl RabobankGrants {
         previous: Option<&SealedGrant>,
     ) -> SealedTokens {
         let now = Utc::now();
-        let after = |lifetime: Duration| {
-            now + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX)
-        };
+        let after = |lifetime: Duration| later(now, lifetime);
         let refresh_expires_at = match (&grant.refresh_token, grant.refresh_expires_in, previous) {
             (_, Some(lifetime), _) => after(lifetime),
             // The server kept the old refresh token: its expiry is unchanged.
@@ -534,7 +530,43 @@ impl RabobankGrants {
     }
 }
 
+/// `at + span`, saturating at the latest time chrono can represent: spans come from the bank's
+/// answers and from settings, and an absurd one must not panic.
+pub fn later(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| at.checked_add_signed(span))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at - span`, saturating at the earliest representable time.
+pub fn earlier(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| at.checked_sub_signed(span))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// States are stored hashed: reading the table does not let anyone answer a callback.
 fn state_hash(state: &str) -> Vec<u8> {
     Sha256::digest(state.as_bytes()).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_lifetimes_saturate_instead_of_panicking() {
+        let now = Utc::now();
+        assert_eq!(later(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(earlier(now, Duration::MAX), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(
+            later(DateTime::<Utc>::MAX_UTC, Duration::from_secs(1)),
+            DateTime::<Utc>::MAX_UTC
+        );
+        let hour = Duration::from_secs(3600);
+        assert_eq!((later(now, hour) - now).num_seconds(), 3600);
+        assert_eq!((now - earlier(now, hour)).num_seconds(), 3600);
+    }
 }

@@ -28,7 +28,7 @@ pub const RUN_ROWS: &str = "partner_sync_run_rows_total";
 pub const HTTP_REQUESTS: &str = "partner_sync_http_requests_total";
 /// Time a request waited for the partner's rate limiter, in seconds, label `partner`.
 pub const RATE_LIMIT_WAIT: &str = "partner_sync_rate_limit_wait_seconds";
-/// Access-token requests (client credentials), label `partner`.
+/// Token requests (client credentials, code exchanges, refreshes), label `partner`.
 pub const TOKEN_REQUESTS: &str = "partner_sync_token_requests_total";
 /// Seconds until an active grant's refresh token expires, labels `provider`, `grant_id` and
 /// `label`; read from the database at every scrape.
@@ -105,7 +105,10 @@ fn describe() {
         Unit::Seconds,
         "Time requests waited for the partner's rate limit."
     );
-    describe_counter!(TOKEN_REQUESTS, "Access-token requests sent to partners.");
+    describe_counter!(
+        TOKEN_REQUESTS,
+        "Token requests sent to partners: client credentials, code exchanges, refreshes."
+    );
 }
 
 /// Histograms keep raw samples until upkeep folds them into buckets; without scrapes they

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Job, JobError, JobName, RunContext};
-use crate::grants::{RabobankGrants, RefreshError, RefreshNeed};
+use crate::grants::{RabobankGrants, RefreshError, RefreshNeed, earlier, later};
 use crate::partners::rabobank::PARTNER;
 use crate::settings::Settings;
 use crate::store::grants as store;
@@ -95,9 +95,8 @@ impl RabobankRotation {
             self.grants.client().variant().consent_lifetime(),
             current.consented_on,
         ) {
-            let ends_at = consented_on + chrono::Duration::from_std(lifetime).unwrap_or_default();
-            let warn_from =
-                ends_at - chrono::Duration::from_std(CONSENT_END_WARNING).unwrap_or_default();
+            let ends_at = later(consented_on, lifetime);
+            let warn_from = earlier(ends_at, CONSENT_END_WARNING);
             if Utc::now() >= warn_from {
                 tracing::warn!(%label, consent_ends_at = %ends_at, "PSD2 consent ends soon; ask the user for a new consent");
             }

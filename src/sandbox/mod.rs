@@ -611,8 +611,42 @@ struct Route {
     reject: fn(Endpoint, StatusCode, &str) -> Response,
 }
 
+/// Where one partner's surface lies: everything under `prefix`, its token endpoint (POST) and
+/// its data API, and how it words an error.
+struct PartnerPaths {
+    prefix: &'static str,
+    token: &'static str,
+    api_base: &'static str,
+    reject: fn(Endpoint, StatusCode, &str) -> Response,
+}
+
+impl PartnerPaths {
+    fn classify(&self, method: &Method, path: &str) -> Option<Route> {
+        let endpoint = if path == self.token && method == Method::POST {
+            Endpoint::Token
+        } else if is_under(path, self.api_base) {
+            Endpoint::Api
+        } else if is_under(path, self.prefix) {
+            Endpoint::Other
+        } else {
+            return None;
+        };
+        Some(Route {
+            endpoint,
+            reject: self.reject,
+        })
+    }
+}
+
+fn is_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 fn classify(method: &Method, path: &str) -> Option<Route> {
-    rabot::classify(method, path).or_else(|| rabobank::classify(method, path))
+    [&rabot::PATHS, &rabobank::PATHS]
+        .into_iter()
+        .find_map(|partner| partner.classify(method, path))
 }
 
 fn reject(route: Option<Route>, status: StatusCode, message: &str) -> Response {

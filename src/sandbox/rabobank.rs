@@ -21,7 +21,7 @@ use anyhow::{Context as _, bail};
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -33,7 +33,8 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::{
-    Endpoint, RabobankOptions, Route, Shared, bearer_token, bump, is_form, lock, unique_fields,
+    Endpoint, PartnerPaths, RabobankOptions, Shared, bearer_token, bump, is_form, lock,
+    unique_fields,
 };
 
 pub(super) const OAUTH_BASE_PATH: &str = "/rabobank/oauth2";
@@ -65,26 +66,13 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
-pub(super) fn classify(method: &Method, path: &str) -> Option<Route> {
-    let endpoint = if path == TOKEN_PATH && method == Method::POST {
-        Endpoint::Token
-    } else if is_under(path, CONSENT_API_BASE_PATH) {
-        Endpoint::Api
-    } else if is_under(path, PREFIX) {
-        Endpoint::Other
-    } else {
-        return None;
-    };
-    Some(Route {
-        endpoint,
-        reject: rejection,
-    })
-}
-
-fn is_under(path: &str, prefix: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
+/// Where this partner's paths lie, for the gate.
+pub(super) const PATHS: PartnerPaths = PartnerPaths {
+    prefix: PREFIX,
+    token: TOKEN_PATH,
+    api_base: CONSENT_API_BASE_PATH,
+    reject: rejection,
+};
 
 /// The bank's answer when the gate (rate limit, injected fault, random error) or the fallback
 /// answers in its place.

@@ -11,14 +11,14 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::{
-    Endpoint, Route, SandboxOptions, Shared, TokenStore, bearer_token, bump, is_form, lock,
+    Endpoint, PartnerPaths, SandboxOptions, Shared, TokenStore, bearer_token, bump, is_form, lock,
     unique_fields,
 };
 
@@ -51,26 +51,13 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
-pub(super) fn classify(method: &Method, path: &str) -> Option<Route> {
-    let endpoint = if path == TOKEN_PATH && method == Method::POST {
-        Endpoint::Token
-    } else if is_under(path, API_BASE_PATH) {
-        Endpoint::Api
-    } else if is_under(path, PREFIX) {
-        Endpoint::Other
-    } else {
-        return None;
-    };
-    Some(Route {
-        endpoint,
-        reject: rejection,
-    })
-}
-
-fn is_under(path: &str, prefix: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
+/// Where this partner's paths lie, for the gate.
+pub(super) const PATHS: PartnerPaths = PartnerPaths {
+    prefix: PREFIX,
+    token: TOKEN_PATH,
+    api_base: API_BASE_PATH,
+    reject: rejection,
+};
 
 fn rejection(endpoint: Endpoint, status: StatusCode, message: &str) -> Response {
     match endpoint {

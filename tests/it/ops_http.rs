@@ -367,6 +367,33 @@ async fn metrics_show_runs_requests_tokens_and_grant_expiry() {
     assert!(delta(&after, &waits, &[rabot]) >= counts.requests as f64);
     assert!(delta(&after, m::TOKEN_REQUESTS, &[rabot]) >= rabot_tokens as f64);
 
+    // A Rabobank rotation is a token request too.
+    let refreshes_before = bank.sandbox.rabobank_stats().refreshes;
+    let rotated = bank
+        .grants
+        .refresh(
+            &bank.db.pool,
+            grant,
+            partner_sync::grants::RefreshNeed::RefreshTokenExpiresWithin(Duration::from_secs(
+                365 * 86_400,
+            )),
+        )
+        .await
+        .unwrap();
+    assert!(rotated.refreshed);
+    assert_eq!(
+        bank.sandbox.rabobank_stats().refreshes,
+        refreshes_before + 1
+    );
+    let rotated_scrape = scrape(&base).await;
+    assert!(
+        delta(
+            &rotated_scrape,
+            m::TOKEN_REQUESTS,
+            &[("partner", "rabobank")]
+        ) >= 1.0
+    );
+
     // The active grant's refresh token: 30 days from now; the lapsed grant is not shown.
     let gauge = |samples: &[Sample], id: uuid::Uuid, label: &str| {
         value(

@@ -166,6 +166,7 @@ impl RabobankClient {
     }
 
     pub async fn exchange_code(&self, code: &str) -> Result<TokenGrant, TokenError> {
+        crate::metrics::token_requested(PARTNER);
         let answer = self
             .oauth
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -177,6 +178,7 @@ impl RabobankClient {
     /// One refresh. Not retried beyond what cannot have reached the bank: the refresh token is
     /// single use.
     pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenGrant, TokenError> {
+        crate::metrics::token_requested(PARTNER);
         let refresh_token = RefreshToken::new(refresh_token.expose_secret().to_owned());
         let answer = self
             .oauth
