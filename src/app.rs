@@ -3,7 +3,6 @@
 //! run until the shutdown token is cancelled and stop within the grace period.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -17,7 +16,8 @@ use crate::events::schedule::Schedule;
 use crate::events::{Control, Trigger, TriggerCause, notify, signals};
 use crate::grants::RabobankGrants;
 use crate::jobs::{self, JobName, ScheduledJob};
-use crate::server::{self, ServerState};
+use crate::links::RabotLinks;
+use crate::server::{self, Partners, ServerState};
 use crate::settings::Settings;
 use crate::store;
 use crate::store::trigger_requests;
@@ -81,18 +81,25 @@ impl JobSet {
     }
 }
 
+/// What one configuration enables: the partners the HTTP server serves, and the jobs.
+struct Enabled {
+    partners: Partners,
+    jobs: Vec<ScheduledJob>,
+}
+
 /// The jobs a configuration enables, or why it cannot run.
-fn enabled_jobs(
-    settings: &Settings,
-) -> anyhow::Result<(Option<Arc<RabobankGrants>>, Vec<ScheduledJob>)> {
-    let rabobank = RabobankGrants::from_settings(settings)?;
-    let jobs = jobs::registry(settings, rabobank.as_ref())?;
+fn enabled_jobs(settings: &Settings) -> anyhow::Result<Enabled> {
+    let partners = Partners {
+        rabobank: RabobankGrants::from_settings(settings)?,
+        rabot: RabotLinks::from_settings(settings)?,
+    };
+    let jobs = jobs::registry(settings, partners.rabobank.as_ref(), partners.rabot.as_ref())?;
     anyhow::ensure!(
         !jobs.is_empty(),
         "no partner is enabled: set rabot.enabled or rabobank.enabled to true \
          (e.g. PARTNER_SYNC__RABOT__ENABLED=true)"
     );
-    Ok((rabobank, jobs))
+    Ok(Enabled { partners, jobs })
 }
 
 /// The daemon: runs scheduled and requested jobs until `shutdown` is cancelled. `config_file`
@@ -102,7 +109,7 @@ pub async fn run_daemon(
     config_file: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (rabobank, jobs) = enabled_jobs(&settings)?;
+    let Enabled { partners, jobs } = enabled_jobs(&settings)?;
     // Bound before anything else starts, so a taken port stops start-up with a clear error.
     let (listener, address) = server::bind(settings.server.listen).await?;
     // A shutdown signal while the database is still being reached ends start-up at once.
@@ -111,17 +118,20 @@ pub async fn run_daemon(
         _ = shutdown.cancelled() => return Ok(()),
     };
     let tracker = TaskTracker::new();
-    let (rabobank_tx, rabobank_rx) = watch::channel(rabobank);
+    let (partners_tx, partners_rx) = watch::channel(partners);
+    let (control_tx, mut control) = mpsc::channel(64);
     let server_state = ServerState {
         pool: pool.clone(),
-        rabobank: rabobank_rx,
+        partners: partners_rx,
+        control: control_tx.clone(),
+        admin_token: settings.server.admin_token.clone(),
+        link_done_url: settings.server.link_done_url.clone(),
         metrics: crate::metrics::install(),
         stuck_after: settings.daemon.stuck_after,
     };
     tracker.spawn(server::serve(listener, server_state, shutdown.clone()));
     tracing::info!(%address, "HTTP server listening");
 
-    let (control_tx, mut control) = mpsc::channel(64);
     signals::spawn_control_handler(control_tx.clone())?;
     tracker.spawn(notify::listen(pool.clone(), control_tx, shutdown.clone()));
 
@@ -153,8 +163,11 @@ pub async fn run_daemon(
                     tracing::warn!("SIGUSR2: the token rotation is not enabled (rabobank.enabled)");
                 }
             }
+            Control::CustomerLinked => {
+                current.dispatch_all(TriggerCause::Link, |j| j == JobName::RabotLinkMirror);
+            }
             Control::Reload => {
-                if let Some((next_settings, next_rabobank, next)) = reload(
+                if let Some((next_settings, next_partners, next)) = reload(
                     config_file.as_deref(),
                     &settings,
                     &pool,
@@ -164,7 +177,7 @@ pub async fn run_daemon(
                 .await
                 {
                     std::mem::replace(&mut current, next).retire().await;
-                    rabobank_tx.send_replace(next_rabobank);
+                    partners_tx.send_replace(next_partners);
                     settings = next_settings;
                 }
             }
@@ -218,7 +231,7 @@ async fn reload(
     pool: &PgPool,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-) -> Option<(Settings, Option<Arc<RabobankGrants>>, JobSet)> {
+) -> Option<(Settings, Partners, JobSet)> {
     let refuse = |error: &dyn std::fmt::Display| {
         tracing::error!(error = %error, "new configuration refused; the running one stays");
     };
@@ -236,7 +249,7 @@ async fn reload(
         );
         return None;
     }
-    let (rabobank, jobs) = match enabled_jobs(&next) {
+    let Enabled { partners, jobs } = match enabled_jobs(&next) {
         Ok(enabled) => enabled,
         Err(error) => {
             refuse(&format!("{error:#}"));
@@ -253,7 +266,10 @@ async fn reload(
         (
             "server",
             next.server.listen != running.server.listen
-                || next.server.public_url != running.server.public_url,
+                || next.server.public_url != running.server.public_url
+                || next.server.link_done_url != running.server.link_done_url
+                || next.server.admin_token.expose_secret()
+                    != running.server.admin_token.expose_secret(),
         ),
     ];
     for (section, _) in restart_only.iter().filter(|(_, changed)| *changed) {
@@ -262,7 +278,7 @@ async fn reload(
     match JobSet::start(&next, &jobs, pool, tracker, shutdown).await {
         Ok(set) => {
             tracing::info!(jobs = jobs.len(), "configuration reloaded");
-            Some((next, rabobank, set))
+            Some((next, partners, set))
         }
         Err(error) => {
             refuse(&format!("{error:#}"));

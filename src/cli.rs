@@ -13,6 +13,7 @@ use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
 use crate::grants::{self, RabobankGrants};
+use crate::links::{LinkSpec, RabotLinks};
 use crate::jobs::{self, JobName};
 use crate::sandbox::{self, SandboxOptions};
 use crate::settings::{LogFormat, Settings};
@@ -84,6 +85,34 @@ pub enum Command {
         #[command(subcommand)]
         command: RabobankCommand,
     },
+    /// Start a customer link: print the URL the customer opens to log in at the partner and
+    /// approve. The daemon (`partner-sync run`) receives the answer; the link works once, within
+    /// 10 minutes.
+    Link {
+        #[arg(value_enum)]
+        partner: LinkPartner,
+        /// Our id for the customer; the partner stores it with the customer.
+        #[arg(long)]
+        external_id: String,
+        /// Partner account whose login page to show (e.g. rabot-charge).
+        #[arg(long)]
+        auth_as: Option<String>,
+        /// Where the partner's login page offers to sign up.
+        #[arg(long)]
+        sign_up_url: Option<String>,
+    },
+    /// Remove a customer's link at the partner; its mirrored rows stay but are no longer refreshed.
+    Unlink {
+        #[arg(value_enum)]
+        partner: LinkPartner,
+        customer_number: String,
+    },
+    /// List customer links: status, external id, customer number, times.
+    Links {
+        /// One JSON object per link, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// List OAuth grants (no secrets): label, status, expiries, refresh count, consent, last error.
     Grants {
         /// One JSON object per grant, for scripts.
@@ -126,6 +155,11 @@ fn parse_label(text: &str) -> Result<String, String> {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LinkPartner {
+    Rabot,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SyncTarget {
     Rabot,
 }
@@ -153,6 +187,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         | Command::CheckConfig
         | Command::Status { .. }
         | Command::Grants { .. }
+        | Command::Links { .. }
         | Command::Resync { .. }
         | Command::Healthcheck => "warn",
         _ => telemetry::DEFAULT_FILTER,
@@ -167,6 +202,24 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: RabobankCommand::Authorize { label },
         } => rabobank_authorize(&settings, label.as_deref()).await,
         Command::Grants { json } => list_grants(&settings, json).await,
+        Command::Link {
+            partner: LinkPartner::Rabot,
+            external_id,
+            auth_as,
+            sign_up_url,
+        } => {
+            let spec = LinkSpec {
+                external_id,
+                auth_as,
+                sign_up_url,
+            };
+            link_rabot(&settings, spec).await
+        }
+        Command::Unlink {
+            partner: LinkPartner::Rabot,
+            customer_number,
+        } => unlink_rabot(&settings, &customer_number).await,
+        Command::Links { json } => list_links(&settings, json).await,
         Command::Resync {
             jobs,
             wait,
@@ -210,7 +263,8 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 /// One pass, recorded in `sync.runs` like a scheduled one; Ctrl-C cancels it cleanly.
 async fn run_job_once(settings: Settings, job: JobName) -> anyhow::Result<()> {
     let rabobank = RabobankGrants::from_settings(&settings)?;
-    let scheduled = jobs::registry(&settings, rabobank.as_ref())?
+    let rabot = RabotLinks::from_settings(&settings)?;
+    let scheduled = jobs::registry(&settings, rabobank.as_ref(), rabot.as_ref())?
         .into_iter()
         .find(|j| j.job.name() == job)
         .ok_or_else(|| {
@@ -249,6 +303,56 @@ async fn rabobank_authorize(settings: &Settings, label: Option<&str>) -> anyhow:
         grants::STATE_LIFETIME.as_secs() / 60,
         settings.rabobank.redirect_uri
     );
+    Ok(())
+}
+
+fn rabot_links(settings: &Settings) -> anyhow::Result<std::sync::Arc<RabotLinks>> {
+    RabotLinks::from_settings(settings)?
+        .ok_or_else(|| anyhow::anyhow!("RABOT is not enabled: set rabot.enabled = true"))
+}
+
+async fn link_rabot(settings: &Settings, spec: LinkSpec) -> anyhow::Result<()> {
+    let links = rabot_links(settings)?;
+    let pool = app::open_database(settings).await?;
+    let link = links.begin(&pool, spec).await?;
+    println!("{}", link.authorization_url);
+    eprintln!(
+        "Send the customer to this URL before {} (link {}). RABOT then redirects to {}{}/…, \
+         which the running daemon (`partner-sync run`) must serve.",
+        link.expires_at.format("%H:%M:%S UTC"),
+        link.id,
+        settings.server.public_url.trim_end_matches('/'),
+        crate::settings::RABOT_LINKS_PATH,
+    );
+    Ok(())
+}
+
+async fn unlink_rabot(settings: &Settings, customer_number: &str) -> anyhow::Result<()> {
+    let links = rabot_links(settings)?;
+    let pool = app::open_database(settings).await?;
+    let marked = links.unlink(&pool, customer_number).await?;
+    if marked == 0 {
+        println!("unlinked customer {customer_number} at RABOT (no link of it was recorded here)");
+    } else {
+        println!("unlinked customer {customer_number}; its mirrored rows stay but are no longer refreshed");
+    }
+    Ok(())
+}
+
+async fn list_links(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let pool = app::open_database(settings).await?;
+    let links = store::links::list(&pool).await?;
+    if json {
+        for link in &links {
+            println!("{}", serde_json::to_string(link)?);
+        }
+        return Ok(());
+    }
+    if links.is_empty() {
+        println!("no links: start one with `partner-sync link rabot --external-id ID`");
+        return Ok(());
+    }
+    print!("{}", status::render_links(&links));
     Ok(())
 }
 

@@ -11,6 +11,21 @@ use sha2::{Digest, Sha256};
 
 const NONCE_LEN: usize = 12;
 
+/// A fresh unguessable value for a URL (256 random bits, base64url): OAuth states and the
+/// secret in customer-link redirect URLs.
+pub fn url_secret() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What is stored of a [`url_secret`]: its SHA-256, so reading the table is not enough to answer
+/// a redirect.
+pub fn url_secret_hash(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
 /// Why a sealed token could not be opened. Never carries key or plaintext bytes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {

@@ -10,15 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use rand::RngCore as _;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::crypto::{CryptoError, TokenKey};
+use crate::crypto::{self, CryptoError, TokenKey};
 use crate::partners::rabobank::{self, ConsentError, RabobankClient, TokenError, TokenGrant};
 use crate::settings::Settings;
 use crate::store::grants::{self as store, GrantStatus, NewGrant, SealedGrant, SealedTokens};
@@ -174,12 +171,10 @@ impl RabobankGrants {
         pool: &PgPool,
         label: Option<&str>,
     ) -> Result<url::Url, sqlx::Error> {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let state = crypto::url_secret();
         store::insert_state(
             pool,
-            &state_hash(&state),
+            &crypto::url_secret_hash(&state),
             rabobank::PARTNER,
             label,
             STATE_LIFETIME,
@@ -197,7 +192,7 @@ impl RabobankGrants {
         let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
             return Err(CallbackError::BadState("missing"));
         };
-        let hash = state_hash(state);
+        let hash = crypto::url_secret_hash(state);
         let Some(consumed) = store::consume_state(pool, &hash, rabobank::PARTNER).await? else {
             let why = store::state_refusal(pool, &hash, rabobank::PARTNER).await?;
             return Err(CallbackError::BadState(why));
@@ -545,11 +540,6 @@ pub fn earlier(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|span| at.checked_sub_signed(span))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-/// States are stored hashed: reading the table does not let anyone answer a callback.
-fn state_hash(state: &str) -> Vec<u8> {
-    Sha256::digest(state.as_bytes()).to_vec()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod events;
 pub mod grants;
 pub mod http;
 pub mod jobs;
+pub mod links;
 pub mod metrics;
 pub mod partners;
 pub mod resync;

@@ -18,6 +18,11 @@ const ENV_PREFIX: &str = "PARTNER_SYNC";
 const LIST_KEYS: &[&str] = &["rabot.scopes", "rabot.external_ids", "rabobank.scopes"];
 /// Where the bank sends the user back to, below `server.public_url`.
 pub const RABOBANK_CALLBACK_PATH: &str = "/oauth/rabobank/callback";
+/// Below `server.public_url`: RABOT customer links are created here (admin) and RABOT sends the
+/// customer back to `{this}/{secret}/success` or `/failure`.
+pub const RABOT_LINKS_PATH: &str = "/links/rabot";
+/// In `rabot.external_ids`: the external ids of every linked customer.
+pub const LINKED_CUSTOMERS: &str = "@linked";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
@@ -100,6 +105,12 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// How browsers reach this server; redirect URIs are built from it.
     pub public_url: String,
+    /// Bearer token for the admin endpoints (`POST /links/rabot`); empty = those are off.
+    #[serde(serialize_with = "serialize_masked")]
+    pub admin_token: SecretString,
+    /// Where a finished customer link sends the browser (with `status` and `external_id`
+    /// added); empty = show a short page instead.
+    pub link_done_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -245,6 +256,7 @@ impl Settings {
                 .collect();
         }
         self.rabot.client_id = self.rabot.client_id.trim().to_owned();
+        self.server.link_done_url = self.server.link_done_url.trim().to_owned();
         self.rabobank.client_id = self.rabobank.client_id.trim().to_owned();
         // Empty means "derived", and the derived value is what check-config shows.
         let public_url = self.server.public_url.trim_end_matches('/').to_owned();
@@ -292,6 +304,20 @@ impl Settings {
             &self.server.public_url,
             &["http", "https"],
         )?;
+        if !self.server.link_done_url.is_empty() {
+            validate_url(
+                "server.link_done_url",
+                &self.server.link_done_url,
+                &["http", "https"],
+            )?;
+        }
+        let admin_token = self.server.admin_token.expose_secret();
+        if !admin_token.is_empty() && admin_token.len() < 16 {
+            return Err(SettingsError::invalid(
+                "server.admin_token",
+                "is shorter than 16 characters; generate one with `openssl rand -base64 32`",
+            ));
+        }
         if self.rabot.enabled {
             self.rabot.validate()?;
         }

@@ -9,6 +9,7 @@ use crate::events::schedule::parse_cron;
 use crate::jobs::JobName;
 use crate::settings::Settings;
 use crate::store::grants::{self, GrantSummary};
+use crate::store::links::LinkRow;
 use crate::store::runs::{self, RunRow};
 
 #[derive(Debug, Serialize)]
@@ -60,7 +61,7 @@ pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, 
 /// The job's cron expression when the settings enable it.
 fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
     match job {
-        JobName::RabotMirror => settings
+        JobName::RabotMirror | JobName::RabotLinkMirror => settings
             .rabot
             .enabled
             .then(|| settings.rabot.schedule.clone()),
@@ -138,6 +139,33 @@ pub fn render_grants(grants: &[GrantSummary]) -> String {
             g.refresh_count,
             g.consent_id.as_deref().unwrap_or(""),
             g.last_error.as_deref().unwrap_or(""),
+        ));
+    }
+    out
+}
+
+pub fn render_links(links: &[LinkRow]) -> String {
+    let when = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "{:<36} {:<9} {:<24} {:<12} {:<16} {:<16} DETAIL\n",
+        "LINK", "STATUS", "EXTERNAL ID", "CUSTOMER", "CREATED", "COMPLETED"
+    );
+    for link in links {
+        out.push_str(&format!(
+            "{:<36} {:<9} {:<24} {:<12} {:<16} {:<16} {}\n",
+            link.id,
+            link.status,
+            link.external_id,
+            link.customer_number.as_deref().unwrap_or(""),
+            when(Some(link.created_at)),
+            when(link.completed_at),
+            link.error_description
+                .as_deref()
+                .or(link.error_name.as_deref())
+                .unwrap_or(""),
         ));
     }
     out

@@ -18,6 +18,8 @@ pub enum TriggerCause {
     Cli,
     /// `partner-sync resync`, through Postgres NOTIFY.
     Notify,
+    /// A customer completed a link on this replica's redirect endpoint.
+    Link,
 }
 
 impl TriggerCause {
@@ -28,6 +30,7 @@ impl TriggerCause {
             TriggerCause::Signal => "signal",
             TriggerCause::Cli => "cli",
             TriggerCause::Notify => "notify",
+            TriggerCause::Link => "link",
         }
     }
 }
@@ -61,4 +64,6 @@ pub enum Control {
     Reload,
     /// A `partner-sync resync` request (a `sync.trigger_requests` id) arrived by NOTIFY.
     Request(uuid::Uuid),
+    /// A customer link completed: mirror the new customer now.
+    CustomerLinked,
 }

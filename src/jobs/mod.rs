@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::grants::RabobankGrants;
+use crate::links::RabotLinks;
 use crate::settings::Settings;
 use crate::store::runs::RunCounts;
 
@@ -19,15 +20,21 @@ use crate::store::runs::RunCounts;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobName {
     RabotMirror,
+    RabotLinkMirror,
     RabobankTokenRotation,
 }
 
 impl JobName {
-    pub const ALL: &[JobName] = &[JobName::RabotMirror, JobName::RabobankTokenRotation];
+    pub const ALL: &[JobName] = &[
+        JobName::RabotMirror,
+        JobName::RabotLinkMirror,
+        JobName::RabobankTokenRotation,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobName::RabotMirror => "rabot_mirror",
+            JobName::RabotLinkMirror => "rabot_link_mirror",
             JobName::RabobankTokenRotation => "rabobank_token_rotation",
         }
     }
@@ -38,12 +45,12 @@ impl JobName {
 
     /// Jobs that copy partner data (SIGUSR1 and a bare `resync` run these).
     pub fn is_mirror(self) -> bool {
-        matches!(self, JobName::RabotMirror)
+        matches!(self, JobName::RabotMirror | JobName::RabotLinkMirror)
     }
 
     pub fn partner(self) -> &'static str {
         match self {
-            JobName::RabotMirror => "rabot",
+            JobName::RabotMirror | JobName::RabotLinkMirror => "rabot",
             JobName::RabobankTokenRotation => "rabobank",
         }
     }
@@ -102,15 +109,29 @@ pub struct ScheduledJob {
 }
 
 /// The jobs the settings enable. `rabobank` is the grant keeper the daemon's callback also
-/// uses (present when Rabobank is enabled), so both share one client and rate limit.
+/// uses (present when Rabobank is enabled), so both share one client and rate limit; `rabot`
+/// likewise carries the RABOT client that linking uses (present when RABOT is enabled).
 pub fn registry(
     settings: &Settings,
     rabobank: Option<&Arc<RabobankGrants>>,
+    rabot: Option<&Arc<RabotLinks>>,
 ) -> anyhow::Result<Vec<ScheduledJob>> {
     let mut jobs = Vec::new();
-    if settings.rabot.enabled {
+    if let Some(rabot) = rabot {
         jobs.push(ScheduledJob {
-            job: Arc::new(rabot_mirror::RabotMirror::new(settings)?),
+            job: Arc::new(rabot_mirror::RabotMirror::scheduled(
+                settings,
+                rabot.client().clone(),
+            )),
+            schedule: settings.rabot.schedule.clone(),
+        });
+        // Triggered by each completed link; its schedule only catches up links whose trigger
+        // was lost (a replica stopped, or the job was busy elsewhere).
+        jobs.push(ScheduledJob {
+            job: Arc::new(rabot_mirror::RabotMirror::newly_linked(
+                settings,
+                rabot.client().clone(),
+            )),
             schedule: settings.rabot.schedule.clone(),
         });
     }

@@ -1,59 +1,126 @@
 //! The RABOT mirror: customers for each configured external id (or all), each page's customers'
 //! contracts fetched concurrently under the rate limit, both written in one transaction per
 //! page, and deletions detected only once a scope's pass completed.
+//!
+//! The same pass serves two jobs: `rabot_mirror` covers the configured scopes on its schedule,
+//! `rabot_link_mirror` covers customers who just linked (triggered by the link redirect), so a
+//! new customer's rows appear within seconds rather than at the next tick.
 
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::{Job, JobError, JobName, RunContext};
 use crate::partners::rabot::{Page, RabotClient};
-use crate::settings::Settings;
+use crate::settings::{LINKED_CUSTOMERS, Settings};
+use crate::store::links;
 use crate::store::rabot::{self as store, Scope};
+
+/// Which customers a run covers.
+#[derive(Debug, Clone)]
+enum Coverage {
+    /// `rabot.external_ids`: empty = every customer; `@linked` = every linked customer's
+    /// external id, read at the start of each run.
+    Configured(Vec<String>),
+    /// Customers linked since they were last mirrored (`sync.customer_links.mirrored_at`).
+    NewlyLinked,
+}
 
 pub struct RabotMirror {
     client: RabotClient,
-    scopes: Vec<Scope>,
+    coverage: Coverage,
     concurrency: usize,
 }
 
 impl RabotMirror {
+    /// The scheduled mirror, with a client of its own.
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let rabot = &settings.rabot;
-        let scopes = if rabot.external_ids.is_empty() {
-            vec![Scope::AllCustomers]
-        } else {
-            rabot
-                .external_ids
-                .iter()
-                .cloned()
-                .map(Scope::ExternalId)
-                .collect()
-        };
-        Ok(Self {
-            client: RabotClient::new(rabot, &settings.http)?,
-            scopes,
-            concurrency: rabot.concurrency.max(1),
-        })
+        Ok(Self::scheduled(
+            settings,
+            RabotClient::new(&settings.rabot, &settings.http)?,
+        ))
+    }
+
+    /// The scheduled mirror over `client` (shared with linking, so one rate limit covers both).
+    pub fn scheduled(settings: &Settings, client: RabotClient) -> Self {
+        Self {
+            client,
+            coverage: Coverage::Configured(settings.rabot.external_ids.clone()),
+            concurrency: settings.rabot.concurrency.max(1),
+        }
+    }
+
+    /// The mirror of customers who just linked.
+    pub fn newly_linked(settings: &Settings, client: RabotClient) -> Self {
+        Self {
+            coverage: Coverage::NewlyLinked,
+            ..Self::scheduled(settings, client)
+        }
     }
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
         // The client (and its counter) lives as long as the daemon; a run reports its own share.
         let requests_before = self.client.requests_sent();
-        let mut result = Ok(());
-        for scope in self.scopes.iter().cloned() {
-            let span = tracing::info_span!("scope", scope = %scope);
-            result = self
-                .run_scope(ctx, scope, requests_before)
-                .instrument(span)
-                .await;
-            if result.is_err() {
-                break;
+        let result = match &self.coverage {
+            Coverage::Configured(external_ids) => {
+                let mut result = Ok(());
+                for scope in configured_scopes(ctx, external_ids).await? {
+                    result = self.run_scope_logged(ctx, scope, requests_before).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
             }
-        }
+            Coverage::NewlyLinked => self.run_newly_linked(ctx, requests_before).await,
+        };
         ctx.counts
             .send_modify(|c| c.requests = self.requests_since(requests_before));
         result
+    }
+
+    /// Mirrors each newly linked customer and marks its link mirrored. Links completed while
+    /// this runs are taken too (their trigger may have found this run holding the lock).
+    async fn run_newly_linked(
+        &self,
+        ctx: &RunContext,
+        requests_before: u64,
+    ) -> Result<(), JobError> {
+        let mut done: Vec<Uuid> = Vec::new();
+        loop {
+            let pending: Vec<(Uuid, String)> = links::unmirrored(&ctx.pool)
+                .await?
+                .into_iter()
+                .filter(|(id, _)| !done.contains(id))
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            for (link_id, external_id) in pending {
+                ctx.check_cancelled()?;
+                let before = ctx.counts.borrow().fetched;
+                self.run_scope_logged(ctx, Scope::ExternalId(external_id.clone()), requests_before)
+                    .await?;
+                if ctx.counts.borrow().fetched == before {
+                    tracing::warn!(%link_id, %external_id, "RABOT returned no customer for a linked external id");
+                }
+                links::mark_mirrored(&ctx.pool, link_id).await?;
+                done.push(link_id);
+            }
+        }
+    }
+
+    async fn run_scope_logged(
+        &self,
+        ctx: &RunContext,
+        scope: Scope,
+        requests_before: u64,
+    ) -> Result<(), JobError> {
+        let span = tracing::info_span!("scope", scope = %scope);
+        self.run_scope(ctx, scope, requests_before)
+            .instrument(span)
+            .await
     }
 
     fn requests_since(&self, before: u64) -> i64 {
@@ -124,9 +191,34 @@ fn failed(error: impl std::error::Error + Send + Sync + 'static) -> JobError {
     JobError::Failed(anyhow::Error::new(error))
 }
 
+/// The scopes of one scheduled run: every customer when none are configured, else each
+/// configured external id, `@linked` expanded to the linked customers' ids as of now.
+async fn configured_scopes(
+    ctx: &RunContext,
+    external_ids: &[String],
+) -> Result<Vec<Scope>, JobError> {
+    if external_ids.is_empty() {
+        return Ok(vec![Scope::AllCustomers]);
+    }
+    let mut ids: Vec<String> = Vec::new();
+    for id in external_ids {
+        if id == LINKED_CUSTOMERS {
+            ids.extend(links::linked_external_ids(&ctx.pool).await?);
+        } else {
+            ids.push(id.clone());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    Ok(ids.into_iter().map(Scope::ExternalId).collect())
+}
+
 impl Job for RabotMirror {
     fn name(&self) -> JobName {
-        JobName::RabotMirror
+        match self.coverage {
+            Coverage::Configured(_) => JobName::RabotMirror,
+            Coverage::NewlyLinked => JobName::RabotLinkMirror,
+        }
     }
 
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {

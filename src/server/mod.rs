@@ -1,7 +1,9 @@
-//! The daemon's HTTP server (axum): the OAuth redirect callback, liveness and readiness probes
+//! The daemon's HTTP server (axum): the OAuth redirect callback, RABOT customer links (the
+//! admin endpoint that starts one and the redirects that end one), liveness and readiness probes
 //! and Prometheus metrics. It takes its shutdown signal as a parameter, so tests and the daemon
 //! stop it the same way.
 
+mod links;
 mod oauth_callback;
 mod ops;
 mod page;
@@ -12,23 +14,38 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use secrecy::SecretString;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::events::Control;
 use crate::grants::RabobankGrants;
-use crate::settings::RABOBANK_CALLBACK_PATH;
+use crate::links::RabotLinks;
+use crate::settings::{RABOBANK_CALLBACK_PATH, RABOT_LINKS_PATH};
+
+/// The partner flows the server answers for; each is absent (404) while its partner is off.
+#[derive(Clone, Default)]
+pub struct Partners {
+    pub rabobank: Option<Arc<RabobankGrants>>,
+    pub rabot: Option<Arc<RabotLinks>>,
+}
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ServerState {
     pub pool: PgPool,
-    /// Present when Rabobank is enabled (the callback answers 404 otherwise); a watch so a
-    /// configuration reload reaches the callback too.
-    pub rabobank: watch::Receiver<Option<Arc<RabobankGrants>>>,
+    /// A watch so a configuration reload reaches the handlers too.
+    pub partners: watch::Receiver<Partners>,
+    /// The daemon's control loop: a completed link asks it to mirror the customer now.
+    pub control: mpsc::Sender<Control>,
+    /// `server.admin_token`; empty = the admin endpoints answer 404.
+    pub admin_token: SecretString,
+    /// `server.link_done_url`; empty = a finished link shows a page here.
+    pub link_done_url: String,
     /// Renders the process's metrics for `/metrics` (from [`crate::metrics::install`]).
     pub metrics: PrometheusHandle,
     /// A run still `running` after this long makes `/readyz` answer 503 (`daemon.stuck_after`).
@@ -41,6 +58,15 @@ pub fn router(state: ServerState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route(RABOBANK_CALLBACK_PATH, get(oauth_callback::rabobank))
+        .route(RABOT_LINKS_PATH, post(links::create))
+        .route(
+            &format!("{RABOT_LINKS_PATH}/{{secret}}/success"),
+            get(links::success),
+        )
+        .route(
+            &format!("{RABOT_LINKS_PATH}/{{secret}}/failure"),
+            get(links::failure),
+        )
         .with_state(state)
 }
 

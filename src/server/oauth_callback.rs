@@ -12,7 +12,7 @@ pub async fn rabobank(
     State(state): State<ServerState>,
     params: Result<Query<CallbackParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let grants = state.rabobank.borrow().clone();
+    let grants = state.partners.borrow().rabobank.clone();
     let Some(grants) = grants else {
         return page::render(
             StatusCode::NOT_FOUND,

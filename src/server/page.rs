@@ -1,7 +1,7 @@
 //! The short HTML pages a person sees at the end of a redirect flow.
 
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 
 /// A page with a title and one paragraph; both are escaped.
 pub fn render(status: StatusCode, title: &str, message: &str) -> Response {
@@ -12,8 +12,21 @@ pub fn render(status: StatusCode, title: &str, message: &str) -> Response {
         message = escape(message),
     );
     let mut response = (status, Html(body)).into_response();
+    keep_private(&mut response);
+    response
+}
+
+/// A 303 to `location` (a page of the partner's own platform), kept as private as a page.
+pub fn redirect(location: &url::Url) -> Response {
+    let mut response = Redirect::to(location.as_str()).into_response();
+    keep_private(&mut response);
+    response
+}
+
+/// The URL that led here carried a code, a state or a link secret: keep it out of caches and
+/// referrers.
+fn keep_private(response: &mut Response) {
     let headers = response.headers_mut();
-    // The URL that led here carried a code or a state: keep it out of caches and referrers.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::REFERRER_POLICY,
@@ -27,7 +40,6 @@ pub fn render(status: StatusCode, title: &str, message: &str) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    response
 }
 
 fn escape(text: &str) -> String {

@@ -3,6 +3,7 @@
 //! database name in [`create_database_if_missing`], which is quoted.
 
 pub mod grants;
+pub mod links;
 pub mod rabot;
 pub mod runs;
 pub mod trigger_requests;

@@ -205,13 +205,16 @@ pub async fn tombstone_unseen(
     sqlx::query("ANALYZE sync.rabot_seen")
         .execute(&mut *conn)
         .await?;
-    // `$2 IS NULL` selects every customer; otherwise only those of the external id.
+    // `$2 IS NULL` selects every customer; otherwise only those of the external id. A row
+    // written since this run started was written by another run that saw it (the link mirror
+    // runs beside the scheduled one), so only older rows can be gone.
     let customers: i64 = sqlx::query_scalar(
         r#"
         WITH gone AS (
             UPDATE mirror.rabot_customers m SET deleted_at = now()
              WHERE m.deleted_at IS NULL
                AND ($2::text IS NULL OR m.external_id = $2)
+               AND m.changed_at < (SELECT started_at FROM sync.runs WHERE id = $1)
                AND NOT EXISTS (SELECT 1 FROM sync.rabot_seen s
                                 WHERE s.run_id = $1 AND s.customer_number = m.customer_number
                                   AND s.contract_number = '')
@@ -229,6 +232,7 @@ pub async fn tombstone_unseen(
         WITH gone AS (
             UPDATE mirror.rabot_contracts k SET deleted_at = now()
              WHERE k.deleted_at IS NULL
+               AND k.changed_at < (SELECT started_at FROM sync.runs WHERE id = $1)
                AND ($2::text IS NULL OR k.customer_number IN
                        (SELECT customer_number FROM mirror.rabot_customers WHERE external_id = $2))
                AND NOT EXISTS (SELECT 1 FROM sync.rabot_seen s

@@ -14,7 +14,7 @@ use crate::http::client_credentials::ClientCredentials;
 use crate::http::token_cache::TokenCache;
 use crate::http::{PartnerHttp, RateLimit};
 use crate::settings::{HttpSettings, RabotSettings};
-pub use wire::{Contract, Customer};
+pub use wire::{Contract, Customer, LinkRequest};
 
 pub const PARTNER: &str = "rabot";
 
@@ -26,6 +26,17 @@ pub enum RabotError {
     Unsuccessful { path: String, detail: String },
     #[error("rabot answered {path} with an unexpected shape: {detail}")]
     Protocol { path: String, detail: String },
+}
+
+impl RabotError {
+    /// The HTTP status RABOT answered with, when that is what failed.
+    pub fn status(&self) -> Option<reqwest::StatusCode> {
+        match self {
+            RabotError::Api(ApiError::Http(error)) => error.status(),
+            RabotError::Api(ApiError::Forbidden { .. }) => Some(reqwest::StatusCode::FORBIDDEN),
+            _ => None,
+        }
+    }
 }
 
 /// Items from one or more pages, with the items that could not be read set aside (logged, counted).
@@ -120,6 +131,39 @@ impl RabotClient {
                 },
             )
             .await
+    }
+
+    /// `POST /customers/link`: the URL to send the customer to (valid about 10 minutes).
+    pub async fn create_link(&self, request: &LinkRequest) -> Result<url::Url, RabotError> {
+        let url = self.url(&["customers", "link"]);
+        let path = url.path().to_owned();
+        let answer: wire::LinkAnswer = self.api.post_json(&url, request).await?;
+        if answer.envelope.is_success == Some(false) {
+            return Err(RabotError::Unsuccessful {
+                detail: answer.envelope.error_text(),
+                path,
+            });
+        }
+        let Some(raw) = answer.authorization_url() else {
+            return Err(RabotError::Protocol {
+                path,
+                detail: "no authorizationUrl in the answer".to_owned(),
+            });
+        };
+        // The customer's browser is sent there: it must be a web URL, nothing else.
+        match url::Url::parse(raw) {
+            Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => Ok(parsed),
+            _ => Err(RabotError::Protocol {
+                path,
+                detail: "authorizationUrl is not an http(s) URL".to_owned(),
+            }),
+        }
+    }
+
+    /// `DELETE /customers/{customerNumber}/link`.
+    pub async fn delete_link(&self, customer_number: &str) -> Result<(), RabotError> {
+        let url = self.url(&["customers", customer_number, "link"]);
+        Ok(self.api.delete(&url).await?)
     }
 
     fn url(&self, segments: &[&str]) -> url::Url {

@@ -3,7 +3,7 @@
 //! the partner sent is lost (see shared/api/rabot.md).
 
 use chrono::NaiveDate;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The envelope around every RABOT answer.
@@ -39,6 +39,42 @@ impl Envelope {
         } else {
             parts.join("; ")
         }
+    }
+}
+
+/// `POST /customers/link`: where RABOT sends the customer afterwards, and who they are to us.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkRequest {
+    pub success_url: String,
+    pub failure_url: String,
+    pub sign_up_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_as: Option<String>,
+    pub customer_number_query_parameter_name: String,
+    pub external_customer_id: String,
+}
+
+/// The answer to `POST /customers/link`. The guide shows a bare `{"authorizationUrl": …}`, the
+/// reference says every answer is enveloped: either is read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkAnswer {
+    #[serde(default)]
+    pub authorization_url: Option<String>,
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
+impl LinkAnswer {
+    pub fn authorization_url(&self) -> Option<&str> {
+        self.authorization_url.as_deref().or_else(|| {
+            self.envelope
+                .data
+                .as_ref()?
+                .get("authorizationUrl")?
+                .as_str()
+        })
     }
 }
 

@@ -1,0 +1,172 @@
+//! `sync.customer_links`: customer links from creation to their one ending (linked or denied),
+//! and later unlinking. Every ending is a single conditional `UPDATE … RETURNING`, so a replayed
+//! or concurrent redirect changes nothing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const PARTNER_RABOT: &str = "rabot";
+
+/// What a new link records.
+pub struct NewLink<'a> {
+    pub id: Uuid,
+    pub token_hash: &'a [u8],
+    pub external_id: &'a str,
+    pub auth_as: Option<&'a str>,
+    pub sign_up_url: Option<&'a str>,
+    pub authorization_url: &'a str,
+    pub lifetime: Duration,
+}
+
+/// A link as ops see it (`partner-sync links`); nothing secret.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LinkRow {
+    pub id: Uuid,
+    /// `pending` past its expiry reads as `expired`.
+    pub status: String,
+    pub external_id: String,
+    pub auth_as: Option<String>,
+    pub customer_number: Option<String>,
+    pub error_name: Option<String>,
+    pub error_description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub mirrored_at: Option<DateTime<Utc>>,
+    pub unlinked_at: Option<DateTime<Utc>>,
+}
+
+const LINK_COLUMNS: &str = "id,
+    CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired' ELSE status END AS status,
+    external_id, auth_as, customer_number, error_name, error_description, created_at, expires_at,
+    completed_at, mirrored_at, unlinked_at";
+
+pub async fn insert(pool: &PgPool, link: &NewLink<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO sync.customer_links
+             (id, token_hash, partner, external_id, auth_as, sign_up_url, authorization_url, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+         RETURNING expires_at",
+    )
+    .bind(link.id)
+    .bind(link.token_hash)
+    .bind(PARTNER_RABOT)
+    .bind(link.external_id)
+    .bind(link.auth_as)
+    .bind(link.sign_up_url)
+    .bind(link.authorization_url)
+    .bind(link.lifetime.as_secs_f64())
+    .fetch_one(pool)
+    .await
+}
+
+/// The customer approved: a pending, unexpired link becomes `linked`. `None` when the token is
+/// unknown, expired or already used.
+pub async fn complete_linked(
+    pool: &PgPool,
+    token_hash: &[u8],
+    customer_number: &str,
+) -> Result<Option<LinkRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE sync.customer_links
+            SET status = 'linked', customer_number = $2, completed_at = now()
+          WHERE token_hash = $1 AND status = 'pending' AND expires_at > now()
+          RETURNING {LINK_COLUMNS}"
+    ))
+    .bind(token_hash)
+    .bind(customer_number)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The customer refused: a pending, unexpired link becomes `denied` with RABOT's reason.
+pub async fn complete_denied(
+    pool: &PgPool,
+    token_hash: &[u8],
+    error_name: &str,
+    error_description: Option<&str>,
+) -> Result<Option<LinkRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE sync.customer_links
+            SET status = 'denied', error_name = $2, error_description = $3, completed_at = now()
+          WHERE token_hash = $1 AND status = 'pending' AND expires_at > now()
+          RETURNING {LINK_COLUMNS}"
+    ))
+    .bind(token_hash)
+    .bind(error_name)
+    .bind(error_description)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Why a redirect's token was refused, for the log: "unknown", "expired" or "already used".
+pub async fn refusal(pool: &PgPool, token_hash: &[u8]) -> Result<&'static str, sqlx::Error> {
+    let row: Option<(String, bool)> = sqlx::query_as(
+        "SELECT status, expires_at <= now() FROM sync.customer_links WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        None => "unknown",
+        Some((status, _)) if status != "pending" => "already used",
+        Some(_) => "expired",
+    })
+}
+
+/// Marks the customer's live links `unlinked`; returns how many there were.
+pub async fn mark_unlinked(pool: &PgPool, customer_number: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sync.customer_links SET status = 'unlinked', unlinked_at = now()
+          WHERE partner = $1 AND customer_number = $2 AND status = 'linked'",
+    )
+    .bind(PARTNER_RABOT)
+    .bind(customer_number)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// External ids of every linked customer (the `@linked` scope of the RABOT mirror).
+pub async fn linked_external_ids(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT external_id FROM sync.customer_links
+          WHERE partner = $1 AND status = 'linked' ORDER BY external_id",
+    )
+    .bind(PARTNER_RABOT)
+    .fetch_all(pool)
+    .await
+}
+
+/// Linked customers not mirrored since they linked: (link id, external id), oldest first.
+pub async fn unmirrored(pool: &PgPool) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, external_id FROM sync.customer_links
+          WHERE partner = $1 AND status = 'linked' AND mirrored_at IS NULL
+          ORDER BY completed_at",
+    )
+    .bind(PARTNER_RABOT)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn mark_mirrored(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sync.customer_links SET mirrored_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Every link, newest first.
+pub async fn list(pool: &PgPool) -> Result<Vec<LinkRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {LINK_COLUMNS} FROM sync.customer_links ORDER BY created_at DESC"
+    ))
+    .fetch_all(pool)
+    .await
+}
