@@ -93,7 +93,11 @@ fn enabled_jobs(settings: &Settings) -> anyhow::Result<Enabled> {
         rabobank: RabobankGrants::from_settings(settings)?,
         rabot: RabotLinks::from_settings(settings)?,
     };
-    let jobs = jobs::registry(settings, partners.rabobank.as_ref(), partners.rabot.as_ref())?;
+    let jobs = jobs::registry(
+        settings,
+        partners.rabobank.as_ref(),
+        partners.rabot.as_ref(),
+    )?;
     anyhow::ensure!(
         !jobs.is_empty(),
         "no partner is enabled: set rabot.enabled or rabobank.enabled to true \

@@ -13,8 +13,8 @@ use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
 use crate::grants::{self, RabobankGrants};
-use crate::links::{LinkSpec, RabotLinks};
 use crate::jobs::{self, JobName};
+use crate::links::{LinkSpec, RabotLinks};
 use crate::sandbox::{self, SandboxOptions};
 use crate::settings::{LogFormat, Settings};
 use crate::store::runs::{RunCounts, RunStatus};
@@ -334,7 +334,9 @@ async fn unlink_rabot(settings: &Settings, customer_number: &str) -> anyhow::Res
     if marked == 0 {
         println!("unlinked customer {customer_number} at RABOT (no link of it was recorded here)");
     } else {
-        println!("unlinked customer {customer_number}; its mirrored rows stay but are no longer refreshed");
+        println!(
+            "unlinked customer {customer_number}; its mirrored rows stay but are no longer refreshed"
+        );
     }
     Ok(())
 }

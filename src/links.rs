@@ -77,7 +77,9 @@ impl LinkSpec {
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), LinkError> {
-    if value.is_empty() || value.chars().count() > MAX_FIELD_CHARS || value.chars().any(char::is_control)
+    if value.is_empty()
+        || value.chars().count() > MAX_FIELD_CHARS
+        || value.chars().any(char::is_control)
     {
         return Err(LinkError::Invalid(format!(
             "{field} must be 1 to {MAX_FIELD_CHARS} printable characters"
@@ -205,7 +207,9 @@ impl RabotLinks {
                 let number = customer_number.trim();
                 if number.is_empty()
                     || number.len() > MAX_FIELD_CHARS
-                    || !number.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    || !number
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-')
                 {
                     return Err(CompleteError::BadAnswer(
                         "the customer number is missing or malformed".to_owned(),
@@ -229,7 +233,9 @@ impl RabotLinks {
                 tracing::info!(link_id = %link.id, status = %link.status, customer_number = link.customer_number.as_deref().unwrap_or(""), "customer link completed");
                 Ok(link)
             }
-            None => Err(CompleteError::NotPending(store::refusal(pool, &hash).await?)),
+            None => Err(CompleteError::NotPending(
+                store::refusal(pool, &hash).await?,
+            )),
         }
     }
 

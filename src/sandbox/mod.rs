@@ -11,8 +11,10 @@
 
 mod rabobank;
 mod rabot;
+mod web;
 
 pub use rabobank::{RabobankGrantView, RabobankStats};
+pub use rabot::{CUSTOMER_PASSWORD as RABOT_CUSTOMER_PASSWORD, LinkableCustomer};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -51,6 +53,9 @@ pub struct SandboxOptions {
     /// Contracts of each heavy customer
     #[arg(long, default_value_t = 120)]
     pub heavy_contracts: usize,
+    /// RABOT customers the partner cannot see until they link (log in with their e-mail and the sandbox password)
+    #[arg(long, default_value_t = 5)]
+    pub linkable_customers: usize,
     /// Seed for the deterministic data
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -192,6 +197,7 @@ impl Default for SandboxOptions {
             contracts_per_customer: 2,
             heavy_customer_every: 25,
             heavy_contracts: 120,
+            linkable_customers: 5,
             seed: 42,
             client_id: "sandbox-client".to_owned(),
             client_secret: "sandbox-secret".to_owned(),
@@ -504,6 +510,16 @@ impl Sandbox {
         self.shared.rabot.remove_customer(customer_number)
     }
 
+    /// RABOT customers not linked to the partner, who can log in on an authorization page.
+    pub fn rabot_linkable_customers(&self) -> Vec<LinkableCustomer> {
+        self.shared.rabot.linkable_customers()
+    }
+
+    /// The customer's relations to the partner as the API lists them; None if it is hidden.
+    pub fn rabot_relations(&self, customer_number: &str) -> Option<Vec<String>> {
+        self.shared.rabot.relations(customer_number)
+    }
+
     /// Stops accepting connections and waits (bounded) for in-flight requests.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
@@ -745,11 +761,7 @@ struct IssuedToken {
 
 impl TokenStore {
     fn issue(&self, scopes: Vec<String>, lifetime: Duration) -> String {
-        let token: String = rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(48)
-            .map(char::from)
-            .collect();
+        let token = random_token(48);
         let now = Instant::now();
         let mut ledger = lock(&self.ledger);
         // Pruning here keeps a long demo's memory flat without a background task.
@@ -787,6 +799,15 @@ impl IssuedToken {
     fn is_valid_at(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|expires_at| now < expires_at)
     }
+}
+
+/// A random alphanumeric string: tokens, states.
+fn random_token(length: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(length)
+        .map(char::from)
+        .collect()
 }
 
 /// Form or query fields by name, for every partner. RFC 6749 forbids repeating a parameter, and

@@ -22,7 +22,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
@@ -32,6 +32,7 @@ use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
 use url::Url;
 
+use super::web::{escape_html, page_response, redirect_to, usable_redirect};
 use super::{
     Endpoint, PartnerPaths, RabobankOptions, Shared, bearer_token, bump, is_form, lock,
     unique_fields,
@@ -388,63 +389,6 @@ fn error_page(status: StatusCode, message: &str) -> Response {
         message = escape_html(message),
     );
     page_response(status, page)
-}
-
-fn page_response(status: StatusCode, page: String) -> Response {
-    (
-        status,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            // The bank bans apps that embed its authorization page; refusing to be framed is
-            // how a browser enforces that.
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
-        ],
-        Html(page),
-    )
-        .into_response()
-}
-
-fn escape_html(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
-}
-
-/// `redirect_uri` with the given parameters added to whatever query it already has.
-/// `url` form-encodes them, as RFC 6749 Appendix B asks.
-fn redirect_to(mut target: Url, params: &[(&str, &str)]) -> Response {
-    target.query_pairs_mut().extend_pairs(params);
-    (
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, target.as_str()),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-    )
-        .into_response()
-}
-
-/// An absolute http(s) URL without a fragment (RFC 6749 §3.1.2), or why not.
-fn usable_redirect(uri: &str) -> Result<Url, String> {
-    let url =
-        Url::parse(uri).map_err(|error| format!("{uri:?} is not an absolute URL: {error}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{uri:?} is not an http or https URL."));
-    }
-    if url.fragment().is_some() {
-        return Err(format!("{uri:?} has a fragment, which RFC 6749 forbids."));
-    }
-    Ok(url)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+mod linking;
+
+pub use linking::{CUSTOMER_PASSWORD, LinkableCustomer};
+
 use super::{
     Endpoint, PartnerPaths, SandboxOptions, Shared, TokenStore, bearer_token, bump, is_form, lock,
     unique_fields,
@@ -49,6 +53,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             "/rabot/partner/v1/customers/{customer_number}/contracts",
             get(list_contracts),
         )
+        .merge(linking::routes())
 }
 
 /// Where this partner's paths lie, for the gate.
@@ -384,6 +389,8 @@ pub(super) struct Rabot {
     token_lifetime: Duration,
     pub(super) tokens: TokenStore,
     customers: Mutex<Customers>,
+    /// Customer links waiting for the customer, by the `state` in their authorization URL.
+    links: Mutex<HashMap<String, linking::PendingLink>>,
 }
 
 enum ContractPage {
@@ -396,6 +403,8 @@ struct Customers {
     list: Vec<Customer>,
     /// Position in `list` by customer number, rebuilt when a customer is removed.
     index: HashMap<String, usize>,
+    /// Customers of the platform the partner cannot see (no relation to it) until they link.
+    hidden: Vec<Customer>,
 }
 
 struct Customer {
@@ -425,10 +434,11 @@ impl Customer {
 }
 
 impl Customers {
-    fn new(list: Vec<Customer>) -> Self {
+    fn new((list, hidden): (Vec<Customer>, Vec<Customer>)) -> Self {
         let mut customers = Self {
             list,
             index: HashMap::new(),
+            hidden,
         };
         customers.reindex();
         customers
@@ -461,6 +471,7 @@ impl Rabot {
             token_lifetime: options.token_lifetime,
             tokens: TokenStore::default(),
             customers: Mutex::new(Customers::new(generate_customers(options))),
+            links: Mutex::new(HashMap::new()),
         }
     }
 
@@ -772,14 +783,18 @@ struct Holder {
     business_name: Option<&'static str>,
 }
 
-fn generate_customers(options: &SandboxOptions) -> Vec<Customer> {
+/// The customers the partner sees, then the hidden ones that can link (`linkable_customers`).
+fn generate_customers(options: &SandboxOptions) -> (Vec<Customer>, Vec<Customer>) {
     let count = options.customers.min(MAX_CUSTOMERS);
+    let total = count + options.linkable_customers.min(linking::MAX_LINKABLE);
     let external_base = Prng::new(options.seed, u64::MAX).below(900_000) as usize;
     let mut taken_numbers = HashSet::with_capacity(count);
     let mut previous_external: Option<String> = None;
-    let mut customers = Vec::with_capacity(count);
+    let mut customers = Vec::with_capacity(total);
 
-    for index in 0..count {
+    for index in 0..total {
+        // A linkable customer logs in with its e-mail address and has no relation to us yet.
+        let linkable = index >= count;
         let mut rng = Prng::new(options.seed, stream(index, 0));
         let number = loop {
             let candidate = rng.between(10_000_000, 99_999_999);
@@ -789,14 +804,16 @@ fn generate_customers(options: &SandboxOptions) -> Vec<Customer> {
         };
         let (first_name, first_ascii) = rng.pick(&FIRST_NAMES);
         let (last_name, last_ascii) = rng.pick(&LAST_NAMES);
-        let email = if rng.percent(10) {
+        let email = if rng.percent(10) && !linkable {
             None
         } else {
             let domain = rng.pick(&MAIL_DOMAINS);
             Some(format!("{first_ascii}.{last_ascii}.{}@{domain}", index + 1))
         };
         // Some customers share their predecessor's external id, so a filter can match two.
-        let external = if index % 10 == 3 && previous_external.is_some() {
+        let external = if linkable {
+            None
+        } else if index % 10 == 3 && previous_external.is_some() {
             previous_external.clone()
         } else if rng.percent(10) {
             None
@@ -805,7 +822,9 @@ fn generate_customers(options: &SandboxOptions) -> Vec<Customer> {
         };
         previous_external.clone_from(&external);
         let business_name = rng.percent(12).then(|| rng.pick(&BUSINESS_NAMES));
-        let relations: &[&str] = if index % 7 == 6 {
+        let relations: &[&str] = if linkable {
+            &[]
+        } else if index % 7 == 6 {
             &["Linked"]
         } else if index % 11 == 5 {
             &["Owner", "Affiliate"]
@@ -826,8 +845,9 @@ fn generate_customers(options: &SandboxOptions) -> Vec<Customer> {
             "createdAt": created_at,
         });
 
-        let heavy =
-            options.heavy_customer_every > 0 && (index + 1) % options.heavy_customer_every == 0;
+        let heavy = !linkable
+            && options.heavy_customer_every > 0
+            && (index + 1) % options.heavy_customer_every == 0;
         let contract_count = if heavy {
             options.heavy_contracts
         } else {
@@ -848,7 +868,8 @@ fn generate_customers(options: &SandboxOptions) -> Vec<Customer> {
             contracts,
         });
     }
-    customers
+    let hidden = customers.split_off(count);
+    (customers, hidden)
 }
 
 fn generate_contract(seed: u64, customer_index: usize, slot: usize, holder: Holder) -> Value {
@@ -1480,7 +1501,7 @@ mod tests {
 
     #[test]
     fn generated_data_has_the_documented_shape() {
-        let customers = generate_customers(&SandboxOptions {
+        let (customers, _) = generate_customers(&SandboxOptions {
             customers: 300,
             heavy_customer_every: 0,
             ..SandboxOptions::default()

@@ -25,7 +25,12 @@ pub async fn create(
     body: Result<Json<LinkSpec>, JsonRejection>,
 ) -> Response {
     let expected = state.admin_token.expose_secret();
-    let Some(links) = state.partners.borrow().rabot.clone().filter(|_| !expected.is_empty())
+    let Some(links) = state
+        .partners
+        .borrow()
+        .rabot
+        .clone()
+        .filter(|_| !expected.is_empty())
     else {
         return problem(
             StatusCode::NOT_FOUND,
@@ -33,7 +38,10 @@ pub async fn create(
         );
     };
     if !bearer_matches(&headers, expected) {
-        let mut response = problem(StatusCode::UNAUTHORIZED, "a valid admin bearer token is required");
+        let mut response = problem(
+            StatusCode::UNAUTHORIZED,
+            "a valid admin bearer token is required",
+        );
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -16,9 +16,9 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use secrecy::SecretString;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 

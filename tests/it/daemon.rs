@@ -8,6 +8,41 @@ use partner_sync::sandbox::SandboxOptions;
 use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
+/// A schedule that never fires during a test.
+pub const NEVER: &str = "0 0 0 1 1 *";
+
+/// A port nothing listens on right now, for a daemon whose public URL must be known up front.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until the daemon logged `needle` (it is ready for signals once "daemon running").
+pub async fn wait_for_log(log: &std::path::Path, needle: &str, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// SIGTERM, then the daemon must exit 0 within 15 s.
+pub async fn stop(mut daemon: Child) {
+    sigterm(&daemon);
+    let (_, status) = wait_exit(&mut daemon, Duration::from_secs(15))
+        .await
+        .expect("stops after SIGTERM");
+    assert!(status.success());
+}
 
 pub fn spawn_daemon(env: Vec<(String, String)>, log: &std::path::Path) -> Child {
     let log = std::fs::File::create(log).unwrap();

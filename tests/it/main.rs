@@ -5,6 +5,7 @@ mod common;
 mod daemon;
 mod hostile_api;
 mod http_stack;
+mod links;
 mod operations;
 mod ops_http;
 pub mod rabobank;

@@ -2,16 +2,14 @@
 //! through NOTIFY, and two daemons sharing one database.
 
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use partner_sync::sandbox::SandboxOptions;
 
 use crate::common::*;
-use crate::daemon::{sigterm, spawn_daemon, wait_exit, wait_for};
+use crate::daemon::{NEVER, free_port, spawn_daemon, stop, wait_for, wait_for_log};
 
 const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
-/// A schedule that never fires during a test.
-const NEVER: &str = "0 0 0 1 1 *";
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
@@ -25,29 +23,6 @@ fn quiet_env(sandbox: &partner_sync::sandbox::Sandbox, db: &TestDb) -> Vec<(Stri
     let mut env = sandbox_env(sandbox, &db.url);
     env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), NEVER.into()));
     env
-}
-
-/// Waits until the daemon logged `needle` (it is ready for signals once "daemon running").
-async fn wait_for_log(log: &std::path::Path, needle: &str, limit: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains(needle)
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-async fn stop(mut daemon: Child) {
-    sigterm(&daemon);
-    let (_, status) = wait_exit(&mut daemon, Duration::from_secs(15))
-        .await
-        .expect("stops after SIGTERM");
-    assert!(status.success());
 }
 
 #[tokio::test]
@@ -326,13 +301,6 @@ async fn a_replica_killed_mid_run_leaves_the_other_able_to_run_the_job() {
 }
 
 /// Picks a port that is free now, for a daemon whose public URL must be known before it starts.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn sighup_can_enable_a_partner_and_its_callback() {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use partner_sync::metrics as m;
 use partner_sync::sandbox::Fault;
-use partner_sync::server::{self, ServerState};
+use partner_sync::server::{self, Partners, ServerState};
 use partner_sync::store::runs::RunStatus;
 use reqwest::StatusCode;
 use sqlx::PgPool;
@@ -40,7 +40,10 @@ async fn serve(pool: PgPool, stuck_after: Duration) -> Server {
     let stop = CancellationToken::new();
     let state = ServerState {
         pool,
-        rabobank: tokio::sync::watch::channel(None).1,
+        partners: tokio::sync::watch::channel(Partners::default()).1,
+        control: tokio::sync::mpsc::channel(1).0,
+        admin_token: Default::default(),
+        link_done_url: String::new(),
         metrics: m::install(),
         stuck_after,
     };

@@ -10,7 +10,7 @@ use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
 use partner_sync::grants::{RabobankGrants, RefreshError, RefreshNeed};
 use partner_sync::jobs::rabobank_rotation::RabobankRotation;
 use partner_sync::sandbox::{Fault, Sandbox, SandboxOptions};
-use partner_sync::server::{self, ServerState};
+use partner_sync::server::{self, Partners, ServerState};
 use partner_sync::settings::Settings;
 use partner_sync::store::runs::{RunCounts, RunStatus};
 use reqwest::StatusCode;
@@ -109,7 +109,14 @@ impl Bank {
         let stop = CancellationToken::new();
         let state = ServerState {
             pool: db.pool.clone(),
-            rabobank: tokio::sync::watch::channel(Some(grants.clone())).1,
+            partners: tokio::sync::watch::channel(Partners {
+                rabobank: Some(grants.clone()),
+                rabot: None,
+            })
+            .1,
+            control: tokio::sync::mpsc::channel(1).0,
+            admin_token: Default::default(),
+            link_done_url: String::new(),
             metrics: partner_sync::metrics::install(),
             stuck_after: settings.daemon.stuck_after,
         };
