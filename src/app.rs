@@ -53,7 +53,8 @@ impl JobSet {
     ) -> anyhow::Result<Self> {
         let dispatcher = Dispatcher::new(pool, jobs, settings.daemon.shutdown_grace);
         let schedule = Schedule::start(
-            jobs.iter().map(|j| (j.job.name(), j.schedule.clone())),
+            jobs.iter()
+                .filter_map(|j| Some((j.job.name(), j.schedule.clone()?))),
             dispatcher.clone(),
             pool.clone(),
         )
@@ -142,7 +143,7 @@ pub async fn run_daemon(
     let mut settings = settings;
     let mut current = JobSet::start(&settings, &jobs, &pool, &tracker, &shutdown).await?;
     if settings.daemon.run_on_start {
-        current.dispatch_all(TriggerCause::Startup, |_| true);
+        current.dispatch_all(TriggerCause::Startup, JobName::is_scheduled);
     }
     tracing::info!(jobs = jobs.len(), "daemon running");
 

@@ -62,7 +62,7 @@ pub enum Command {
     /// Ask the running daemon(s) to run jobs now, through Postgres NOTIFY: exactly one replica
     /// runs each job. Without JOBs: every mirror job.
     Resync {
-        /// Job names: rabot_mirror, rabobank_token_rotation.
+        /// Job names: rabot_mirror, rabot_link_mirror, rabobank_token_rotation.
         #[arg(value_parser = parse_job)]
         jobs: Vec<JobName>,
         /// Wait for the runs and print their counts; exit 1 unless all succeeded.

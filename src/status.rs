@@ -36,10 +36,11 @@ pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, 
     let jobs = JobName::ALL
         .iter()
         .map(|&job| {
-            let schedule = schedule_of(settings, job);
+            let enabled = is_enabled(settings, job);
+            let schedule = schedule_of(settings, job).filter(|_| job.is_scheduled());
             JobStatus {
                 job: job.as_str(),
-                enabled: schedule.is_some(),
+                enabled,
                 next_run_at: schedule.as_deref().and_then(|expression| {
                     parse_cron(expression)
                         .ok()?
@@ -58,18 +59,19 @@ pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, 
     })
 }
 
+fn is_enabled(settings: &Settings, job: JobName) -> bool {
+    match job {
+        JobName::RabotMirror | JobName::RabotLinkMirror => settings.rabot.enabled,
+        JobName::RabobankTokenRotation => settings.rabobank.enabled,
+    }
+}
+
 /// The job's cron expression when the settings enable it.
 fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
-    match job {
-        JobName::RabotMirror | JobName::RabotLinkMirror => settings
-            .rabot
-            .enabled
-            .then(|| settings.rabot.schedule.clone()),
-        JobName::RabobankTokenRotation => settings
-            .rabobank
-            .enabled
-            .then(|| settings.rabobank.schedule.clone()),
-    }
+    is_enabled(settings, job).then(|| match job {
+        JobName::RabotMirror | JobName::RabotLinkMirror => settings.rabot.schedule.clone(),
+        JobName::RabobankTokenRotation => settings.rabobank.schedule.clone(),
+    })
 }
 
 impl StatusReport {

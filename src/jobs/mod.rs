@@ -43,9 +43,15 @@ impl JobName {
         Self::ALL.iter().copied().find(|job| job.as_str() == name)
     }
 
-    /// Jobs that copy partner data (SIGUSR1 and a bare `resync` run these).
+    /// Jobs that copy partner data on a schedule (SIGUSR1, a bare `resync` and
+    /// `daemon.run_on_start` run these).
     pub fn is_mirror(self) -> bool {
-        matches!(self, JobName::RabotMirror | JobName::RabotLinkMirror)
+        matches!(self, JobName::RabotMirror)
+    }
+
+    /// Jobs with a cron schedule; the others run only when an event asks (a completed link).
+    pub fn is_scheduled(self) -> bool {
+        !matches!(self, JobName::RabotLinkMirror)
     }
 
     pub fn partner(self) -> &'static str {
@@ -101,11 +107,11 @@ pub trait Job: Send + Sync {
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>>;
 }
 
-/// A job with the cron expression that triggers it.
+/// A job with the cron expression that triggers it; `None` for a job only events trigger.
 #[derive(Clone)]
 pub struct ScheduledJob {
     pub job: Arc<dyn Job>,
-    pub schedule: String,
+    pub schedule: Option<String>,
 }
 
 /// The jobs the settings enable. `rabobank` is the grant keeper the daemon's callback also
@@ -123,16 +129,16 @@ pub fn registry(
                 settings,
                 rabot.client().clone(),
             )),
-            schedule: settings.rabot.schedule.clone(),
+            schedule: Some(settings.rabot.schedule.clone()),
         });
-        // Triggered by each completed link; its schedule only catches up links whose trigger
-        // was lost (a replica stopped, or the job was busy elsewhere).
+        // Triggered by each completed link, never by the clock: the scheduled mirror catches
+        // up links whose trigger was lost (a replica stopped, or the job was busy elsewhere).
         jobs.push(ScheduledJob {
             job: Arc::new(rabot_mirror::RabotMirror::newly_linked(
                 settings,
                 rabot.client().clone(),
             )),
-            schedule: settings.rabot.schedule.clone(),
+            schedule: None,
         });
     }
     if let Some(grants) = rabobank {
@@ -141,7 +147,7 @@ pub fn registry(
                 settings,
                 grants.clone(),
             )),
-            schedule: settings.rabobank.schedule.clone(),
+            schedule: Some(settings.rabobank.schedule.clone()),
         });
     }
     Ok(jobs)

@@ -64,11 +64,14 @@ impl RabotMirror {
         let requests_before = self.client.requests_sent();
         let result = match &self.coverage {
             Coverage::Configured(external_ids) => {
-                let mut result = Ok(());
-                for scope in configured_scopes(ctx, external_ids).await? {
-                    result = self.run_scope_logged(ctx, scope, requests_before).await;
-                    if result.is_err() {
-                        break;
+                // Customers whose link trigger was lost are caught up first.
+                let mut result = self.run_newly_linked(ctx, requests_before).await;
+                if result.is_ok() {
+                    for scope in configured_scopes(ctx, external_ids).await? {
+                        result = self.run_scope_logged(ctx, scope, requests_before).await;
+                        if result.is_err() {
+                            break;
+                        }
                     }
                 }
                 result
