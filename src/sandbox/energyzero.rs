@@ -814,7 +814,13 @@ impl Energyzero {
             ));
         };
         let mut value = user.record.clone();
-        value[CONTRACTS_KEY] = Value::Array(user.contracts.clone());
+        // Records are generated as objects and no handle edits them, so this always matches.
+        if let Value::Object(fields) = &mut value {
+            fields.insert(
+                CONTRACTS_KEY.to_owned(),
+                Value::Array(user.contracts.clone()),
+            );
+        }
         Ok(value)
     }
 
