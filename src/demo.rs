@@ -1,5 +1,7 @@
 //! `partner-sync demo`: the whole RABOT mirror against the built-in sandbox and a real
-//! database, with a progress line on a terminal and a summary at the end.
+//! database, with a progress line on a terminal and a summary at the end; then a customer links
+//! (the sandbox's login page approved by a scripted browser, the redirect served by the daemon's
+//! own HTTP server) and is mirrored at once.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -9,11 +11,18 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
 use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
 use crate::jobs::rabot_mirror::RabotMirror;
+use crate::links::{LinkSpec, RabotLinks};
 use crate::sandbox::{self, SandboxOptions};
+use crate::server::{self, Partners, ServerState};
 use crate::settings::{Settings, mask_url_password};
 use crate::store::runs::{RunCounts, RunStatus};
 use crate::{app, store};
@@ -33,6 +42,9 @@ pub async fn run(
     let sandbox = sandbox::start(options.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     point_at_sandbox(&mut settings, &sandbox, &options);
 
+    // The daemon's HTTP server receives the customer-link redirect, as in production.
+    let (listener, address) = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    settings.server.public_url = format!("http://{address}");
     store::create_database_if_missing(&settings.database).await?;
     let pool = app::open_database(&settings).await?;
     println!(
@@ -41,7 +53,9 @@ pub async fn run(
         mask_url_password(settings.database.url.expose_secret())
     );
 
-    let job = std::sync::Arc::new(RabotMirror::new(&settings)?);
+    let links = RabotLinks::from_settings(&settings)?
+        .ok_or_else(|| anyhow::anyhow!("the demo enables RABOT"))?;
+    let job = Arc::new(RabotMirror::scheduled(&settings, links.client().clone()));
     let runner = JobRunner::new(job, pool.clone(), settings.daemon.shutdown_grace);
     let shutdown = CancellationToken::new();
     signals::spawn_shutdown_handler(shutdown.clone())?;
@@ -53,6 +67,13 @@ pub async fn run(
     let elapsed = started.elapsed();
     display.abort();
     let _ = display.await;
+    let linked = match outcome {
+        Ok(RunOutcome::Finished {
+            status: RunStatus::Succeeded,
+            ..
+        }) => Some(link_a_customer(&settings, &sandbox, &pool, listener, links, &shutdown).await?),
+        _ => None,
+    };
     sandbox.shutdown().await;
 
     let RunOutcome::Finished {
@@ -83,6 +104,9 @@ pub async fn run(
             mirrored_contracts
         )
     );
+    if let Some(linked) = linked {
+        println!("{linked}");
+    }
     match (status, error) {
         (RunStatus::Succeeded, _) => Ok(()),
         (_, error) => anyhow::bail!(
@@ -91,6 +115,112 @@ pub async fn run(
             error.unwrap_or_default()
         ),
     }
+}
+
+/// Links one of the sandbox's hidden customers end to end and mirrors it: the link is created
+/// at the sandbox, a scripted browser logs in and approves on its page and follows the redirect
+/// to this process's HTTP server, whose handler records the link and asks for the link mirror.
+async fn link_a_customer(
+    settings: &Settings,
+    sandbox: &sandbox::Sandbox,
+    pool: &PgPool,
+    listener: tokio::net::TcpListener,
+    links: Arc<RabotLinks>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<String> {
+    let customer = sandbox
+        .rabot_linkable_customers()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the sandbox has no customer left to link"))?;
+    let (control_tx, mut control) = mpsc::channel(4);
+    let state = ServerState {
+        pool: pool.clone(),
+        partners: watch::channel(Partners {
+            rabobank: None,
+            rabot: Some(links.clone()),
+        })
+        .1,
+        control: control_tx,
+        admin_token: SecretString::from(String::new()),
+        link_done_url: String::new(),
+        metrics: crate::metrics::install(),
+        stuck_after: settings.daemon.stuck_after,
+    };
+    let stop_server = shutdown.child_token();
+    let served = tokio::spawn(server::serve(listener, state, stop_server.clone()));
+
+    let external_id = format!("DEMO-LINK-{}", customer.customer_number);
+    let link = links
+        .begin(
+            pool,
+            LinkSpec {
+                external_id: external_id.clone(),
+                auth_as: None,
+                sign_up_url: None,
+            },
+        )
+        .await?;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()?;
+    let state = link
+        .authorization_url
+        .query_pairs()
+        .find(|(name, _)| name == "state")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    let login_url = link.authorization_url.join(link.authorization_url.path())?;
+    let landed = browser
+        .post(login_url)
+        .form(&[
+            ("state", state.as_str()),
+            ("username", customer.email.as_str()),
+            ("password", sandbox::RABOT_CUSTOMER_PASSWORD),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await?;
+    anyhow::ensure!(
+        landed.status().is_success(),
+        "the link redirect answered {}",
+        landed.status()
+    );
+    // The redirect handler asks the daemon's control loop for the link mirror; here that is us.
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), control.recv())
+        .await
+        .map_err(|_| anyhow::anyhow!("the link redirect did not ask for the link mirror"))?;
+    let job = Arc::new(RabotMirror::newly_linked(settings, links.client().clone()));
+    let runner = JobRunner::new(job, pool.clone(), settings.daemon.shutdown_grace);
+    let (counts, _) = watch::channel(RunCounts::default());
+    let outcome = runner
+        .run_once(TriggerCause::Link, shutdown, counts)
+        .await?;
+    stop_server.cancel();
+    let _ = served.await;
+    let RunOutcome::Finished { run_id, status, .. } = outcome else {
+        anyhow::bail!("another partner-sync is running the link mirror on this database");
+    };
+    let contracts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mirror.rabot_contracts k JOIN mirror.rabot_customers c
+             USING (customer_number) WHERE c.external_id = $1",
+    )
+    .bind(&external_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(format!(
+        "  linked     customer {} approved on the sandbox's login page as {external_id}; \
+run {run_id} of rabot_link_mirror {} {contracts} contracts {:.1?} after the redirect
+             (sync.customer_links, `partner-sync links`)",
+        customer.customer_number,
+        if status == RunStatus::Succeeded {
+            "mirrored"
+        } else {
+            "failed to mirror"
+        },
+        started.elapsed(),
+    ))
 }
 
 /// The demo's RABOT settings: the sandbox's URLs and credentials, and a rate the sandbox
