@@ -68,6 +68,10 @@ fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
             .rabobank
             .enabled
             .then(|| settings.rabobank.schedule.clone()),
+        JobName::EnergyzeroMirror => settings
+            .energyzero
+            .enabled
+            .then(|| settings.energyzero.schedule.clone()),
     }
 }
 
