@@ -89,7 +89,7 @@ fn enabled_jobs(
     let jobs = jobs::registry(settings, rabobank.as_ref())?;
     anyhow::ensure!(
         !jobs.is_empty(),
-        "no partner is enabled: set rabot.enabled or rabobank.enabled to true \
+        "no partner is enabled: set rabot.enabled, rabobank.enabled or energyzero.enabled to true \
          (e.g. PARTNER_SYNC__RABOT__ENABLED=true)"
     );
     Ok((rabobank, jobs))

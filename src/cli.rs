@@ -61,7 +61,7 @@ pub enum Command {
     /// Ask the running daemon(s) to run jobs now, through Postgres NOTIFY: exactly one replica
     /// runs each job. Without JOBs: every mirror job.
     Resync {
-        /// Job names: rabot_mirror, rabobank_token_rotation.
+        /// Job names: rabot_mirror, rabobank_token_rotation, energyzero_mirror.
         #[arg(value_parser = parse_job)]
         jobs: Vec<JobName>,
         /// Wait for the runs and print their counts; exit 1 unless all succeeded.
@@ -128,12 +128,14 @@ fn parse_label(text: &str) -> Result<String, String> {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SyncTarget {
     Rabot,
+    Energyzero,
 }
 
 impl SyncTarget {
     fn job(self) -> JobName {
         match self {
             SyncTarget::Rabot => JobName::RabotMirror,
+            SyncTarget::Energyzero => JobName::EnergyzeroMirror,
         }
     }
 }

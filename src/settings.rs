@@ -274,8 +274,16 @@ impl Settings {
         let energyzero = &mut self.energyzero;
         energyzero.client_id = energyzero.client_id.trim().to_owned();
         // "openid  offline " and "openid offline" ask for the same thing.
-        energyzero.scope = energyzero.scope.split_whitespace().collect::<Vec<_>>().join(" ");
-        energyzero.auth_base_url = energyzero.auth_base_url.trim().trim_end_matches('/').to_owned();
+        energyzero.scope = energyzero
+            .scope
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        energyzero.auth_base_url = energyzero
+            .auth_base_url
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
         energyzero.customer_api_url = energyzero.customer_api_url.trim().to_owned();
         // Empty means "derived", and the derived value is what check-config shows.
         let public_url = self.server.public_url.trim_end_matches('/').to_owned();

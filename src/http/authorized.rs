@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::ExposeSecret;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::token_cache::{AuthError, TokenCache};
@@ -53,16 +54,33 @@ impl AuthorizedHttp {
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, url: &url::Url) -> Result<T, ApiError> {
-        let response = self.send(Method::GET, url).await?;
+        let response = self.send(Method::GET, url, |r| r).await?;
         Ok(self.http.json(&Method::GET, url, response).await?)
     }
 
-    async fn send(&self, method: Method, url: &url::Url) -> Result<reqwest::Response, ApiError> {
+    /// POSTs `body` as JSON (a GraphQL query, say) and reads a JSON answer.
+    pub async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        url: &url::Url,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let response = self.send(Method::POST, url, |r| r.json(body)).await?;
+        Ok(self.http.json(&Method::POST, url, response).await?)
+    }
+
+    /// A bearer-authenticated request built by `build` (called once per attempt); returns the
+    /// successful answer unread, for callers that need its headers.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &url::Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<reqwest::Response, ApiError> {
         let token = self.tokens.token().await?;
         let first = self
             .http
             .send(method.clone(), url, |r| {
-                r.bearer_auth(token.secret().expose_secret())
+                build(r).bearer_auth(token.secret().expose_secret())
             })
             .await;
         let result = match first {
@@ -72,7 +90,7 @@ impl AuthorizedHttp {
                 let token = self.tokens.token().await?;
                 self.http
                     .send(method, url, |r| {
-                        r.bearer_auth(token.secret().expose_secret())
+                        build(r).bearer_auth(token.secret().expose_secret())
                     })
                     .await
             }

@@ -1,6 +1,7 @@
 //! Jobs: one file per job, each a fetch → map → store pass that reports its counts.
 //! The [`registry`] decides which jobs the settings enable and on what schedule.
 
+pub mod energyzero_mirror;
 pub mod rabobank_rotation;
 pub mod rabot_mirror;
 
@@ -20,15 +21,21 @@ use crate::store::runs::RunCounts;
 pub enum JobName {
     RabotMirror,
     RabobankTokenRotation,
+    EnergyzeroMirror,
 }
 
 impl JobName {
-    pub const ALL: &[JobName] = &[JobName::RabotMirror, JobName::RabobankTokenRotation];
+    pub const ALL: &[JobName] = &[
+        JobName::RabotMirror,
+        JobName::RabobankTokenRotation,
+        JobName::EnergyzeroMirror,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobName::RabotMirror => "rabot_mirror",
             JobName::RabobankTokenRotation => "rabobank_token_rotation",
+            JobName::EnergyzeroMirror => "energyzero_mirror",
         }
     }
 
@@ -38,13 +45,14 @@ impl JobName {
 
     /// Jobs that copy partner data (SIGUSR1 and a bare `resync` run these).
     pub fn is_mirror(self) -> bool {
-        matches!(self, JobName::RabotMirror)
+        matches!(self, JobName::RabotMirror | JobName::EnergyzeroMirror)
     }
 
     pub fn partner(self) -> &'static str {
         match self {
             JobName::RabotMirror => "rabot",
             JobName::RabobankTokenRotation => "rabobank",
+            JobName::EnergyzeroMirror => "energyzero",
         }
     }
 }
@@ -77,9 +85,27 @@ pub struct RunContext {
     pub cancel: CancellationToken,
     /// Running totals: the runner records them whatever the outcome, the demo shows progress.
     pub counts: watch::Sender<RunCounts>,
+    /// Set by a run that succeeded although some items failed: the runner records it as the
+    /// run's `error` while the status stays `succeeded`.
+    pub partial_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl RunContext {
+    /// Says, on one line, which items failed in a run that otherwise went on and succeeded.
+    pub fn report_partial_failure(&self, summary: String) {
+        *self
+            .partial_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(summary);
+    }
+
+    pub(crate) fn take_partial_failure(&self) -> Option<String> {
+        self.partial_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     pub fn check_cancelled(&self) -> Result<(), JobError> {
         if self.cancel.is_cancelled() {
             Err(JobError::Cancelled)
@@ -121,6 +147,12 @@ pub fn registry(
                 grants.clone(),
             )),
             schedule: settings.rabobank.schedule.clone(),
+        });
+    }
+    if settings.energyzero.enabled {
+        jobs.push(ScheduledJob {
+            job: Arc::new(energyzero_mirror::EnergyzeroMirror::new(settings)?),
+            schedule: settings.energyzero.schedule.clone(),
         });
     }
     Ok(jobs)
