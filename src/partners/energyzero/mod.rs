@@ -341,8 +341,9 @@ async fn read_issued_token(
 /// `Bearer <jwt>` or a bare `<jwt>`; None when empty.
 fn bearer_value(value: &str) -> Option<String> {
     let value = value.trim();
-    let token = match value.get(..7) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => value[7..].trim(),
+    let token = match value.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ if value.eq_ignore_ascii_case("bearer") => "",
         _ => value,
     };
     (!token.is_empty()).then(|| token.to_owned())
