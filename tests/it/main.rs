@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod daemon;
+mod energyzero;
 mod hostile_api;
 mod http_stack;
 mod operations;
