@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use partner_sync::jobs::energyzero_mirror::EnergyzeroMirror;
-use partner_sync::jobs::{self, JobName};
 use partner_sync::sandbox::{Sandbox, SandboxOptions};
 use partner_sync::settings::Settings;
 use partner_sync::store::runs::{RunCounts, RunStatus};
@@ -493,90 +492,6 @@ async fn users_added_to_the_subjects_table_are_mirrored_with_those_in_settings()
     assert_eq!(mirrored, expected);
     assert_eq!(sandbox.energyzero_stats().impersonations, 3, "user 1 once");
     assert_eq!(counts.inserted, counts.fetched);
-}
-
-#[test]
-fn settings_have_the_documented_defaults_and_validation_names_the_key() {
-    let defaults = Settings::load_from(None, Vec::new()).expect("defaults are valid");
-    let ez = &defaults.energyzero;
-    assert!(!ez.enabled);
-    assert_eq!(ez.scope, "openid offline");
-    assert_eq!(ez.auth_base_url, "https://auth.api.energyzero.nl");
-    assert_eq!(ez.customer_api_url, "https://customer.api.energyzero.nl");
-    assert_eq!((ez.requests_per_second, ez.burst), (5.0, 5));
-    assert_eq!(ez.schedule, "0 */30 * * * *");
-    assert!(ez.user_ids.is_empty());
-
-    let enabled = |extra: &[(&str, &str)]| {
-        let mut env: Vec<(String, String)> = [
-            ("PARTNER_SYNC__ENERGYZERO__ENABLED", "true"),
-            ("PARTNER_SYNC__ENERGYZERO__CLIENT_ID", "client"),
-            ("PARTNER_SYNC__ENERGYZERO__CLIENT_SECRET", "s3cr3t-value"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Settings::load_from(None, env)
-    };
-    let ok = enabled(&[("PARTNER_SYNC__ENERGYZERO__USER_IDS", " u-1, u-2,,u-1 ")])
-        .expect("valid settings");
-    assert_eq!(ok.energyzero.user_ids, vec!["u-1", "u-2"]);
-    // Enabling EnergyZero alone gives the daemon a job to run.
-    let names: Vec<JobName> = jobs::registry(&ok, None)
-        .unwrap()
-        .iter()
-        .map(|j| j.job.name())
-        .collect();
-    assert_eq!(names, vec![JobName::EnergyzeroMirror]);
-    assert!(JobName::EnergyzeroMirror.is_mirror());
-    assert_eq!(
-        JobName::parse("energyzero_mirror"),
-        Some(JobName::EnergyzeroMirror)
-    );
-
-    let cases: &[(&str, &str, &str)] = &[
-        (
-            "PARTNER_SYNC__ENERGYZERO__AUTH_BASE_URL",
-            "not a url",
-            "energyzero.auth_base_url",
-        ),
-        (
-            "PARTNER_SYNC__ENERGYZERO__CUSTOMER_API_URL",
-            "ftp://x/graphql",
-            "energyzero.customer_api_url",
-        ),
-        (
-            "PARTNER_SYNC__ENERGYZERO__CLIENT_ID",
-            " ",
-            "energyzero.client_id",
-        ),
-        (
-            "PARTNER_SYNC__ENERGYZERO__CLIENT_SECRET",
-            "",
-            "energyzero.client_secret",
-        ),
-        ("PARTNER_SYNC__ENERGYZERO__SCOPE", "  ", "energyzero.scope"),
-        (
-            "PARTNER_SYNC__ENERGYZERO__REQUESTS_PER_SECOND",
-            "0",
-            "energyzero.requests_per_second",
-        ),
-        ("PARTNER_SYNC__ENERGYZERO__BURST", "0", "energyzero.burst"),
-        (
-            "PARTNER_SYNC__ENERGYZERO__SCHEDULE",
-            "0 * * * *",
-            "energyzero.schedule",
-        ),
-    ];
-    for (key, value, named) in cases {
-        let error = enabled(&[(key, value)]).unwrap_err().to_string();
-        assert!(error.contains(named), "{key}={value}: {error}");
-        assert!(!error.contains("s3cr3t-value"));
-    }
-    // The secret is masked in check-config's rendering.
-    let masked = ok.to_masked_toml();
-    assert!(!masked.contains("s3cr3t-value") && masked.contains("[energyzero]"));
 }
 
 #[tokio::test]
