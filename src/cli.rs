@@ -278,11 +278,18 @@ async fn resync(
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     let jobs: Vec<JobName> = if jobs.is_empty() {
-        JobName::ALL
-            .iter()
-            .copied()
-            .filter(|j| j.is_mirror())
-            .collect()
+        // The mirror jobs these settings enable: waiting for one no daemon runs would only
+        // time out. Settings that enable none (a bare ops shell) still ask for every mirror.
+        let mirrors = JobName::ALL.iter().copied().filter(|j| j.is_mirror());
+        let enabled: Vec<JobName> = mirrors
+            .clone()
+            .filter(|&j| jobs::schedule_of(settings, j).is_some())
+            .collect();
+        if enabled.is_empty() {
+            mirrors.collect()
+        } else {
+            enabled
+        }
     } else {
         jobs
     };

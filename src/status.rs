@@ -35,7 +35,7 @@ pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, 
     let jobs = JobName::ALL
         .iter()
         .map(|&job| {
-            let schedule = schedule_of(settings, job);
+            let schedule = crate::jobs::schedule_of(settings, job);
             JobStatus {
                 job: job.as_str(),
                 enabled: schedule.is_some(),
@@ -55,24 +55,6 @@ pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, 
         grants: grants::list(pool).await?,
         recent_failures: runs::recent_failures(pool, RECENT_FAILURES).await?,
     })
-}
-
-/// The job's cron expression when the settings enable it.
-fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
-    match job {
-        JobName::RabotMirror => settings
-            .rabot
-            .enabled
-            .then(|| settings.rabot.schedule.clone()),
-        JobName::RabobankTokenRotation => settings
-            .rabobank
-            .enabled
-            .then(|| settings.rabobank.schedule.clone()),
-        JobName::EnergyzeroMirror => settings
-            .energyzero
-            .enabled
-            .then(|| settings.energyzero.schedule.clone()),
-    }
 }
 
 impl StatusReport {

@@ -120,6 +120,24 @@ pub trait Job: Send + Sync {
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>>;
 }
 
+/// The job's cron expression when the settings enable it.
+pub fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
+    match job {
+        JobName::RabotMirror => settings
+            .rabot
+            .enabled
+            .then(|| settings.rabot.schedule.clone()),
+        JobName::RabobankTokenRotation => settings
+            .rabobank
+            .enabled
+            .then(|| settings.rabobank.schedule.clone()),
+        JobName::EnergyzeroMirror => settings
+            .energyzero
+            .enabled
+            .then(|| settings.energyzero.schedule.clone()),
+    }
+}
+
 /// A job with the cron expression that triggers it.
 #[derive(Clone)]
 pub struct ScheduledJob {
