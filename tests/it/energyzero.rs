@@ -301,20 +301,21 @@ async fn a_resync_writes_nothing_unchanged_and_applies_changes_and_removals() {
 #[tokio::test]
 async fn the_partner_token_is_renewed_once_across_a_run_longer_than_its_lifetime() {
     let db = TestDb::new().await;
-    let mut options = ez_sandbox(6);
+    let mut options = ez_sandbox(12);
     options.energyzero.partner_token_lifetime = Duration::from_secs(2);
     options.latency = Duration::from_millis(500);
     let sandbox = start_sandbox(options).await;
     let all = sandbox.energyzero_user_ids();
-    // The two heavy users (3 pages each) and two ordinary ones take the four slots; the fifth
-    // user waits for a slot, ~4 requests × 500 ms later: after the 2 s token is due for
-    // renewal (80 % of its life), so exactly one renewal happens, for its impersonation.
+    // The four heavy users (3, 6, 9, 12: impersonation + 3 pages, ~2 s) take the four slots
+    // at ~0.5 s, while the first token is fresh; the fifth user waits for a slot until ~2.5 s,
+    // after the 2 s token fell due for renewal (at 80 % of its life, ≤ 1.6 s). So exactly one
+    // renewal happens, for that impersonation, and no request needs a third token.
     let users = vec![
         all[2].clone(),
         all[5].clone(),
+        all[8].clone(),
+        all[11].clone(),
         all[0].clone(),
-        all[1].clone(),
-        all[3].clone(),
     ];
     let started = std::time::Instant::now();
     let (status, counts, error) =
