@@ -193,3 +193,19 @@ async fn odd_token_answers_are_read_and_broken_pagination_fails_the_user_not_loo
     assert_eq!(variables[1], json!({"first": 50, "after": "same"}));
     assert_eq!(client.partner_tokens().token_requests(), 1);
 }
+
+#[test]
+fn the_daemon_without_partners_names_energyzero_enabled_among_the_switches() {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"));
+    command.arg("run").env_remove("DATABASE_URL");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PARTNER_SYNC")) {
+        command.env_remove(key);
+    }
+    let out = command
+        .env("PARTNER_SYNC__SERVER__LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("energyzero.enabled"), "{stderr}");
+}
