@@ -9,9 +9,11 @@
 //! only has to classify its paths and render its own error body: added latency, the enforced
 //! rate limit, injected faults, random 503s and the counters.
 
+mod energyzero;
 mod rabobank;
 mod rabot;
 
+pub use energyzero::EnergyzeroStats;
 pub use rabobank::{RabobankGrantView, RabobankStats};
 
 use std::collections::{HashMap, VecDeque};
@@ -19,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use axum::Router;
@@ -86,6 +88,9 @@ pub struct SandboxOptions {
     /// inline in the CLI's command enum, which must stay small.
     #[command(flatten)]
     pub rabobank: Box<RabobankOptions>,
+    /// The simulated EnergyZero identity provider and customer API, boxed for the same reason.
+    #[command(flatten)]
+    pub energyzero: Box<EnergyzeroOptions>,
 }
 
 /// The `--rabobank-*` options. Argument ids carry the prefix too, as clap needs them unique
@@ -166,6 +171,88 @@ pub struct RabobankOptions {
     pub standard_oauth: bool,
 }
 
+/// The `--energyzero-*` options, with prefixed argument ids like `RabobankOptions`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnergyzeroOptions {
+    /// Client id the EnergyZero token endpoint accepts
+    #[arg(
+        id = "energyzero_client_id",
+        value_name = "CLIENT_ID",
+        long = "energyzero-client-id",
+        default_value = "sandbox-ez-client"
+    )]
+    pub client_id: String,
+    /// Client secret the EnergyZero token endpoint accepts
+    #[arg(
+        id = "energyzero_client_secret",
+        value_name = "CLIENT_SECRET",
+        long = "energyzero-client-secret",
+        default_value = "sandbox-ez-secret"
+    )]
+    pub client_secret: String,
+    /// EnergyZero partner-token lifetime, humantime (whole seconds: the JWT's exp has no finer resolution)
+    #[arg(
+        id = "energyzero_partner_token_lifetime",
+        value_name = "LIFETIME",
+        long = "energyzero-partner-token-lifetime",
+        value_parser = humantime::parse_duration,
+        default_value = "5m"
+    )]
+    pub partner_token_lifetime: Duration,
+    /// EnergyZero user-token (impersonation) lifetime, humantime; expires_in announces one second less
+    #[arg(
+        id = "energyzero_user_token_lifetime",
+        value_name = "LIFETIME",
+        long = "energyzero-user-token-lifetime",
+        value_parser = humantime::parse_duration,
+        default_value = "1h"
+    )]
+    pub user_token_lifetime: Duration,
+    /// Number of generated EnergyZero users
+    #[arg(
+        id = "energyzero_users",
+        value_name = "USERS",
+        long = "energyzero-users",
+        default_value_t = 6
+    )]
+    pub users: usize,
+    /// Contracts of every 3rd EnergyZero user (users 3, 6, ...); the others have 2
+    #[arg(
+        id = "energyzero_heavy_contracts",
+        value_name = "CONTRACTS",
+        long = "energyzero-heavy-contracts",
+        default_value_t = 23
+    )]
+    pub heavy_contracts: usize,
+    /// Most contracts one GraphQL page holds, whatever `first` asks for
+    #[arg(
+        id = "energyzero_page_cap",
+        value_name = "CONTRACTS",
+        long = "energyzero-page-cap",
+        default_value_t = 10
+    )]
+    pub page_cap: usize,
+    /// Also answer a partner-token request with a JSON body (access_token, expires_in, ...);
+    /// by default the token comes only in the Authorization response header
+    #[arg(id = "energyzero_token_body", long = "energyzero-token-body")]
+    pub token_body: bool,
+}
+
+impl Default for EnergyzeroOptions {
+    fn default() -> Self {
+        Self {
+            client_id: "sandbox-ez-client".to_owned(),
+            client_secret: "sandbox-ez-secret".to_owned(),
+            partner_token_lifetime: Duration::from_secs(300),
+            user_token_lifetime: Duration::from_secs(3600),
+            users: 6,
+            heavy_contracts: 23,
+            page_cap: 10,
+            token_body: false,
+        }
+    }
+}
+
 impl Default for RabobankOptions {
     fn default() -> Self {
         Self {
@@ -205,6 +292,7 @@ impl Default for SandboxOptions {
             error_rate: 0.0,
             latency: Duration::ZERO,
             rabobank: Box::default(),
+            energyzero: Box::default(),
         }
     }
 }
@@ -260,6 +348,7 @@ pub async fn start(options: SandboxOptions, listen: SocketAddr) -> anyhow::Resul
         bail!("a sandbox rate-limit burst needs a rate limit");
     }
     let rabobank = rabobank::Rabobank::new(&options.rabobank)?;
+    let energyzero = energyzero::Energyzero::new(&options.energyzero, options.seed)?;
     let limiter = options.rate_limit.map(|rate| {
         let burst = options.rate_limit_burst.unwrap_or(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
@@ -271,12 +360,14 @@ pub async fn start(options: SandboxOptions, listen: SocketAddr) -> anyhow::Resul
         limiter,
         rabot: rabot::Rabot::generate(&options),
         rabobank,
+        energyzero,
         options,
     });
 
     let app = Router::new()
         .merge(rabot::routes())
         .merge(rabobank::routes())
+        .merge(energyzero::routes())
         .fallback(unknown_endpoint)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
         .with_state(shared.clone());
@@ -361,6 +452,9 @@ impl Sandbox {
         let bank = &self.shared.rabobank;
         let bank_oauth_url = self.rabobank_oauth_base_url();
         let bank_consent_url = self.rabobank_consent_api_base_url();
+        let ez_auth_url = self.energyzero_auth_base_url();
+        let ez_customer_url = self.energyzero_customer_api_url();
+        let ez_user_ids = self.energyzero_user_ids();
         format!(
             "partner sandbox listening on {base}\n\
              \n\
@@ -380,6 +474,13 @@ impl Sandbox {
              \x20 scopes:           {bank_scopes_spaced}\n\
              \x20 redirect URI:     {bank_redirect}\n\
              \n\
+             EnergyZero\n\
+             \x20 auth base URL:    {ez_auth_url}\n\
+             \x20 customer API URL: {ez_customer_url}\n\
+             \x20 client id:        {ez_client_id}\n\
+             \x20 client secret:    {ez_client_secret}\n\
+             \x20 users:            {ez_user_ids_spaced}\n\
+             \n\
              Environment for partner-sync:\n\
              PARTNER_SYNC__RABOT__ENABLED=true\n\
              PARTNER_SYNC__RABOT__TOKEN_URL={token_url}\n\
@@ -393,6 +494,12 @@ impl Sandbox {
              PARTNER_SYNC__RABOBANK__CLIENT_SECRET={bank_client_secret}\n\
              PARTNER_SYNC__RABOBANK__SCOPES={bank_scopes_listed}\n\
              PARTNER_SYNC__RABOBANK__CONSENT_API_BASE_URL={bank_consent_url}\n\
+             PARTNER_SYNC__ENERGYZERO__ENABLED=true\n\
+             PARTNER_SYNC__ENERGYZERO__AUTH_BASE_URL={ez_auth_url}\n\
+             PARTNER_SYNC__ENERGYZERO__CUSTOMER_API_URL={ez_customer_url}\n\
+             PARTNER_SYNC__ENERGYZERO__CLIENT_ID={ez_client_id}\n\
+             PARTNER_SYNC__ENERGYZERO__CLIENT_SECRET={ez_client_secret}\n\
+             PARTNER_SYNC__ENERGYZERO__USER_IDS={ez_user_ids_listed}\n\
              # PARTNER_SYNC__SECURITY__TOKEN_KEY needs 32 random bytes in base64 (openssl rand -base64 32)\n",
             base = self.base_url(),
             client_id = options.client_id,
@@ -408,6 +515,10 @@ impl Sandbox {
             bank_redirect = bank
                 .registered_redirect_uri()
                 .unwrap_or("none registered: pass redirect_uri to /authorize"),
+            ez_client_id = options.energyzero.client_id,
+            ez_client_secret = options.energyzero.client_secret,
+            ez_user_ids_spaced = ez_user_ids.join(" "),
+            ez_user_ids_listed = ez_user_ids.join(","),
         )
     }
 
@@ -454,6 +565,70 @@ impl Sandbox {
     /// Every Rabobank code, access token and refresh token ever issued, oldest first.
     pub fn rabobank_secrets(&self) -> Vec<String> {
         self.shared.rabobank.secrets()
+    }
+
+    /// "{base_url}/energyzero/auth": the identity provider, with `/oauth2/token` (partner
+    /// token) and `/v1/auth/impersonate` (user token) under it.
+    pub fn energyzero_auth_base_url(&self) -> String {
+        format!("{}{}", self.base_url(), energyzero::AUTH_BASE_PATH)
+    }
+
+    /// "{base_url}/energyzero/customer": the GraphQL endpoint itself; queries are POSTed to it.
+    pub fn energyzero_customer_api_url(&self) -> String {
+        format!("{}{}", self.base_url(), energyzero::CUSTOMER_API_PATH)
+    }
+
+    /// Current EnergyZero users, in order.
+    pub fn energyzero_user_ids(&self) -> Vec<String> {
+        self.shared.energyzero.user_ids()
+    }
+
+    /// The user's contracts in the order the API pages them; empty for an unknown user.
+    pub fn energyzero_contract_ids(&self, user_id: &str) -> Vec<String> {
+        self.shared.energyzero.contract_ids(user_id)
+    }
+
+    /// Edits the stored JSON object of one contract (the schema's field names); false if it
+    /// does not exist.
+    pub fn energyzero_update_contract(
+        &self,
+        user_id: &str,
+        contract_id: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> bool {
+        self.shared
+            .energyzero
+            .update_contract(user_id, contract_id, edit)
+    }
+
+    pub fn energyzero_remove_contract(&self, user_id: &str, contract_id: &str) -> bool {
+        self.shared.energyzero.remove_contract(user_id, contract_id)
+    }
+
+    /// Removes a user: tokens issued for it keep working, but `me` answers NOT_FOUND and
+    /// impersonating it answers 403. False if it does not exist.
+    pub fn energyzero_remove_user(&self, user_id: &str) -> bool {
+        self.shared.energyzero.remove_user(user_id)
+    }
+
+    /// Impersonating this user answers 403 insufficient_permissions from now on.
+    pub fn energyzero_forbid_impersonation(&self, user_id: &str) {
+        self.shared.energyzero.forbid_impersonation(user_id);
+    }
+
+    /// `me` answers a GraphQL error with code INTERNAL for this user from now on.
+    pub fn energyzero_fail_user(&self, user_id: &str) {
+        self.shared.energyzero.fail_user(user_id);
+    }
+
+    /// What the EnergyZero identity provider and customer API have counted so far.
+    pub fn energyzero_stats(&self) -> EnergyzeroStats {
+        self.shared.energyzero.stats()
+    }
+
+    /// Every EnergyZero partner and user JWT ever issued, oldest first.
+    pub fn energyzero_issued_tokens(&self) -> Vec<String> {
+        self.shared.energyzero.issued_tokens()
     }
 
     /// Queues a fault; queued faults are matched in FIFO order against incoming requests.
@@ -527,6 +702,7 @@ struct Shared {
     limiter: Option<DefaultDirectRateLimiter>,
     rabot: rabot::Rabot,
     rabobank: rabobank::Rabobank,
+    energyzero: energyzero::Energyzero,
 }
 
 impl Shared {
@@ -609,6 +785,7 @@ enum Endpoint {
 struct Route {
     endpoint: Endpoint,
     reject: fn(Endpoint, StatusCode, &str) -> Response,
+    count_request: Option<fn(&Shared, Endpoint)>,
 }
 
 /// Where one partner's surface lies: everything under `prefix`, its token endpoint (POST) and
@@ -618,6 +795,9 @@ struct PartnerPaths {
     token: &'static str,
     api_base: &'static str,
     reject: fn(Endpoint, StatusCode, &str) -> Response,
+    /// For a partner that keeps its own request counters: called for every request the gate
+    /// sees, so that requests the gate itself answers (429, faults, 503) are counted too.
+    count_request: Option<fn(&Shared, Endpoint)>,
 }
 
 impl PartnerPaths {
@@ -634,6 +814,7 @@ impl PartnerPaths {
         Some(Route {
             endpoint,
             reject: self.reject,
+            count_request: self.count_request,
         })
     }
 }
@@ -644,7 +825,7 @@ fn is_under(path: &str, prefix: &str) -> bool {
 }
 
 fn classify(method: &Method, path: &str) -> Option<Route> {
-    [&rabot::PATHS, &rabobank::PATHS]
+    [&rabot::PATHS, &rabobank::PATHS, &energyzero::PATHS]
         .into_iter()
         .find_map(|partner| partner.classify(method, path))
 }
@@ -666,6 +847,11 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         Some(Endpoint::Token) => bump(&shared.counters.token_requests),
         Some(Endpoint::Api) => bump(&shared.counters.api_requests),
         Some(Endpoint::Other) | None => {}
+    }
+    if let Some((count_request, endpoint)) =
+        route.and_then(|route| Some((route.count_request?, route.endpoint)))
+    {
+        count_request(&shared, endpoint);
     }
 
     let latency = shared.latency();
@@ -723,55 +909,72 @@ async fn unknown_endpoint(method: Method, uri: Uri) -> Response {
     )
 }
 
-/// Access tokens issued by one simulated authorization server.
-#[derive(Default)]
-struct TokenStore {
-    ledger: Mutex<TokenLedger>,
+/// Access tokens issued by one simulated authorization server, each with what it grants
+/// (`G`: RABOT's scopes, EnergyZero's partner or user).
+struct TokenStore<G = Vec<String>> {
+    ledger: Mutex<TokenLedger<G>>,
 }
 
-#[derive(Default)]
-struct TokenLedger {
+struct TokenLedger<G> {
     /// Tokens that may still be valid, by value.
-    live: HashMap<String, IssuedToken>,
+    live: HashMap<String, IssuedToken<G>>,
     /// Every token ever issued, so tests can search logs for any of them.
     history: Vec<String>,
 }
 
-struct IssuedToken {
+struct IssuedToken<G> {
     /// None when the lifetime is too long to represent: such a token never expires.
     expires_at: Option<Instant>,
-    scopes: Vec<String>,
+    grant: G,
 }
 
-impl TokenStore {
-    fn issue(&self, scopes: Vec<String>, lifetime: Duration) -> String {
+// Hand-written because a derive would demand `G: Default`, which no grant needs.
+impl<G> Default for TokenStore<G> {
+    fn default() -> Self {
+        Self {
+            ledger: Mutex::new(TokenLedger {
+                live: HashMap::new(),
+                history: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl<G: Clone> TokenStore<G> {
+    /// A fresh opaque token of 48 alphanumerics.
+    fn issue(&self, grant: G, lifetime: Duration) -> String {
         let token: String = rand::rng()
             .sample_iter(Alphanumeric)
             .take(48)
             .map(char::from)
             .collect();
+        self.record(token.clone(), grant, lifetime);
+        token
+    }
+
+    /// Remembers a token minted elsewhere (a JWT, say) as valid for `lifetime` from now.
+    fn record(&self, token: String, grant: G, lifetime: Duration) {
         let now = Instant::now();
         let mut ledger = lock(&self.ledger);
         // Pruning here keeps a long demo's memory flat without a background task.
         ledger.live.retain(|_, issued| issued.is_valid_at(now));
+        ledger.history.push(token.clone());
         ledger.live.insert(
-            token.clone(),
+            token,
             IssuedToken {
                 expires_at: now.checked_add(lifetime),
-                scopes,
+                grant,
             },
         );
-        ledger.history.push(token.clone());
-        token
     }
 
-    /// Scopes of a token that is known, unexpired and not revoked.
-    fn scopes_of(&self, token: &str) -> Option<Vec<String>> {
+    /// What a known, unexpired and unrevoked token grants.
+    fn grant_of(&self, token: &str) -> Option<G> {
         let ledger = lock(&self.ledger);
         let issued = ledger.live.get(token)?;
         issued
             .is_valid_at(Instant::now())
-            .then(|| issued.scopes.clone())
+            .then(|| issued.grant.clone())
     }
 
     fn revoke_all(&self) {
@@ -783,9 +986,74 @@ impl TokenStore {
     }
 }
 
-impl IssuedToken {
+impl<G> IssuedToken<G> {
     fn is_valid_at(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|expires_at| now < expires_at)
+    }
+}
+
+/// An error from a token endpoint, in the RFC 6749 §5.2 shape every partner's OAuth server uses.
+#[derive(Debug)]
+struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    /// WWW-Authenticate challenge, for the answers RFC 6749 and RFC 6750 give one.
+    challenge: Option<&'static str>,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            description: description.into(),
+            challenge: None,
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    fn with_challenge(self, challenge: &'static str) -> Self {
+        Self {
+            challenge: Some(challenge),
+            ..self
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body =
+            serde_json::json!({ "error": self.error, "error_description": self.description });
+        let mut response = (
+            self.status,
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(body),
+        )
+            .into_response();
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+}
+
+/// The RFC 6749 error code of an answer the gate or the fallback gives on an OAuth endpoint:
+/// a client's OAuth library only understands those codes there, whatever went wrong.
+fn oauth_error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            "temporarily_unavailable"
+        }
+        StatusCode::UNAUTHORIZED => "invalid_client",
+        status if status.is_server_error() => "server_error",
+        _ => "invalid_request",
     }
 }
 
@@ -793,27 +1061,37 @@ impl IssuedToken {
 /// a repeated `offset` or `redirect_uri` is a client bug worth surfacing, so a repeat is
 /// `Err(name)`.
 fn unique_fields(input: &[u8]) -> Result<HashMap<String, String>, String> {
+    collect_unique_fields(
+        url::form_urlencoded::parse(input)
+            .map(|(name, value)| (name.into_owned(), value.into_owned())),
+    )
+}
+
+/// `unique_fields` for fields that arrive some other way (multipart parts, say).
+fn collect_unique_fields(
+    pairs: impl IntoIterator<Item = (String, String)>,
+) -> Result<HashMap<String, String>, String> {
     let mut fields = HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(input) {
-        if fields
-            .insert(name.to_string(), value.into_owned())
-            .is_some()
-        {
-            return Err(name.into_owned());
+    for (name, value) in pairs {
+        if fields.contains_key(&name) {
+            return Err(name);
         }
+        fields.insert(name, value);
     }
     Ok(fields)
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
+    has_media_type(headers, "application/x-www-form-urlencoded")
+}
+
+/// Whether the Content-Type names `media_type`, whatever its parameters (charset, boundary).
+fn has_media_type(headers: &HeaderMap, media_type: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
-        .is_some_and(|mime| {
-            mime.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case(media_type))
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -832,6 +1110,95 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn duration_to_nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic data. Every partner draws its generated data from `Prng` streams keyed by the
+// seed and the record's position, so the same options give byte-identical JSON.
+
+/// SplitMix64: tiny and fully specified, so a seed yields the same data on every platform and
+/// with every version of the rand crate (whose StdRng promises neither).
+struct Prng(u64);
+
+impl Prng {
+    fn new(seed: u64, stream: u64) -> Self {
+        Self(mix(seed ^ mix(stream)))
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(self.0)
+    }
+
+    /// Uniform enough below `bound` (the modulo bias is irrelevant for test data).
+    fn below(&mut self, bound: u32) -> u32 {
+        if bound == 0 {
+            0
+        } else {
+            (self.next_u64() % u64::from(bound)) as u32
+        }
+    }
+
+    fn between(&mut self, low: u32, high: u32) -> u32 {
+        low + self.below(high.saturating_sub(low).saturating_add(1))
+    }
+
+    fn percent(&mut self, chance: u32) -> bool {
+        self.below(100) < chance
+    }
+
+    /// `items` are the constant tables below, never empty.
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u32) as usize]
+    }
+
+    fn digits(&mut self, count: usize) -> String {
+        (0..count)
+            .map(|_| char::from(b'0' + self.below(10) as u8))
+            .collect()
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// "YYYY-MM-DDThh:mm:ssZ" within the given years.
+fn timestamp(rng: &mut Prng, first_year: u32, last_year: u32) -> String {
+    let year = rng.between(first_year, last_year);
+    let month = rng.between(1, 12);
+    let day = rng.between(1, 28);
+    let (hour, minute, second) = (rng.below(24), rng.below(60), rng.below(60));
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+}
+
+fn date(year: u32, month: u32, day: u32) -> String {
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// `(year, month)` with month 1..=12, moved `months` ahead.
+fn add_months((year, month): (u32, u32), months: u32) -> (u32, u32) {
+    let zero_based = year * 12 + (month - 1) + months;
+    (zero_based / 12, zero_based % 12 + 1)
+}
+
+fn last_day_of((year, month): (u32, u32)) -> String {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    date(year, month, days)
 }
 
 #[cfg(test)]

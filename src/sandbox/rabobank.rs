@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use axum::body::Bytes;
@@ -33,8 +33,8 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::{
-    Endpoint, PartnerPaths, RabobankOptions, Shared, bearer_token, bump, is_form, lock,
-    unique_fields,
+    Endpoint, OAuthError, PartnerPaths, RabobankOptions, Shared, bearer_token, bump, is_form, lock,
+    oauth_error_code, unique_fields, unix_now,
 };
 
 pub(super) const OAUTH_BASE_PATH: &str = "/rabobank/oauth2";
@@ -72,6 +72,7 @@ pub(super) const PATHS: PartnerPaths = PartnerPaths {
     token: TOKEN_PATH,
     api_base: CONSENT_API_BASE_PATH,
     reject: rejection,
+    count_request: None,
 };
 
 /// The bank's answer when the gate (rate limit, injected fault, random error) or the fallback
@@ -81,19 +82,12 @@ fn rejection(endpoint: Endpoint, status: StatusCode, message: &str) -> Response 
         // A client's OAuth library only understands RFC 6749 error bodies from the token
         // endpoint, whatever went wrong.
         Endpoint::Token => {
-            let error = if matches!(
-                status,
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-            ) {
-                "temporarily_unavailable"
-            } else if status.is_server_error() {
-                "server_error"
-            } else if status == StatusCode::UNAUTHORIZED {
-                "invalid_client"
+            let answer = OAuthError::new(status, oauth_error_code(status), message);
+            if status == StatusCode::UNAUTHORIZED {
+                answer.with_challenge(BASIC_CHALLENGE).into_response()
             } else {
-                "invalid_request"
-            };
-            OAuthError::new(status, error, message).into_response()
+                answer.into_response()
+            }
         }
         Endpoint::Api => ApiError::new(status, message).into_response(),
         // The authorize endpoint is looked at by a person in a browser.
@@ -104,34 +98,15 @@ fn rejection(endpoint: Endpoint, status: StatusCode, message: &str) -> Response 
 // ---------------------------------------------------------------------------------------------
 // Error answers.
 
-/// An error from the token endpoint, in the RFC 6749 §5.2 shape the docs show.
-#[derive(Debug)]
-struct OAuthError {
-    status: StatusCode,
-    error: &'static str,
-    description: String,
-}
-
+/// The bank's own token-endpoint errors; the shape is the RFC 6749 §5.2 one the docs show.
 impl OAuthError {
-    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        Self {
-            status,
-            error,
-            description: description.into(),
-        }
-    }
-
-    /// The docs list 400 for a missing or wrong grant_type as well as for malformed requests.
-    fn invalid_request(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
-    }
-
     fn invalid_client() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "Client authentication failed: send Authorization: Basic base64(client_id:client_secret).",
         )
+        .with_challenge(BASIC_CHALLENGE)
     }
 
     /// The docs answer a bad authorization code with 400 ...
@@ -142,25 +117,6 @@ impl OAuthError {
     /// ... but a bad refresh token with 401.
     fn invalid_refresh(description: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_grant", description)
-    }
-}
-
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        let body = json!({ "error": self.error, "error_description": self.description });
-        let mut response = (
-            self.status,
-            [(header::CACHE_CONTROL, "no-store")],
-            Json(body),
-        )
-            .into_response();
-        if self.error == "invalid_client" {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(BASIC_CHALLENGE),
-            );
-        }
-        response
     }
 }
 
@@ -1202,12 +1158,6 @@ fn random_secret(min: usize, max: usize) -> String {
         .take(length)
         .map(char::from)
         .collect()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }
 
 /// A Rabobank IBAN (NLkk RABO + 10 digits) with correct ISO 13616 check digits, so a client

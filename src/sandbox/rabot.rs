@@ -18,7 +18,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::{
-    Endpoint, PartnerPaths, SandboxOptions, Shared, TokenStore, bearer_token, bump, is_form, lock,
+    Endpoint, OAuthError, PartnerPaths, Prng, SandboxOptions, Shared, TokenStore, add_months,
+    bearer_token, bump, date, is_form, last_day_of, lock, oauth_error_code, timestamp,
     unique_fields,
 };
 
@@ -57,6 +58,7 @@ pub(super) const PATHS: PartnerPaths = PartnerPaths {
     token: TOKEN_PATH,
     api_base: API_BASE_PATH,
     reject: rejection,
+    count_request: None,
 };
 
 fn rejection(endpoint: Endpoint, status: StatusCode, message: &str) -> Response {
@@ -64,17 +66,7 @@ fn rejection(endpoint: Endpoint, status: StatusCode, message: &str) -> Response 
         // The token endpoint belongs to an OAuth server, not to the partner API, so its errors
         // take the RFC 6749 shape rather than the API envelope.
         Endpoint::Token => {
-            let error = if matches!(
-                status,
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-            ) {
-                "temporarily_unavailable"
-            } else if status.is_server_error() {
-                "server_error"
-            } else {
-                "invalid_request"
-            };
-            OAuthError::new(status, error, message).into_response()
+            OAuthError::new(status, oauth_error_code(status), message).into_response()
         }
         Endpoint::Api | Endpoint::Other => {
             let code = match status {
@@ -89,39 +81,6 @@ fn rejection(endpoint: Endpoint, status: StatusCode, message: &str) -> Response 
             };
             ApiError::new(status, code, message).into_response()
         }
-    }
-}
-
-/// An error from the token endpoint, in the RFC 6749 shape.
-struct OAuthError {
-    status: StatusCode,
-    error: &'static str,
-    description: String,
-}
-
-impl OAuthError {
-    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        Self {
-            status,
-            error,
-            description: description.into(),
-        }
-    }
-
-    fn invalid_request(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
-    }
-}
-
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        let body = json!({ "error": self.error, "error_description": self.description });
-        (
-            self.status,
-            [(header::CACHE_CONTROL, "no-store")],
-            Json(body),
-        )
-            .into_response()
     }
 }
 
@@ -272,7 +231,7 @@ async fn issue_token(
 
 /// The scopes of the request's bearer token, which must include `api:partner`.
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
-    let Some(scopes) = bearer_token(headers).and_then(|token| shared.rabot.tokens.scopes_of(token))
+    let Some(scopes) = bearer_token(headers).and_then(|token| shared.rabot.tokens.grant_of(token))
     else {
         bump(&shared.counters.unauthorized);
         return Err(ApiError::unauthorized());
@@ -600,55 +559,6 @@ impl Rabot {
 // Data generation. Everything below draws from `Prng` streams keyed by the seed and the
 // customer's (and contract's) position, so the same options give byte-identical JSON, and
 // adding customers leaves the earlier ones unchanged.
-
-/// SplitMix64: tiny and fully specified, so a seed yields the same data on every platform and
-/// with every version of the rand crate (whose StdRng promises neither).
-struct Prng(u64);
-
-impl Prng {
-    fn new(seed: u64, stream: u64) -> Self {
-        Self(mix(seed ^ mix(stream)))
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    /// Uniform enough below `bound` (the modulo bias is irrelevant for test data).
-    fn below(&mut self, bound: u32) -> u32 {
-        if bound == 0 {
-            0
-        } else {
-            (self.next_u64() % u64::from(bound)) as u32
-        }
-    }
-
-    fn between(&mut self, low: u32, high: u32) -> u32 {
-        low + self.below(high.saturating_sub(low).saturating_add(1))
-    }
-
-    fn percent(&mut self, chance: u32) -> bool {
-        self.below(100) < chance
-    }
-
-    /// `items` are the constant tables below, never empty.
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u32) as usize]
-    }
-
-    fn digits(&mut self, count: usize) -> String {
-        (0..count)
-            .map(|_| char::from(b'0' + self.below(10) as u8))
-            .collect()
-    }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The stream of one customer (`slot` 0) or of its contract number `slot`.
 fn stream(customer_index: usize, slot: usize) -> u64 {
@@ -1053,35 +963,6 @@ fn malo_identifier(rng: &mut Prng) -> String {
         })
         .sum();
     format!("{body}{}", (10 - sum % 10) % 10)
-}
-
-fn timestamp(rng: &mut Prng, first_year: u32, last_year: u32) -> String {
-    let year = rng.between(first_year, last_year);
-    let month = rng.between(1, 12);
-    let day = rng.between(1, 28);
-    let (hour, minute, second) = (rng.below(24), rng.below(60), rng.below(60));
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
-}
-
-fn date(year: u32, month: u32, day: u32) -> String {
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-/// `(year, month)` with month 1..=12, moved `months` ahead.
-fn add_months((year, month): (u32, u32), months: u32) -> (u32, u32) {
-    let zero_based = year * 12 + (month - 1) + months;
-    (zero_based / 12, zero_based % 12 + 1)
-}
-
-fn last_day_of((year, month): (u32, u32)) -> String {
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    date(year, month, days)
 }
 
 #[cfg(test)]
