@@ -14,6 +14,7 @@ use futures::stream::{self, StreamExt};
 use tracing::Instrument;
 
 use super::{Job, JobError, JobName, RunContext};
+use crate::http::one_line;
 use crate::partners::energyzero::{EnergyzeroClient, EnergyzeroError};
 use crate::settings::Settings;
 use crate::store::energyzero as store;
@@ -92,7 +93,8 @@ impl EnergyzeroMirror {
                 // transactions roll back.
                 Err(UserFailure::Run(error)) => return Err(error),
                 Err(UserFailure::User(error)) => {
-                    let reason = format!("{error:#}");
+                    // One line: it goes into a log field, a table and the run's summary.
+                    let reason = one_line(&format!("{error:#}"));
                     tracing::warn!(%user_id, error = %reason, "user not mirrored");
                     ctx.counts.send_modify(|c| c.failed += 1);
                     runs::record_failure(&ctx.pool, ctx.run_id, &user_id, &reason).await?;
@@ -106,12 +108,13 @@ impl EnergyzeroMirror {
         if failures.is_empty() {
             return Ok(());
         }
-        let summary = format!(
+        // Cut to a readable length; every reason is whole in sync.run_failures.
+        let summary = one_line(&format!(
             "{} of {} users failed: {}",
             failures.len(),
             users.len(),
             failures.join("; ")
-        );
+        ));
         if failures.len() == users.len() {
             Err(JobError::Failed(anyhow::anyhow!(summary)))
         } else {

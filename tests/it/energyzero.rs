@@ -207,6 +207,29 @@ async fn a_pass_mirrors_users_and_every_page_of_contracts_into_typed_columns() {
         .await,
         contracts.len() as i64
     );
+    // Finance's role reads the new tables and view, and still nothing in `sync`.
+    let mut conn = db.pool.acquire().await.unwrap();
+    sqlx::query("SET ROLE partner_sync_reader")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mirror.energyzero_current_contracts
+          WHERE user_id IN (SELECT user_id FROM mirror.energyzero_users)
+            AND contract_id IN (SELECT contract_id FROM mirror.energyzero_contracts_versions)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(live, contracts.len() as i64);
+    let denied = sqlx::query("SELECT count(*) FROM sync.energyzero_subjects")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+    drop(conn);
+
     let (run_status, run_failed, run_error): (String, i64, Option<String>) =
         sqlx::query_as("SELECT status, failed, error FROM sync.runs ORDER BY id DESC LIMIT 1")
             .fetch_one(&db.pool)
