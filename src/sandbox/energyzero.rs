@@ -274,8 +274,8 @@ async fn token_form(request: Request) -> Result<HashMap<String, String>, OAuthEr
 
 /// Whether `requested` names exactly the granted scopes, in any order.
 fn is_granted_scope(requested: &str) -> bool {
-    let scopes = |text: &'static str| text.split_whitespace().collect::<BTreeSet<_>>();
-    requested.split_whitespace().collect::<BTreeSet<_>>() == scopes(GRANTED_SCOPE)
+    let granted: BTreeSet<&str> = GRANTED_SCOPE.split_whitespace().collect();
+    requested.split_whitespace().collect::<BTreeSet<_>>() == granted
 }
 
 /// The JSON body the docs show for a user token, also sent for a partner token when asked.
@@ -291,7 +291,7 @@ fn token_body(token: &str, lifetime: Duration) -> Value {
 
 fn add_token_headers(response: &mut Response, token: &str) {
     let headers = response.headers_mut();
-    // A JWT is base64url and dots, always a valid header value; the fallback never happens.
+    // A JWT is base64url and dots, always a valid header value, so the `Err` arm never occurs.
     if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
         headers.insert(header::AUTHORIZATION, value);
     }
@@ -814,7 +814,13 @@ impl Energyzero {
             ));
         };
         let mut value = user.record.clone();
-        value[CONTRACTS_KEY] = Value::Array(user.contracts.clone());
+        // Records are generated as objects and no handle edits them, so this always matches.
+        if let Value::Object(fields) = &mut value {
+            fields.insert(
+                CONTRACTS_KEY.to_owned(),
+                Value::Array(user.contracts.clone()),
+            );
+        }
         Ok(value)
     }
 
@@ -1837,6 +1843,43 @@ mod tests {
                     .iter()
                     .all(|phase| CONTRACT_PHASES.contains(&phase.as_str()))
         );
+    }
+
+    #[tokio::test]
+    async fn describe_prints_the_energyzero_environment() {
+        let sandbox = started(with_energyzero(|options| options.users = 2)).await;
+        let description = sandbox.describe();
+        let users = sandbox.energyzero_user_ids().join(",");
+        for line in [
+            "PARTNER_SYNC__ENERGYZERO__ENABLED=true".to_owned(),
+            format!(
+                "PARTNER_SYNC__ENERGYZERO__AUTH_BASE_URL={}",
+                sandbox.energyzero_auth_base_url()
+            ),
+            format!(
+                "PARTNER_SYNC__ENERGYZERO__CUSTOMER_API_URL={}",
+                sandbox.energyzero_customer_api_url()
+            ),
+            "PARTNER_SYNC__ENERGYZERO__CLIENT_ID=sandbox-ez-client".to_owned(),
+            "PARTNER_SYNC__ENERGYZERO__CLIENT_SECRET=sandbox-ez-secret".to_owned(),
+            format!("PARTNER_SYNC__ENERGYZERO__USER_IDS={users}"),
+        ] {
+            assert!(
+                description.lines().any(|printed| printed == line),
+                "{line} missing from:\n{description}"
+            );
+        }
+        assert!(
+            sandbox
+                .energyzero_auth_base_url()
+                .ends_with("/energyzero/auth")
+        );
+        assert!(
+            sandbox
+                .energyzero_customer_api_url()
+                .ends_with("/energyzero/customer")
+        );
+        sandbox.shutdown().await;
     }
 
     #[test]

@@ -848,8 +848,11 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         Some(Endpoint::Api) => bump(&shared.counters.api_requests),
         Some(Endpoint::Other) | None => {}
     }
-    if let Some((count_request, endpoint)) =
-        route.and_then(|route| Some((route.count_request?, route.endpoint)))
+    if let Some(Route {
+        endpoint,
+        count_request: Some(count_request),
+        ..
+    }) = route
     {
         count_request(&shared, endpoint);
     }
