@@ -87,7 +87,7 @@ pub struct RunContext {
     pub counts: watch::Sender<RunCounts>,
     /// Set by a run that succeeded although some items failed: the runner records it as the
     /// run's `error` while the status stays `succeeded`.
-    pub partial_failure: std::sync::Mutex<Option<String>>,
+    pub(crate) partial_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl RunContext {
