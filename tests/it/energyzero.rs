@@ -570,3 +570,42 @@ async fn sync_energyzero_at_trace_level_logs_no_secret_or_token() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_401_renews_the_user_token_and_a_401_on_impersonation_renews_the_partner_token() {
+    use partner_sync::sandbox::Fault;
+
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(ez_sandbox(2)).await;
+    let users = sandbox.energyzero_user_ids();
+    let job = ez_job(&ez_settings(&sandbox, &db, &users, &[]));
+    assert_eq!(pass(&job, &db.pool).await.0, RunStatus::Succeeded);
+    let before = sandbox.energyzero_stats();
+    assert_eq!(
+        (
+            before.partner_tokens_issued,
+            before.impersonations,
+            before.graphql_requests
+        ),
+        (1, 2, 2)
+    );
+
+    // One GraphQL call is answered 401 (a user token revoked early): the user token is dropped
+    // and impersonation runs again, and that impersonation is answered 401 too (the partner
+    // token revoked): the partner token is renewed and the impersonation retried, once each.
+    for path in ["/energyzero/customer", "/impersonate"] {
+        sandbox.inject_fault(Fault {
+            path_contains: path.to_owned(),
+            status: 401,
+            retry_after: None,
+            times: 1,
+        });
+    }
+    let (status, counts, error) = pass(&job, &db.pool).await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    assert_eq!((counts.failed, error), (0, None));
+    let after = sandbox.energyzero_stats();
+    assert_eq!(after.partner_tokens_issued, 2, "{after:?}");
+    assert_eq!(after.impersonations, 3, "{after:?}");
+    assert_eq!(after.graphql_requests, 2 + 3, "one call retried: {after:?}");
+}
