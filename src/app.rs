@@ -101,7 +101,7 @@ fn enabled_jobs(settings: &Settings) -> anyhow::Result<Enabled> {
     )?;
     anyhow::ensure!(
         !jobs.is_empty(),
-        "no partner is enabled: set rabot.enabled or rabobank.enabled to true \
+        "no partner is enabled: set rabot.enabled, rabobank.enabled or energyzero.enabled to true \
          (e.g. PARTNER_SYNC__RABOT__ENABLED=true)"
     );
     Ok(Enabled { partners, jobs })

@@ -62,7 +62,7 @@ pub enum Command {
     /// Ask the running daemon(s) to run jobs now, through Postgres NOTIFY: exactly one replica
     /// runs each job. Without JOBs: every mirror job.
     Resync {
-        /// Job names: rabot_mirror, rabot_link_mirror, rabobank_token_rotation.
+        /// Job names: rabot_mirror, rabot_link_mirror, rabobank_token_rotation, energyzero_mirror.
         #[arg(value_parser = parse_job)]
         jobs: Vec<JobName>,
         /// Wait for the runs and print their counts; exit 1 unless all succeeded.
@@ -162,12 +162,14 @@ pub enum LinkPartner {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SyncTarget {
     Rabot,
+    Energyzero,
 }
 
 impl SyncTarget {
     fn job(self) -> JobName {
         match self {
             SyncTarget::Rabot => JobName::RabotMirror,
+            SyncTarget::Energyzero => JobName::EnergyzeroMirror,
         }
     }
 }
@@ -382,11 +384,18 @@ async fn resync(
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     let jobs: Vec<JobName> = if jobs.is_empty() {
-        JobName::ALL
-            .iter()
-            .copied()
-            .filter(|j| j.is_mirror())
-            .collect()
+        // The mirror jobs these settings enable: waiting for one no daemon runs would only
+        // time out. Settings that enable none (a bare ops shell) still ask for every mirror.
+        let mirrors = JobName::ALL.iter().copied().filter(|j| j.is_mirror());
+        let enabled: Vec<JobName> = mirrors
+            .clone()
+            .filter(|&j| jobs::is_enabled(settings, j))
+            .collect();
+        if enabled.is_empty() {
+            mirrors.collect()
+        } else {
+            enabled
+        }
     } else {
         jobs
     };

@@ -15,7 +15,12 @@ use serde::{Deserialize, Serialize, Serializer};
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "PARTNER_SYNC";
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: &[&str] = &["rabot.scopes", "rabot.external_ids", "rabobank.scopes"];
+const LIST_KEYS: &[&str] = &[
+    "rabot.scopes",
+    "rabot.external_ids",
+    "rabobank.scopes",
+    "energyzero.user_ids",
+];
 /// Where the bank sends the user back to, below `server.public_url`.
 pub const RABOBANK_CALLBACK_PATH: &str = "/oauth/rabobank/callback";
 /// Below `server.public_url`: RABOT customer links are created here (admin) and RABOT sends the
@@ -34,6 +39,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub security: SecuritySettings,
     pub rabobank: RabobankSettings,
+    pub energyzero: EnergyzeroSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -172,6 +178,24 @@ pub struct RabobankSettings {
     pub burst: u32,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EnergyzeroSettings {
+    pub enabled: bool,
+    /// Identity provider: `{auth_base_url}/oauth2/token` and `/v1/auth/impersonate`.
+    pub auth_base_url: String,
+    /// The GraphQL endpoint itself: queries are POSTed to exactly this URL.
+    pub customer_api_url: String,
+    pub client_id: String,
+    #[serde(serialize_with = "serialize_masked")]
+    pub client_secret: SecretString,
+    /// One space-separated string, sent as the `scope` form field.
+    pub scope: String,
+    pub user_ids: Vec<String>,
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub schedule: String,
+}
+
 /// A setting that cannot be used: the message names the key, so ops can find it in one read.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -247,6 +271,7 @@ impl Settings {
             &mut self.rabot.scopes,
             &mut self.rabot.external_ids,
             &mut self.rabobank.scopes,
+            &mut self.energyzero.user_ids,
         ] {
             let mut seen = std::collections::HashSet::new();
             *list = list
@@ -258,6 +283,20 @@ impl Settings {
         self.rabot.client_id = self.rabot.client_id.trim().to_owned();
         self.server.link_done_url = self.server.link_done_url.trim().to_owned();
         self.rabobank.client_id = self.rabobank.client_id.trim().to_owned();
+        let energyzero = &mut self.energyzero;
+        energyzero.client_id = energyzero.client_id.trim().to_owned();
+        // "openid  offline " and "openid offline" ask for the same thing.
+        energyzero.scope = energyzero
+            .scope
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        energyzero.auth_base_url = energyzero
+            .auth_base_url
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
+        energyzero.customer_api_url = energyzero.customer_api_url.trim().to_owned();
         // Empty means "derived", and the derived value is what check-config shows.
         let public_url = self.server.public_url.trim_end_matches('/').to_owned();
         let rabobank = &mut self.rabobank;
@@ -325,6 +364,9 @@ impl Settings {
             self.rabobank.validate()?;
             self.security.token_key_bytes()?;
         }
+        if self.energyzero.enabled {
+            self.energyzero.validate()?;
+        }
         Ok(())
     }
 
@@ -378,6 +420,52 @@ impl RabotSettings {
             ));
         }
         validate_cron("rabot.schedule", &self.schedule)
+    }
+}
+
+impl EnergyzeroSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        validate_url(
+            "energyzero.auth_base_url",
+            &self.auth_base_url,
+            &["http", "https"],
+        )?;
+        validate_url(
+            "energyzero.customer_api_url",
+            &self.customer_api_url,
+            &["http", "https"],
+        )?;
+        if self.client_id.is_empty() {
+            return Err(SettingsError::invalid(
+                "energyzero.client_id",
+                "is empty but energyzero.enabled is true",
+            ));
+        }
+        if self.client_secret.expose_secret().is_empty() {
+            return Err(SettingsError::invalid(
+                "energyzero.client_secret",
+                "is empty but energyzero.enabled is true",
+            ));
+        }
+        if self.scope.is_empty() {
+            return Err(SettingsError::invalid(
+                "energyzero.scope",
+                "is empty: EnergyZero grants \"openid offline\"",
+            ));
+        }
+        if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
+            return Err(SettingsError::invalid(
+                "energyzero.requests_per_second",
+                format!("must be greater than 0 (got {})", self.requests_per_second),
+            ));
+        }
+        if self.burst == 0 {
+            return Err(SettingsError::invalid(
+                "energyzero.burst",
+                "must be at least 1",
+            ));
+        }
+        validate_cron("energyzero.schedule", &self.schedule)
     }
 }
 

@@ -36,8 +36,8 @@ pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, 
     let jobs = JobName::ALL
         .iter()
         .map(|&job| {
-            let enabled = is_enabled(settings, job);
-            let schedule = schedule_of(settings, job).filter(|_| job.is_scheduled());
+            let enabled = crate::jobs::is_enabled(settings, job);
+            let schedule = crate::jobs::schedule_of(settings, job);
             JobStatus {
                 job: job.as_str(),
                 enabled,
@@ -56,21 +56,6 @@ pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, 
         jobs,
         grants: grants::list(pool).await?,
         recent_failures: runs::recent_failures(pool, RECENT_FAILURES).await?,
-    })
-}
-
-fn is_enabled(settings: &Settings, job: JobName) -> bool {
-    match job {
-        JobName::RabotMirror | JobName::RabotLinkMirror => settings.rabot.enabled,
-        JobName::RabobankTokenRotation => settings.rabobank.enabled,
-    }
-}
-
-/// The job's cron expression when the settings enable it.
-fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
-    is_enabled(settings, job).then(|| match job {
-        JobName::RabotMirror | JobName::RabotLinkMirror => settings.rabot.schedule.clone(),
-        JobName::RabobankTokenRotation => settings.rabobank.schedule.clone(),
     })
 }
 

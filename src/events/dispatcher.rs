@@ -170,6 +170,7 @@ impl JobRunner {
             pool: self.pool.clone(),
             cancel: cancel.clone(),
             counts,
+            partial_failure: Default::default(),
         };
         let hard_stop = async {
             cancel.cancelled().await;
@@ -195,7 +196,9 @@ impl JobRunner {
         };
         let counts = *ctx.counts.borrow();
         let (status, error) = match &result {
-            Ok(()) => (RunStatus::Succeeded, None),
+            // Items that failed within a run that went on are the run's error text; it
+            // still succeeded.
+            Ok(()) => (RunStatus::Succeeded, ctx.take_partial_failure()),
             Err(JobError::Cancelled) => (
                 RunStatus::Cancelled,
                 Some("cancelled by shutdown".to_owned()),
@@ -205,6 +208,11 @@ impl JobRunner {
         runs::finish(&self.pool, run_id, status, &counts, error.as_deref()).await?;
         crate::metrics::run_finished(self.job.name().as_str(), status, started.elapsed(), &counts);
         match &error {
+            Some(error) if status == RunStatus::Succeeded => tracing::warn!(
+                failed = counts.failed,
+                %error,
+                "run succeeded, but some items failed"
+            ),
             None => tracing::info!(
                 pages = counts.pages,
                 requests = counts.requests,

@@ -58,6 +58,7 @@ impl AuthorizedHttp {
         Ok(self.http.json(&Method::GET, url, response).await?)
     }
 
+    /// POSTs `body` as JSON (a GraphQL query, say) and reads a JSON answer.
     pub async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         url: &url::Url,
@@ -73,7 +74,9 @@ impl AuthorizedHttp {
         Ok(())
     }
 
-    async fn send(
+    /// A bearer-authenticated request built by `build` (called once per attempt); returns the
+    /// successful answer unread, for callers that need its headers.
+    pub async fn send(
         &self,
         method: Method,
         url: &url::Url,
@@ -83,7 +86,7 @@ impl AuthorizedHttp {
         let first = self
             .http
             .send(method.clone(), url, |r| {
-                build(r.bearer_auth(token.secret().expose_secret()))
+                build(r).bearer_auth(token.secret().expose_secret())
             })
             .await;
         let result = match first {
@@ -93,7 +96,7 @@ impl AuthorizedHttp {
                 let token = self.tokens.token().await?;
                 self.http
                     .send(method, url, |r| {
-                        build(r.bearer_auth(token.secret().expose_secret()))
+                        build(r).bearer_auth(token.secret().expose_secret())
                     })
                     .await
             }

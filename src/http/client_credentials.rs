@@ -12,7 +12,7 @@ use super::token_cache::{AuthError, IssuedToken, TokenSource};
 use super::{HttpError, PartnerHttp};
 
 /// Used when a token response omits `expires_in`: short, so a wrong guess costs little.
-const UNSTATED_LIFETIME: Duration = Duration::from_secs(300);
+pub const UNSTATED_LIFETIME: Duration = Duration::from_secs(300);
 
 pub struct ClientCredentials {
     pub http: PartnerHttp,
@@ -33,10 +33,12 @@ struct TokenResponse {
 }
 
 impl ClientCredentials {
-    async fn request(&self) -> Result<IssuedToken, AuthError> {
+    /// Sends the token request (credentials as form fields) and returns the successful answer
+    /// unread, for partners that hand the token out somewhere other than the standard JSON body.
+    /// Rejected credentials and scopes come back classified.
+    pub async fn send_request(&self) -> Result<reqwest::Response, AuthError> {
         let scope = self.scopes.join(" ");
-        let response = self
-            .http
+        self.http
             .send(Method::POST, &self.token_url, |request| {
                 request.form(&[
                     ("grant_type", "client_credentials"),
@@ -46,7 +48,11 @@ impl ClientCredentials {
                 ])
             })
             .await
-            .map_err(|error| self.classify(error))?;
+            .map_err(|error| self.classify(error))
+    }
+
+    async fn request(&self) -> Result<IssuedToken, AuthError> {
+        let response = self.send_request().await?;
         let body: TokenResponse = self
             .http
             .json(&Method::POST, &self.token_url, response)
@@ -59,11 +65,7 @@ impl ClientCredentials {
                 reason: "empty access_token".to_owned(),
             }));
         }
-        let expires_in = body.expires_in.and_then(|v| match v {
-            serde_json::Value::Number(n) => n.as_u64(),
-            serde_json::Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        });
+        let expires_in = body.expires_in.as_ref().and_then(expires_in_seconds);
         let lifetime = expires_in.map(Duration::from_secs).unwrap_or_else(|| {
             tracing::warn!(
                 assumed_s = UNSTATED_LIFETIME.as_secs(),
@@ -102,6 +104,16 @@ impl ClientCredentials {
         } else {
             error.into()
         }
+    }
+}
+
+/// `expires_in` as a number of seconds; some servers send it as a string, and anything
+/// unreadable counts as unstated.
+pub fn expires_in_seconds(value: &serde_json::Value) -> Option<u64> {
+    match value {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Jobs: one file per job, each a fetch → map → store pass that reports its counts.
 //! The [`registry`] decides which jobs the settings enable and on what schedule.
 
+pub mod energyzero_mirror;
 pub mod rabobank_rotation;
 pub mod rabot_mirror;
 
@@ -22,6 +23,7 @@ pub enum JobName {
     RabotMirror,
     RabotLinkMirror,
     RabobankTokenRotation,
+    EnergyzeroMirror,
 }
 
 impl JobName {
@@ -29,6 +31,7 @@ impl JobName {
         JobName::RabotMirror,
         JobName::RabotLinkMirror,
         JobName::RabobankTokenRotation,
+        JobName::EnergyzeroMirror,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl JobName {
             JobName::RabotMirror => "rabot_mirror",
             JobName::RabotLinkMirror => "rabot_link_mirror",
             JobName::RabobankTokenRotation => "rabobank_token_rotation",
+            JobName::EnergyzeroMirror => "energyzero_mirror",
         }
     }
 
@@ -46,7 +50,7 @@ impl JobName {
     /// Jobs that copy partner data on a schedule (SIGUSR1, a bare `resync` and
     /// `daemon.run_on_start` run these).
     pub fn is_mirror(self) -> bool {
-        matches!(self, JobName::RabotMirror)
+        matches!(self, JobName::RabotMirror | JobName::EnergyzeroMirror)
     }
 
     /// Jobs with a cron schedule; the others run only when an event asks (a completed link).
@@ -58,6 +62,7 @@ impl JobName {
         match self {
             JobName::RabotMirror | JobName::RabotLinkMirror => "rabot",
             JobName::RabobankTokenRotation => "rabobank",
+            JobName::EnergyzeroMirror => "energyzero",
         }
     }
 }
@@ -90,9 +95,27 @@ pub struct RunContext {
     pub cancel: CancellationToken,
     /// Running totals: the runner records them whatever the outcome, the demo shows progress.
     pub counts: watch::Sender<RunCounts>,
+    /// Set by a run that succeeded although some items failed: the runner records it as the
+    /// run's `error` while the status stays `succeeded`.
+    pub(crate) partial_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl RunContext {
+    /// Says, on one line, which items failed in a run that otherwise went on and succeeded.
+    pub fn report_partial_failure(&self, summary: String) {
+        *self
+            .partial_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(summary);
+    }
+
+    pub(crate) fn take_partial_failure(&self) -> Option<String> {
+        self.partial_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     pub fn check_cancelled(&self) -> Result<(), JobError> {
         if self.cancel.is_cancelled() {
             Err(JobError::Cancelled)
@@ -105,6 +128,28 @@ impl RunContext {
 pub trait Job: Send + Sync {
     fn name(&self) -> JobName;
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>>;
+}
+
+/// Whether the settings enable the job.
+pub fn is_enabled(settings: &Settings, job: JobName) -> bool {
+    match job {
+        JobName::RabotMirror | JobName::RabotLinkMirror => settings.rabot.enabled,
+        JobName::RabobankTokenRotation => settings.rabobank.enabled,
+        JobName::EnergyzeroMirror => settings.energyzero.enabled,
+    }
+}
+
+/// The job's cron expression when the settings enable it and it runs on a schedule.
+pub fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
+    if !is_enabled(settings, job) {
+        return None;
+    }
+    match job {
+        JobName::RabotMirror => Some(settings.rabot.schedule.clone()),
+        JobName::RabotLinkMirror => None,
+        JobName::RabobankTokenRotation => Some(settings.rabobank.schedule.clone()),
+        JobName::EnergyzeroMirror => Some(settings.energyzero.schedule.clone()),
+    }
 }
 
 /// A job with the cron expression that triggers it; `None` for a job only events trigger.
@@ -148,6 +193,12 @@ pub fn registry(
                 grants.clone(),
             )),
             schedule: Some(settings.rabobank.schedule.clone()),
+        });
+    }
+    if settings.energyzero.enabled {
+        jobs.push(ScheduledJob {
+            job: Arc::new(energyzero_mirror::EnergyzeroMirror::new(settings)?),
+            schedule: Some(settings.energyzero.schedule.clone()),
         });
     }
     Ok(jobs)

@@ -2,6 +2,7 @@
 //! Every value is a bound parameter; identifiers are never built from input except the
 //! database name in [`create_database_if_missing`], which is quoted.
 
+pub mod energyzero;
 pub mod grants;
 pub mod links;
 pub mod rabot;
@@ -14,6 +15,8 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use runs::UpsertCounts;
 
 use crate::settings::DatabaseSettings;
 
@@ -106,6 +109,34 @@ pub fn quote_identifier(name: &str) -> String {
 pub fn content_hash(payload: &serde_json::Value) -> Vec<u8> {
     let bytes = serde_json::to_vec(payload).unwrap_or_default();
     Sha256::digest(&bytes).to_vec()
+}
+
+/// Inserted, updated and unchanged rows of a batch of `total`, from the `RETURNING (xmax = 0)`
+/// flag of each row actually written.
+pub(crate) fn counts(total: i64, inserted_flags: &[bool]) -> UpsertCounts {
+    let inserted = inserted_flags.iter().filter(|i| **i).count() as i64;
+    let written = inserted_flags.len() as i64;
+    UpsertCounts {
+        inserted,
+        updated: written - inserted,
+        unchanged: total - written,
+    }
+}
+
+/// `ON CONFLICT DO UPDATE` cannot touch one row twice in a statement; a page that repeats a key
+/// keeps its last occurrence.
+pub(crate) fn dedup_last<T, K: Eq + std::hash::Hash>(
+    rows: Vec<T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    let mut kept: Vec<T> = rows
+        .into_iter()
+        .rev()
+        .filter(|r| seen.insert(key(r)))
+        .collect();
+    kept.reverse();
+    kept
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use chrono::NaiveDate;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
-use super::content_hash;
 use super::runs::UpsertCounts;
+use super::{content_hash, counts, dedup_last};
 use crate::partners::rabot::{Contract, Customer};
 
 /// Which customers a pass covered, and so which rows it may tombstone.
@@ -262,29 +262,6 @@ pub async fn forget_seen(pool: &PgPool, run_id: i64) -> Result<(), sqlx::Error> 
     .execute(pool)
     .await?;
     Ok(())
-}
-
-fn counts(total: i64, inserted_flags: &[bool]) -> UpsertCounts {
-    let inserted = inserted_flags.iter().filter(|i| **i).count() as i64;
-    let written = inserted_flags.len() as i64;
-    UpsertCounts {
-        inserted,
-        updated: written - inserted,
-        unchanged: total - written,
-    }
-}
-
-/// `ON CONFLICT DO UPDATE` cannot touch one row twice in a statement; a page that repeats a key
-/// keeps its last occurrence.
-fn dedup_last<T, K: Eq + std::hash::Hash>(rows: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
-    let mut seen = std::collections::HashSet::with_capacity(rows.len());
-    let mut kept: Vec<T> = rows
-        .into_iter()
-        .rev()
-        .filter(|r| seen.insert(key(r)))
-        .collect();
-    kept.reverse();
-    kept
 }
 
 /// Column vectors for `unnest`: one bind parameter per column instead of one per value.

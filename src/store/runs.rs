@@ -134,6 +134,25 @@ pub async fn finish(
     Ok(())
 }
 
+/// Records why one item (a user, a grant) failed within run `run_id`; the run may still succeed.
+pub async fn record_failure(
+    pool: &PgPool,
+    run_id: i64,
+    item: &str,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sync.run_failures (run_id, item, error) VALUES ($1, $2, $3)
+         ON CONFLICT (run_id, item) DO UPDATE SET error = EXCLUDED.error",
+    )
+    .bind(run_id)
+    .bind(item)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// A `sync.runs` row as `status` and `resync --wait` show it.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct RunRow {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use partner_sync::events::TriggerCause;
 use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
+use partner_sync::jobs::Job;
 use partner_sync::jobs::rabot_mirror::RabotMirror;
 use partner_sync::partners::rabot::{Customer, Page, RabotClient};
 use partner_sync::sandbox::{self, Sandbox, SandboxOptions};
@@ -202,7 +203,16 @@ pub async fn mirror_pass(
     settings: &Settings,
     pool: &PgPool,
 ) -> (RunStatus, RunCounts, Option<String>) {
-    let job = Arc::new(RabotMirror::new(settings).expect("job builds"));
+    run_pass(
+        Arc::new(RabotMirror::new(settings).expect("job builds")),
+        pool,
+    )
+    .await
+}
+
+/// One run of `job` through the real runner; a job kept between calls keeps its clients
+/// (and their token caches), as in the daemon.
+pub async fn run_pass(job: Arc<dyn Job>, pool: &PgPool) -> (RunStatus, RunCounts, Option<String>) {
     let runner = JobRunner::new(job, pool.clone(), Duration::from_secs(5));
     let (counts, _) = watch::channel(RunCounts::default());
     match runner

@@ -3,6 +3,8 @@
 mod cli;
 mod common;
 mod daemon;
+mod energyzero;
+mod energyzero_client;
 mod hostile_api;
 mod http_stack;
 mod links;

@@ -6,6 +6,8 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::partners::lenient::{date_field, decimal_field, scalar_string, str_field};
+
 /// The envelope around every RABOT answer.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -154,38 +156,6 @@ impl Contract {
             raw,
         })
     }
-}
-
-fn scalar_string(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn str_field(object: &Value, key: &str) -> Option<String> {
-    object.get(key).and_then(scalar_string)
-}
-
-/// Accepts "2025-03-01" and date-times starting with a date; anything else stays only in `raw`.
-fn date_field(object: &Value, key: &str) -> Option<NaiveDate> {
-    let text = object.get(key)?.as_str()?;
-    NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d").ok()
-}
-
-/// A number, or a string holding one ("3500.5"); validated so the cast to numeric cannot fail.
-fn decimal_field(object: &Value, key: &str) -> Option<String> {
-    let text = match object.get(key)? {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_owned(),
-        _ => return None,
-    };
-    text.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite())
-        .map(|_| text)
 }
 
 #[cfg(test)]
