@@ -1,27 +1,26 @@
-//! `partner-sync demo`: the whole RABOT mirror against the built-in sandbox and a real
-//! database, with a progress line on a terminal and a summary at the end; then a customer links
-//! (the sandbox's login page approved by a scripted browser, the redirect served by the daemon's
-//! own HTTP server) and is mirrored at once.
+//! `partner-sync demo`: every partner flow against the built-in sandbox and a real database.
+//! A RABOT customer links (the sandbox's login page approved by a scripted browser, the redirect
+//! served by the daemon's own HTTP server) and is mirrored at once; then the whole RABOT mirror
+//! and the EnergyZero mirror run, each recorded in `sync.runs`, with a summary of what landed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-
-use std::sync::Arc;
-
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
+use crate::jobs::Job;
+use crate::jobs::energyzero_mirror::EnergyzeroMirror;
 use crate::jobs::rabot_mirror::RabotMirror;
 use crate::links::{LinkSpec, RabotLinks};
-use crate::sandbox::{self, SandboxOptions};
+use crate::sandbox::{self, Sandbox, SandboxOptions};
 use crate::server::{self, Partners, ServerState};
 use crate::settings::{Settings, mask_url_password};
 use crate::store::runs::{RunCounts, RunStatus};
@@ -41,79 +40,183 @@ pub async fn run(
     };
     let sandbox = sandbox::start(options.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     point_at_sandbox(&mut settings, &sandbox, &options);
-
     // The daemon's HTTP server receives the customer-link redirect, as in production.
     let (listener, address) = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     settings.server.public_url = format!("http://{address}");
+
     store::create_database_if_missing(&settings.database).await?;
     let pool = app::open_database(&settings).await?;
     println!(
-        "RABOT sandbox at {} ({customers} customers, {contracts_per_customer} contracts each)\ndatabase {}",
+        "partner sandbox at {} (RABOT: {customers} customers, {contracts_per_customer} contracts each; \
+         EnergyZero: {} users)\ndatabase {}\n",
         sandbox.base_url(),
+        settings.energyzero.user_ids.len(),
         mask_url_password(settings.database.url.expose_secret())
     );
-
-    let links = RabotLinks::from_settings(&settings)?
-        .ok_or_else(|| anyhow::anyhow!("the demo enables RABOT"))?;
-    let job = Arc::new(RabotMirror::scheduled(&settings, links.client().clone()));
-    let runner = JobRunner::new(job, pool.clone(), settings.daemon.shutdown_grace);
     let shutdown = CancellationToken::new();
     signals::spawn_shutdown_handler(shutdown.clone())?;
+    let links = RabotLinks::from_settings(&settings)?
+        .ok_or_else(|| anyhow::anyhow!("the demo enables RABOT"))?;
 
+    // Linked first, so the full pass after it finds the linked customer too, and a second demo
+    // (a fresh sandbox, where the customer is unlinked again) finds nothing changed.
+    let link = link_a_customer(&settings, &sandbox, &pool, listener, &links, &shutdown).await?;
+    println!("{}\n", link.describe());
+
+    let rabot = Arc::new(RabotMirror::scheduled(&settings, links.client().clone()));
+    let rabot = run_job(rabot, &pool, &settings, &shutdown, TriggerCause::Cli).await?;
+    let (customers, contracts) = live_rows(&pool, "rabot_customers", "rabot_contracts").await?;
+    println!(
+        "{}\n",
+        rabot.describe(
+            "RABOT mirror",
+            &format!(
+                "{customers} customers (mirror.rabot_customers), {contracts} contracts (mirror.rabot_contracts)"
+            )
+        )
+    );
+
+    let energyzero = Arc::new(EnergyzeroMirror::new(&settings)?);
+    let energyzero = run_job(energyzero, &pool, &settings, &shutdown, TriggerCause::Cli).await?;
+    let (users, contracts) = live_rows(&pool, "energyzero_users", "energyzero_contracts").await?;
+    println!(
+        "{}\n",
+        energyzero.describe(
+            "EnergyZero mirror",
+            &format!(
+                "{users} users (mirror.energyzero_users), {contracts} contracts (mirror.energyzero_contracts)"
+            )
+        )
+    );
+    sandbox.shutdown().await;
+    pool.close().await;
+
+    let runs = [&link.run, &rabot, &energyzero];
+    let changed: i64 = runs
+        .iter()
+        .map(|r| r.counts.inserted + r.counts.updated + r.counts.deleted)
+        .sum();
+    println!(
+        "{}",
+        if changed == 0 {
+            "nothing changed since the last demo"
+        } else {
+            "run the demo again: the second time nothing has changed"
+        }
+    );
+    match runs.iter().find(|r| r.status != RunStatus::Succeeded) {
+        None => Ok(()),
+        Some(failed) => anyhow::bail!(
+            "run {} {}: {}",
+            failed.run_id,
+            failed.status.as_str(),
+            failed.error.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+/// One job run through the real runner (lock, run row), with a progress line on a terminal.
+struct DemoRun {
+    run_id: i64,
+    status: RunStatus,
+    counts: RunCounts,
+    error: Option<String>,
+    elapsed: Duration,
+}
+
+async fn run_job(
+    job: Arc<dyn Job>,
+    pool: &PgPool,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    cause: TriggerCause,
+) -> anyhow::Result<DemoRun> {
+    let name = job.name();
+    let runner = JobRunner::new(job, pool.clone(), settings.daemon.shutdown_grace);
     let (counts, progress) = watch::channel(RunCounts::default());
     let display = tokio::spawn(show_progress(progress));
     let started = Instant::now();
-    let outcome = runner.run_once(TriggerCause::Cli, &shutdown, counts).await;
+    let outcome = runner.run_once(cause, shutdown, counts).await;
     let elapsed = started.elapsed();
     display.abort();
     let _ = display.await;
-    let linked = match outcome {
-        Ok(RunOutcome::Finished {
-            status: RunStatus::Succeeded,
-            ..
-        }) => Some(link_a_customer(&settings, &sandbox, &pool, listener, links, &shutdown).await?),
-        _ => None,
-    };
-    sandbox.shutdown().await;
-
-    let RunOutcome::Finished {
-        run_id,
-        status,
-        counts,
-        error,
-    } = outcome?
-    else {
-        anyhow::bail!("another partner-sync is running the RABOT mirror on this database");
-    };
-    let (mirrored_customers, mirrored_contracts): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM mirror.rabot_customers WHERE deleted_at IS NULL),
-                (SELECT count(*) FROM mirror.rabot_contracts WHERE deleted_at IS NULL)",
-    )
-    .fetch_one(&pool)
-    .await?;
-    pool.close().await;
-
-    println!(
-        "{}",
-        summary(
+    match outcome? {
+        RunOutcome::Finished {
             run_id,
             status,
-            &counts,
+            counts,
+            error,
+        } => Ok(DemoRun {
+            run_id,
+            status,
+            counts,
+            error,
             elapsed,
-            mirrored_customers,
-            mirrored_contracts
-        )
-    );
-    if let Some(linked) = linked {
-        println!("{linked}");
+        }),
+        RunOutcome::LockedElsewhere => {
+            anyhow::bail!("another partner-sync is running {name} on this database")
+        }
     }
-    match (status, error) {
-        (RunStatus::Succeeded, _) => Ok(()),
-        (_, error) => anyhow::bail!(
-            "run {run_id} {}: {}",
-            status.as_str(),
-            error.unwrap_or_default()
-        ),
+}
+
+impl DemoRun {
+    fn describe(&self, title: &str, mirrored: &str) -> String {
+        let c = &self.counts;
+        let mut text = format!(
+            "{title}: run {} {} in {:.1?}
+  mirrored   {mirrored}
+  this run   {} inserted, {} updated, {} unchanged, {} deleted, {} skipped, {} failed
+  traffic    {} requests, {} pages, {} items fetched",
+            self.run_id,
+            self.status.as_str(),
+            self.elapsed,
+            c.inserted,
+            c.updated,
+            c.unchanged,
+            c.deleted,
+            c.skipped,
+            c.failed,
+            c.requests,
+            c.pages,
+            c.fetched,
+        );
+        if let Some(error) = &self.error {
+            text.push_str(&format!("\n  error      {error}"));
+        }
+        text
+    }
+}
+
+async fn live_rows(pool: &PgPool, parents: &str, children: &str) -> anyhow::Result<(i64, i64)> {
+    // Table names are this module's own constants, never input.
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM mirror.{parents} WHERE deleted_at IS NULL),
+                (SELECT count(*) FROM mirror.{children} WHERE deleted_at IS NULL)"
+    );
+    Ok(sqlx::query_as(&sql).fetch_one(pool).await?)
+}
+
+struct DemoLink {
+    customer_number: String,
+    external_id: String,
+    contracts: i64,
+    run: DemoRun,
+}
+
+impl DemoLink {
+    fn describe(&self) -> String {
+        format!(
+            "RABOT customer link: customer {} logged in on the sandbox's page and approved; the redirect
+  reached this daemon, which recorded the link (sync.customer_links, `partner-sync links`) and
+  mirrored the customer at once as {}: 1 customer and {} contracts by run {} of
+  rabot_link_mirror, {} {:.1?}",
+            self.customer_number,
+            self.external_id,
+            self.contracts,
+            self.run.run_id,
+            self.run.status.as_str(),
+            self.run.elapsed,
+        )
     }
 }
 
@@ -122,12 +225,12 @@ pub async fn run(
 /// to this process's HTTP server, whose handler records the link and asks for the link mirror.
 async fn link_a_customer(
     settings: &Settings,
-    sandbox: &sandbox::Sandbox,
+    sandbox: &Sandbox,
     pool: &PgPool,
     listener: tokio::net::TcpListener,
-    links: Arc<RabotLinks>,
+    links: &Arc<RabotLinks>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<DemoLink> {
     let customer = sandbox
         .rabot_linkable_customers()
         .into_iter()
@@ -151,26 +254,23 @@ async fn link_a_customer(
     let served = tokio::spawn(server::serve(listener, state, stop_server.clone()));
 
     let external_id = format!("DEMO-LINK-{}", customer.customer_number);
-    let link = links
-        .begin(
-            pool,
-            LinkSpec {
-                external_id: external_id.clone(),
-                auth_as: None,
-                sign_up_url: None,
-            },
-        )
-        .await?;
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .build()?;
-    let state = link
-        .authorization_url
+    let spec = LinkSpec {
+        external_id: external_id.clone(),
+        auth_as: None,
+        sign_up_url: None,
+    };
+    let link = links.begin(pool, spec).await?;
+    // The login form posts back to the page's own URL, without its query.
+    let mut login_url = link.authorization_url.clone();
+    let state = login_url
         .query_pairs()
         .find(|(name, _)| name == "state")
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
-    let login_url = link.authorization_url.join(link.authorization_url.path())?;
+    login_url.set_query(None);
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()?;
     let landed = browser
         .post(login_url)
         .form(&[
@@ -187,21 +287,14 @@ async fn link_a_customer(
         landed.status()
     );
     // The redirect handler asks the daemon's control loop for the link mirror; here that is us.
-    let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), control.recv())
         .await
         .map_err(|_| anyhow::anyhow!("the link redirect did not ask for the link mirror"))?;
-    let job = Arc::new(RabotMirror::newly_linked(settings, links.client().clone()));
-    let runner = JobRunner::new(job, pool.clone(), settings.daemon.shutdown_grace);
-    let (counts, _) = watch::channel(RunCounts::default());
-    let outcome = runner
-        .run_once(TriggerCause::Link, shutdown, counts)
-        .await?;
     stop_server.cancel();
     let _ = served.await;
-    let RunOutcome::Finished { run_id, status, .. } = outcome else {
-        anyhow::bail!("another partner-sync is running the link mirror on this database");
-    };
+
+    let job = Arc::new(RabotMirror::newly_linked(settings, links.client().clone()));
+    let run = run_job(job, pool, settings, shutdown, TriggerCause::Link).await?;
     let contracts: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM mirror.rabot_contracts k JOIN mirror.rabot_customers c
              USING (customer_number) WHERE c.external_id = $1",
@@ -209,23 +302,17 @@ async fn link_a_customer(
     .bind(&external_id)
     .fetch_one(pool)
     .await?;
-    Ok(format!(
-        "  linked     customer {} approved on the sandbox's login page as {external_id}; \
-run {run_id} of rabot_link_mirror {} {contracts} contracts {:.1?} after the redirect
-             (sync.customer_links, `partner-sync links`)",
-        customer.customer_number,
-        if status == RunStatus::Succeeded {
-            "mirrored"
-        } else {
-            "failed to mirror"
-        },
-        started.elapsed(),
-    ))
+    Ok(DemoLink {
+        customer_number: customer.customer_number,
+        external_id,
+        contracts,
+        run,
+    })
 }
 
-/// The demo's RABOT settings: the sandbox's URLs and credentials, and a rate the sandbox
+/// The demo's partner settings: the sandbox's URLs and credentials, and rates the sandbox
 /// allows, so the demo finishes in seconds.
-fn point_at_sandbox(settings: &mut Settings, sandbox: &sandbox::Sandbox, options: &SandboxOptions) {
+fn point_at_sandbox(settings: &mut Settings, sandbox: &Sandbox, options: &SandboxOptions) {
     let rabot = &mut settings.rabot;
     rabot.enabled = true;
     rabot.token_url = sandbox.rabot_token_url();
@@ -237,6 +324,16 @@ fn point_at_sandbox(settings: &mut Settings, sandbox: &sandbox::Sandbox, options
     rabot.burst = 50;
     rabot.concurrency = 8;
     rabot.external_ids.clear();
+
+    let energyzero = &mut settings.energyzero;
+    energyzero.enabled = true;
+    energyzero.auth_base_url = sandbox.energyzero_auth_base_url();
+    energyzero.customer_api_url = sandbox.energyzero_customer_api_url();
+    energyzero.client_id = options.energyzero.client_id.clone();
+    energyzero.client_secret = SecretString::from(options.energyzero.client_secret.clone());
+    energyzero.user_ids = sandbox.energyzero_user_ids();
+    energyzero.requests_per_second = 500.0;
+    energyzero.burst = 20;
 }
 
 async fn show_progress(mut progress: watch::Receiver<RunCounts>) {
@@ -255,35 +352,4 @@ async fn show_progress(mut progress: watch::Receiver<RunCounts>) {
         ));
     }
     spinner.finish_and_clear();
-}
-
-fn summary(
-    run_id: i64,
-    status: RunStatus,
-    c: &RunCounts,
-    elapsed: Duration,
-    customers: i64,
-    contracts: i64,
-) -> String {
-    format!(
-        "run {run_id} {status} in {elapsed:.1?}
-  mirrored   {customers} customers (mirror.rabot_customers), {contracts} contracts (mirror.rabot_contracts)
-  this run   {} inserted, {} updated, {} unchanged, {} deleted, {} skipped
-  traffic    {} requests, {} pages, {} items fetched
-{}",
-        c.inserted,
-        c.updated,
-        c.unchanged,
-        c.deleted,
-        c.skipped,
-        c.requests,
-        c.pages,
-        c.fetched,
-        if c.inserted + c.updated + c.deleted == 0 {
-            "nothing changed since the last pass"
-        } else {
-            "run the demo again: the second pass finds nothing changed"
-        },
-        status = status.as_str(),
-    )
 }

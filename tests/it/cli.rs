@@ -32,22 +32,41 @@ async fn the_demo_creates_its_database_and_a_second_run_changes_nothing() {
         "{stdout}{}",
         String::from_utf8_lossy(&first.stderr)
     );
+    // 60 listed customers plus the one that linked first, 2 contracts each.
     assert!(
-        stdout.contains("60 customers") && stdout.contains("120 contracts"),
+        stdout.contains("61 customers") && stdout.contains("122 contracts"),
         "{stdout}"
     );
-    assert!(stdout.contains("180 inserted, 0 updated"), "{stdout}");
+    assert!(
+        stdout.contains("1 customer and 2 contracts by run 1 of\n  rabot_link_mirror, succeeded"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("180 inserted, 0 updated, 3 unchanged"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("6 users (mirror.energyzero_users)"),
+        "{stdout}"
+    );
 
     let second = run(&["demo", "--customers", "60"], env).await;
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(second.status.success(), "{stdout}");
     assert!(
-        stdout.contains("0 inserted, 0 updated, 180 unchanged, 0 deleted"),
+        stdout.contains("0 inserted, 0 updated, 183 unchanged, 0 deleted"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("nothing changed since the last demo"),
         "{stdout}"
     );
     let pool = db.pool().await;
     let succeeded = "SELECT count(*) FROM sync.runs WHERE status = 'succeeded'";
-    assert_eq!(count(&pool, succeeded).await, 2);
+    // Each demo: the link mirror, the RABOT mirror and the EnergyZero mirror.
+    assert_eq!(count(&pool, succeeded).await, 6);
+    let linked = "SELECT count(*) FROM sync.customer_links WHERE status = 'linked'";
+    assert_eq!(count(&pool, linked).await, 2);
     pool.close().await;
 }
 
