@@ -47,8 +47,7 @@ impl JobName {
         Self::ALL.iter().copied().find(|job| job.as_str() == name)
     }
 
-    /// Jobs that copy partner data on a schedule (SIGUSR1, a bare `resync` and
-    /// `daemon.run_on_start` run these).
+    /// Jobs that copy partner data on a schedule (SIGUSR1 and a bare `resync` run these).
     pub fn is_mirror(self) -> bool {
         matches!(self, JobName::RabotMirror | JobName::EnergyzeroMirror)
     }

@@ -24,7 +24,7 @@ struct LinkDaemon {
     daemon: Child,
     /// Follows no redirect, like a test of where each one points.
     browser: reqwest::Client,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl LinkDaemon {
@@ -63,7 +63,7 @@ impl LinkDaemon {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
-            _dir: dir,
+            dir,
         }
     }
 
@@ -144,7 +144,8 @@ impl LinkDaemon {
 
 #[tokio::test]
 async fn an_approved_link_is_recorded_once_and_the_customer_mirrored_at_once() {
-    let d = LinkDaemon::start(&[]).await;
+    // At TRACE, so the check below covers everything the daemon could log.
+    let d = LinkDaemon::start(&[("RUST_LOG", "trace")]).await;
     let customer = d.sandbox.rabot_linkable_customers()[0].clone();
     let authorization_url = d.authorization_url("OUR-7").await;
     let back = d.decide(&authorization_url, &customer, "approve").await;
@@ -224,6 +225,17 @@ async fn an_approved_link_is_recorded_once_and_the_customer_mirrored_at_once() {
         .await,
         1
     );
+
+    // Neither the link's secret nor the admin token ever reaches the log.
+    let secret = back
+        .split("/links/rabot/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap();
+    assert!(secret.len() >= 43, "{back}");
+    let log = std::fs::read_to_string(d.dir.path().join("daemon.log")).unwrap();
+    assert!(log.contains("customer link completed"), "{log}");
+    assert!(!log.contains(secret) && !log.contains(ADMIN_TOKEN));
     stop(d.daemon).await;
 }
 

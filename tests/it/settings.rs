@@ -62,6 +62,16 @@ fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
         ),
         ("PARTNER_SYNC__RABOT__BURST", "0", "rabot.burst"),
         ("PARTNER_SYNC__RABOT__PAGE_SIZE", "many", "page_size"),
+        (
+            "PARTNER_SYNC__SERVER__LINK_DONE_URL",
+            "platform.example/done",
+            "server.link_done_url",
+        ),
+        (
+            "PARTNER_SYNC__SERVER__ADMIN_TOKEN",
+            "s3cr3t-value",
+            "server.admin_token",
+        ),
     ];
     for (key, value, named) in cases {
         let mut env = ENABLED.to_vec();
@@ -122,6 +132,17 @@ fn check_config_prints_effective_settings_with_secrets_masked() {
         "{stdout}"
     );
     assert!(stdout.contains("client_secret = \"********\""), "{stdout}");
+
+    // The admin token is masked like every other secret.
+    env.push((
+        "PARTNER_SYNC__SERVER__ADMIN_TOKEN",
+        "admin-s3cr3t-0123456789",
+    ));
+    let out = partner_sync(&["check-config"], &env);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(!stdout.contains("admin-s3cr3t"), "{stdout}");
+    assert!(stdout.contains("admin_token = \"********\""), "{stdout}");
 }
 
 #[test]
