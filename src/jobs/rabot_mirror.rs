@@ -64,14 +64,20 @@ impl RabotMirror {
         let requests_before = self.client.requests_sent();
         let result = match &self.coverage {
             Coverage::Configured(external_ids) => {
-                // Customers whose link trigger was lost are caught up first.
-                let mut result = self.run_newly_linked(ctx, requests_before).await;
-                if result.is_ok() {
-                    for scope in configured_scopes(ctx, external_ids).await? {
-                        result = self.run_scope_logged(ctx, scope, requests_before).await;
-                        if result.is_err() {
-                            break;
-                        }
+                // Customers whose link trigger was lost are caught up first. One that cannot
+                // be read waits for the next run rather than holding up every other customer.
+                match self.run_newly_linked(ctx, requests_before).await {
+                    Err(JobError::Failed(error)) => tracing::warn!(
+                        error = format!("{error:#}"),
+                        "could not mirror a newly linked customer; the next run tries again"
+                    ),
+                    other => other?,
+                }
+                let mut result = Ok(());
+                for scope in configured_scopes(ctx, external_ids).await? {
+                    result = self.run_scope_logged(ctx, scope, requests_before).await;
+                    if result.is_err() {
+                        break;
                     }
                 }
                 result

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::process::Child;
 use std::time::Duration;
 
+use partner_sync::links::{LinkAnswer, LinkSpec, RabotLinks};
 use partner_sync::sandbox::{LinkableCustomer, RABOT_CUSTOMER_PASSWORD, Sandbox};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -452,4 +453,82 @@ async fn linked_customers_are_a_scope_and_unlinking_stops_their_refresh() {
         String::from_utf8_lossy(&again.stderr)
     );
     stop(d.daemon).await;
+}
+
+#[tokio::test]
+async fn the_scheduled_mirror_catches_up_a_link_whose_trigger_was_lost() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(3)).await;
+    let listed = sandbox
+        .external_id_of(&sandbox.customer_numbers()[0])
+        .unwrap();
+    // The scheduled mirror covers one listed customer only, not the one that links.
+    let settings = load_settings(
+        &sandbox,
+        &db.url,
+        &[("PARTNER_SYNC__RABOT__EXTERNAL_IDS", listed.as_str())],
+    );
+    let links = RabotLinks::from_settings(&settings).unwrap().unwrap();
+    let link = links
+        .begin(
+            &db.pool,
+            LinkSpec {
+                external_id: "OUR-LATE".into(),
+                auth_as: None,
+                sign_up_url: None,
+            },
+        )
+        .await
+        .unwrap();
+    // The customer approves; the redirect is recorded, but no daemon hears of it.
+    let customer = sandbox.rabot_linkable_customers()[0].clone();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let state = link
+        .authorization_url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let answer = browser
+        .post(format!("{}/rabot/connect/authorize", sandbox.base_url()))
+        .form(&[
+            ("state", state.as_str()),
+            ("username", customer.email.as_str()),
+            ("password", RABOT_CUSTOMER_PASSWORD),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let back = answer.headers()["location"].to_str().unwrap().to_owned();
+    let secret = back
+        .split("/links/rabot/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap();
+    let answer = LinkAnswer::Approved {
+        customer_number: customer.customer_number.clone(),
+    };
+    links.complete(&db.pool, secret, answer).await.unwrap();
+
+    let (status, _, error) = mirror_pass(&settings, &db.pool).await;
+    assert_eq!(
+        status,
+        partner_sync::store::runs::RunStatus::Succeeded,
+        "{error:?}"
+    );
+    let contracts = sandbox.contract_numbers(&customer.customer_number).len() as i64;
+    let mirrored = "SELECT count(*) FROM mirror.rabot_contracts k JOIN mirror.rabot_customers c
+                        USING (customer_number) WHERE c.external_id = 'OUR-LATE'";
+    assert_eq!(count(&db.pool, mirrored).await, contracts);
+    let caught_up = "SELECT count(*) FROM sync.customer_links WHERE mirrored_at IS NOT NULL";
+    assert_eq!(count(&db.pool, caught_up).await, 1);
+    // And the configured scope as usual.
+    let listed_rows =
+        format!("SELECT count(*) FROM mirror.rabot_customers WHERE external_id = '{listed}'");
+    assert!(count(&db.pool, &listed_rows).await >= 1);
 }
