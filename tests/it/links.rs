@@ -528,7 +528,11 @@ async fn the_scheduled_mirror_catches_up_a_link_whose_trigger_was_lost() {
     let caught_up = "SELECT count(*) FROM sync.customer_links WHERE mirrored_at IS NOT NULL";
     assert_eq!(count(&db.pool, caught_up).await, 1);
     // And the configured scope as usual.
-    let listed_rows =
-        format!("SELECT count(*) FROM mirror.rabot_customers WHERE external_id = '{listed}'");
-    assert!(count(&db.pool, &listed_rows).await >= 1);
+    let listed_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM mirror.rabot_customers WHERE external_id = $1")
+            .bind(&listed)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(listed_rows >= 1);
 }
