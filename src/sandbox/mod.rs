@@ -471,6 +471,7 @@ impl Sandbox {
              \x20 client secret:  {client_secret}\n\
              \x20 granted scopes: {scopes_spaced}\n\
              \x20 data:           {customers} customers, seed {seed}\n\
+             \x20 link logins:    {linkable} (password {password})\n\
              \n\
              Rabobank\n\
              \x20 OAuth base URL:   {bank_oauth_url}\n\
@@ -513,6 +514,15 @@ impl Sandbox {
             scopes_spaced = options.granted_scopes.join(" "),
             scopes_listed = options.granted_scopes.join(","),
             customers = self.shared.rabot.customer_count(),
+            linkable = self
+                .shared
+                .rabot
+                .linkable_customers()
+                .into_iter()
+                .map(|customer| customer.email)
+                .collect::<Vec<_>>()
+                .join(" "),
+            password = RABOT_CUSTOMER_PASSWORD,
             seed = options.seed,
             bank_client_id = bank.client_id(),
             bank_client_secret = bank.client_secret(),
