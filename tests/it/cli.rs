@@ -1,31 +1,13 @@
 //! The one-shot commands through the real binary: `demo` and `sync`.
 
-use std::process::{Command, Output};
-
 use crate::common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
-
-async fn run(args: &[&str], env: Vec<(String, String)>) -> Output {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .envs(env)
-            .output()
-            .expect("binary runs")
-    })
-    .await
-    .unwrap()
-}
 
 #[tokio::test]
 async fn the_demo_creates_its_database_and_a_second_run_changes_nothing() {
     let db = ReservedDb::new();
     let env = vec![("DATABASE_URL".to_owned(), db.url.clone())];
 
-    let first = run(&["demo", "--customers", "60"], env.clone()).await;
+    let first = run_binary(&["demo", "--customers", "60"], env.clone()).await;
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(
         first.status.success(),
@@ -50,7 +32,7 @@ async fn the_demo_creates_its_database_and_a_second_run_changes_nothing() {
         "{stdout}"
     );
 
-    let second = run(&["demo", "--customers", "60"], env).await;
+    let second = run_binary(&["demo", "--customers", "60"], env).await;
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(second.status.success(), "{stdout}");
     assert!(
@@ -76,7 +58,7 @@ async fn sync_exits_0_on_success_and_1_on_failure() {
     let sandbox = start_sandbox(small_sandbox(5)).await;
     let env = sandbox_env(&sandbox, &db.url);
 
-    let ok = run(&["sync", "rabot"], env.clone()).await;
+    let ok = run_binary(&["sync", "rabot"], env.clone()).await;
     assert_eq!(
         ok.status.code(),
         Some(0),
@@ -90,7 +72,7 @@ async fn sync_exits_0_on_success_and_1_on_failure() {
 
     let mut wrong = env;
     wrong.push(("PARTNER_SYNC__RABOT__CLIENT_SECRET".into(), "wrong".into()));
-    let failed = run(&["sync", "rabot"], wrong).await;
+    let failed = run_binary(&["sync", "rabot"], wrong).await;
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert_eq!(failed.status.code(), Some(1), "{stderr}");
     assert!(

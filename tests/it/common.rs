@@ -115,6 +115,18 @@ fn drop_database(name: &str) {
     .join();
 }
 
+/// Runs the binary to completion with `env` (and no inherited `RUST_LOG` unless `env` sets one).
+/// Awaited rather than blocking: the sandbox it talks to runs on the test's own runtime.
+pub async fn run_binary(args: &[&str], env: Vec<(String, String)>) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env)
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
 pub async fn start_sandbox(options: SandboxOptions) -> Sandbox {
     sandbox::start(options, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await

@@ -13,8 +13,6 @@ use sqlx::PgPool;
 
 use crate::common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
-
 /// `users` EnergyZero users (every 3rd has 23 contracts, the others 2; pages capped at 10).
 fn ez_sandbox(users: usize) -> SandboxOptions {
     let mut options = SandboxOptions::default();
@@ -292,14 +290,13 @@ async fn a_resync_writes_nothing_unchanged_and_applies_changes_and_removals() {
     .await
     .unwrap();
     assert_eq!(phase.as_deref(), Some("DELIVERY_STOPPED"));
-    let versions = count(
-        &db.pool,
-        &format!(
-            "SELECT count(*) FROM mirror.energyzero_contracts_versions WHERE contract_id = '{}'",
-            changed.replace('\'', "''")
-        ),
+    let versions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mirror.energyzero_contracts_versions WHERE contract_id = $1",
     )
-    .await;
+    .bind(&changed)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(versions, 2, "the old version is kept");
     let tombstoned: bool = sqlx::query_scalar(
         "SELECT deleted_at IS NOT NULL FROM mirror.energyzero_contracts WHERE user_id = $1 AND contract_id = $2",
@@ -529,15 +526,7 @@ async fn sync_energyzero_at_trace_level_logs_no_secret_or_token() {
     let mut env = ez_env(&sandbox, &db.url, &users);
     env.push(("RUST_LOG".into(), "trace".into()));
 
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(BIN)
-            .args(["sync", "energyzero"])
-            .envs(env)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_binary(&["sync", "energyzero"], env).await;
     let logs = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use crate::common::*;
 use crate::daemon::{NEVER, free_port, spawn_daemon, stop, wait_for, wait_for_log};
 
-const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 struct LinkDaemon {
@@ -121,15 +120,8 @@ impl LinkDaemon {
         answer.headers()["location"].to_str().unwrap().to_owned()
     }
 
-    /// The binary as a command; awaited, since the sandbox it talks to runs on this test's
-    /// runtime.
     async fn cli(&self, args: &[&str]) -> std::process::Output {
-        tokio::process::Command::new(BIN)
-            .args(args)
-            .envs(self.env.clone())
-            .output()
-            .await
-            .unwrap()
+        run_binary(args, self.env.clone()).await
     }
 
     async fn link_row(&self) -> (String, Option<String>, Option<String>, Option<String>) {

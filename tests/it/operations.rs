@@ -155,18 +155,7 @@ async fn two_daemons_run_each_tick_once_and_resync_wait_goes_through_notify() {
     tokio::time::sleep(Duration::from_secs(7)).await;
 
     // `resync --wait`: one replica claims it, the command prints the run and exits 0.
-    let out = tokio::task::spawn_blocking({
-        let env = env.clone();
-        move || {
-            Command::new(BIN)
-                .args(["resync", "rabot_mirror", "--wait"])
-                .envs(env)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = run_binary(&["resync", "rabot_mirror", "--wait"], env.clone()).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -217,15 +206,7 @@ async fn resync_wait_without_a_daemon_says_so() {
     let env = sandbox_env(&sandbox, &db.url);
     // No daemon listens; the claim timeout (30 s) is long, so only check the request is stored
     // and the command without --wait returns at once.
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["resync"])
-            .envs(env)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_binary(&["resync"], env).await;
     assert!(
         out.status.success(),
         "{}",
@@ -486,15 +467,7 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
     assert!(error.contains("job lock"), "{error}");
 
     // The listener comes back on its own and the next request runs.
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["resync", "--wait", "--timeout", "60s"])
-            .envs(env)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_binary(&["resync", "--wait", "--timeout", "60s"], env).await;
     assert!(
         out.status.success(),
         "{}{}\n{}",

@@ -17,15 +17,7 @@ async fn a_full_pass_at_trace_level_logs_no_secret_or_token() {
     let mut env = sandbox_env(&sandbox, url.as_str());
     env.push(("RUST_LOG".into(), "trace".into()));
 
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["sync", "rabot"])
-            .envs(env)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_binary(&["sync", "rabot"], env).await;
     let logs = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -99,16 +91,7 @@ async fn the_rabobank_flow_at_trace_level_logs_no_secret_or_token() {
         .spawn()
         .unwrap();
 
-    let run = |args: &'static [&'static str]| {
-        let env = env.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                Command::new(BIN).args(args).envs(env).output().unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    };
+    let run = |args: &'static [&'static str]| run_binary(args, env.clone());
     let authorize = run(&["rabobank", "authorize", "--label", "trace-test"]).await;
     assert!(
         authorize.status.success(),
