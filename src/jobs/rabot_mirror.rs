@@ -9,7 +9,6 @@
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use super::{Job, JobError, JobName, RunContext};
 use crate::partners::rabot::{Page, RabotClient};
@@ -96,13 +95,9 @@ impl RabotMirror {
         ctx: &RunContext,
         requests_before: u64,
     ) -> Result<(), JobError> {
-        let mut done: Vec<Uuid> = Vec::new();
         loop {
-            let pending: Vec<(Uuid, String)> = links::unmirrored(&ctx.pool)
-                .await?
-                .into_iter()
-                .filter(|(id, _)| !done.contains(id))
-                .collect();
+            // A link marked mirrored leaves this list, so the loop ends once nothing is new.
+            let pending = links::unmirrored(&ctx.pool).await?;
             if pending.is_empty() {
                 return Ok(());
             }
@@ -115,7 +110,6 @@ impl RabotMirror {
                     tracing::warn!(%link_id, %external_id, "RABOT returned no customer for a linked external id");
                 }
                 links::mark_mirrored(&ctx.pool, link_id).await?;
-                done.push(link_id);
             }
         }
     }
