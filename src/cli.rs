@@ -45,6 +45,10 @@ pub enum Command {
     Sync {
         #[arg(value_enum)]
         partner: SyncTarget,
+        /// Accept, for this one pass, more tombstones than the partner's `tombstone_guard`
+        /// allows (the partner really deleted that many rows).
+        #[arg(long)]
+        allow_mass_delete: bool,
     },
     /// Apply pending database migrations.
     Migrate,
@@ -198,7 +202,15 @@ pub async fn run(cli: Cli) -> ExitCode {
 
     let result = match cli.command {
         Command::Run => run_daemon(settings, cli.config).await,
-        Command::Sync { partner } => run_job_once(settings, partner.job()).await,
+        Command::Sync {
+            partner,
+            allow_mass_delete,
+        } => {
+            let mut settings = settings;
+            settings.rabot.tombstone_guard.allow_mass_delete = allow_mass_delete;
+            settings.energyzero.tombstone_guard.allow_mass_delete = allow_mass_delete;
+            run_job_once(settings, partner.job()).await
+        }
         Command::RotateTokens => run_job_once(settings, JobName::RabobankTokenRotation).await,
         Command::Rabobank {
             command: RabobankCommand::Authorize { label },

@@ -104,6 +104,52 @@ pub struct RabotSettings {
     pub concurrency: usize,
     pub external_ids: Vec<String>,
     pub schedule: String,
+    pub tombstone_guard: TombstoneGuard,
+}
+
+/// How many rows one pass may tombstone before it is taken for a partner's bad day rather than
+/// real deletions: more than `max(min_rows, share × mirrored rows)` tombstones nothing and fails
+/// the pass, unless the operator accepts it once (`sync … --allow-mass-delete`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+pub struct TombstoneGuard {
+    pub min_rows: u64,
+    pub share: f64,
+    /// Set by `sync --allow-mass-delete` only; never read from files or the environment.
+    #[serde(skip)]
+    pub allow_mass_delete: bool,
+}
+
+impl TombstoneGuard {
+    /// The most rows a pass over `mirrored` live rows may tombstone.
+    pub fn limit(&self, mirrored: u64) -> u64 {
+        // `share` is validated to lie in 0..=1, so the product fits.
+        let by_share = (self.share * mirrored as f64).floor() as u64;
+        self.min_rows.max(by_share)
+    }
+
+    /// `Err` naming the guard when tombstoning `rows` of `mirrored` is more than allowed.
+    pub fn check(&self, section: &str, rows: u64, mirrored: u64) -> Result<(), String> {
+        let limit = self.limit(mirrored);
+        if rows <= limit || self.allow_mass_delete {
+            return Ok(());
+        }
+        Err(format!(
+            "tombstone guard: this pass would tombstone {rows} of {mirrored} mirrored rows, more \
+             than {section}.tombstone_guard allows ({limit}); nothing was tombstoned. If the \
+             partner really deleted them, run `partner-sync sync {section} --allow-mass-delete` once"
+        ))
+    }
+
+    /// `share_key` names this guard's `share` setting in the error.
+    fn validate(&self, share_key: &'static str) -> Result<(), SettingsError> {
+        if !(0.0..=1.0).contains(&self.share) {
+            return Err(SettingsError::invalid(
+                share_key,
+                format!("must be between 0 and 1 (got {})", self.share),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -194,6 +240,7 @@ pub struct EnergyzeroSettings {
     pub requests_per_second: f64,
     pub burst: u32,
     pub schedule: String,
+    pub tombstone_guard: TombstoneGuard,
 }
 
 /// A setting that cannot be used: the message names the key, so ops can find it in one read.
@@ -407,6 +454,8 @@ impl RabotSettings {
         if self.burst == 0 {
             return Err(SettingsError::invalid("rabot.burst", "must be at least 1"));
         }
+        self.tombstone_guard
+            .validate("rabot.tombstone_guard.share")?;
         if !(1..=1000).contains(&self.page_size) {
             return Err(SettingsError::invalid(
                 "rabot.page_size",
@@ -465,6 +514,8 @@ impl EnergyzeroSettings {
                 "must be at least 1",
             ));
         }
+        self.tombstone_guard
+            .validate("energyzero.tombstone_guard.share")?;
         validate_cron("energyzero.schedule", &self.schedule)
     }
 }

@@ -1,7 +1,8 @@
 //! The EnergyZero mirror: for each user (settings ∪ enabled `sync.energyzero_subjects`),
-//! impersonate (cached token), read `me` and every page of its contracts, then write the user,
-//! the contracts and the user's tombstones in one transaction. Users run a few at a time under
-//! the partner's one rate limit.
+//! impersonate (cached token), read `me` and every page of its contracts, then write the user
+//! and the contracts in one transaction. Users run a few at a time under the partner's one rate
+//! limit. Contracts a user's complete pass no longer shows are tombstoned at the run's end, in
+//! one transaction, and only when their number is within `energyzero.tombstone_guard`.
 //!
 //! One user's failure (impersonation refused, GraphQL errors, user gone) fails that user, not the
 //! run: it is logged once, counted, and recorded in `sync.run_failures`. Rejected partner
@@ -16,9 +17,9 @@ use tracing::Instrument;
 use super::{Job, JobError, JobName, RunContext};
 use crate::http::one_line;
 use crate::partners::energyzero::{EnergyzeroClient, EnergyzeroError};
-use crate::settings::Settings;
+use crate::settings::{Settings, TombstoneGuard};
 use crate::store::energyzero as store;
-use crate::store::runs;
+use crate::store::{runs, upsert_setting_aside};
 
 /// Users mirrored at the same time: enough to hide latency, few enough that the rate limit,
 /// not the fan-out, decides the pace.
@@ -27,6 +28,7 @@ const CONCURRENCY: usize = 4;
 pub struct EnergyzeroMirror {
     client: EnergyzeroClient,
     user_ids: Vec<String>,
+    guard: TombstoneGuard,
 }
 
 /// Why one user was not mirrored.
@@ -42,6 +44,7 @@ impl EnergyzeroMirror {
         Ok(Self {
             client: EnergyzeroClient::new(&settings.energyzero, &settings.http)?,
             user_ids: settings.energyzero.user_ids.clone(),
+            guard: settings.energyzero.tombstone_guard,
         })
     }
 
@@ -85,10 +88,11 @@ impl EnergyzeroMirror {
             })
             .buffer_unordered(CONCURRENCY);
         let mut failures: Vec<String> = Vec::new();
+        let mut gone: Vec<(String, String)> = Vec::new();
         while let Some((user_id, outcome)) = outcomes.next().await {
             ctx.counts.send_modify(|c| c.requests = requests());
             match outcome {
-                Ok(()) => {}
+                Ok(missing) => gone.extend(missing),
                 // Dropping the stream abandons the other users' passes; their open
                 // transactions roll back.
                 Err(UserFailure::Run(error)) => return Err(error),
@@ -104,6 +108,7 @@ impl EnergyzeroMirror {
         }
         drop(outcomes);
         ctx.counts.send_modify(|c| c.requests = requests());
+        self.tombstone(ctx, &gone).await?;
 
         if failures.is_empty() {
             return Ok(());
@@ -123,8 +128,14 @@ impl EnergyzeroMirror {
         }
     }
 
-    /// One user's complete pass, then one transaction: user, contracts, tombstones.
-    async fn mirror_user(&self, ctx: &RunContext, user_id: &str) -> Result<(), UserFailure> {
+    /// One user's complete pass, then one transaction: user and contracts. Returns the user's
+    /// contracts the pass no longer saw, which the run tombstones at its end (none when a row
+    /// could not be stored: then the pass is not known to be whole).
+    async fn mirror_user(
+        &self,
+        ctx: &RunContext,
+        user_id: &str,
+    ) -> Result<Vec<(String, String)>, UserFailure> {
         // Shutdown stops the run between users, never inside one user's transaction.
         ctx.check_cancelled().map_err(UserFailure::Run)?;
         let pass = match self.client.user_with_contracts(user_id).await {
@@ -143,27 +154,74 @@ impl EnergyzeroMirror {
 
         let write = async {
             let mut tx = ctx.pool.begin().await?;
-            let user = store::upsert_users(&mut tx, vec![pass.user]).await?;
-            let contracts = store::upsert_contracts(&mut tx, pass.contracts).await?;
-            // The user's pass is complete: only now may missing contracts be tombstoned.
-            let deleted = store::tombstone_missing_contracts(&mut tx, user_id, &seen).await?;
+            let user = upsert_setting_aside(
+                &mut tx,
+                vec![pass.user],
+                |u| format!("user {}", u.user_id),
+                |conn, rows| Box::pin(store::upsert_users(conn, rows)),
+            )
+            .await?;
+            let contracts = upsert_setting_aside(
+                &mut tx,
+                pass.contracts,
+                |c| format!("contract {}/{}", c.user_id, c.contract_id),
+                |conn, rows| Box::pin(store::upsert_contracts(conn, rows)),
+            )
+            .await?;
+            let missing = store::missing_contracts(&mut tx, user_id, &seen).await?;
             tx.commit().await?;
-            Ok::<_, sqlx::Error>((user, contracts, deleted))
+            Ok::<_, sqlx::Error>((user, contracts, missing))
         };
-        let (user, contracts, deleted) = write
+        let (user, contracts, missing) = write
             .await
             .map_err(|e| UserFailure::Run(JobError::from(e)))?;
-        if deleted > 0 {
-            tracing::info!(deleted, "tombstoned contracts no longer returned");
+        let refused: Vec<_> = user.refused.into_iter().chain(contracts.refused).collect();
+        for (item, reason) in &refused {
+            let reason = one_line(reason);
+            tracing::warn!(%item, error = %reason, "row not stored; the pass goes on");
+            runs::record_failure(&ctx.pool, ctx.run_id, item, &reason)
+                .await
+                .map_err(|e| UserFailure::Run(JobError::from(e)))?;
         }
         ctx.counts.send_modify(|c| {
             c.pages += pass.pages as i32;
             c.fetched += fetched;
-            c.skipped += pass.skipped as i64;
-            c.add_upsert(user);
-            c.add_upsert(contracts);
-            c.deleted += deleted;
+            c.skipped += refused.len() as i64;
+            c.add_upsert(user.counts);
+            c.add_upsert(contracts.counts);
         });
+        if !refused.is_empty() {
+            if !missing.is_empty() {
+                tracing::warn!(
+                    held_back = missing.len(),
+                    "contracts missing from this pass are kept: some rows could not be stored"
+                );
+            }
+            return Ok(Vec::new());
+        }
+        Ok(missing
+            .into_iter()
+            .map(|contract| (user_id.to_owned(), contract))
+            .collect())
+    }
+
+    /// Tombstones the contracts the users' passes no longer saw, all or none: more than the
+    /// guard allows fails the run instead.
+    async fn tombstone(&self, ctx: &RunContext, gone: &[(String, String)]) -> Result<(), JobError> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut tx = ctx.pool.begin().await?;
+        let mirrored = store::live_contracts(&mut tx).await?;
+        self.guard
+            .check("energyzero", gone.len() as u64, mirrored as u64)
+            .map_err(|refusal| JobError::Failed(anyhow::anyhow!(refusal)))?;
+        let deleted = store::tombstone_contracts(&mut tx, ctx.run_id, gone).await?;
+        tx.commit().await?;
+        if deleted > 0 {
+            tracing::info!(deleted, "tombstoned contracts no longer returned");
+        }
+        ctx.counts.send_modify(|c| c.deleted += deleted);
         Ok(())
     }
 }

@@ -11,10 +11,11 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use super::{Job, JobError, JobName, RunContext};
+use crate::http::one_line;
 use crate::partners::rabot::{Page, RabotClient};
-use crate::settings::{LINKED_CUSTOMERS, Settings};
-use crate::store::links;
+use crate::settings::{LINKED_CUSTOMERS, Settings, TombstoneGuard};
 use crate::store::rabot::{self as store, Scope};
+use crate::store::{links, runs, upsert_setting_aside};
 
 /// Which customers a run covers.
 #[derive(Debug, Clone)]
@@ -30,6 +31,7 @@ pub struct RabotMirror {
     client: RabotClient,
     coverage: Coverage,
     concurrency: usize,
+    guard: TombstoneGuard,
 }
 
 impl RabotMirror {
@@ -47,6 +49,7 @@ impl RabotMirror {
             client,
             coverage: Coverage::Configured(settings.rabot.external_ids.clone()),
             concurrency: settings.rabot.concurrency.max(1),
+            guard: settings.rabot.tombstone_guard,
         }
     }
 
@@ -140,6 +143,9 @@ impl RabotMirror {
             Scope::AllCustomers => None,
             Scope::ExternalId(id) => Some(id.clone()),
         };
+        // Why a row missing from this pass may still exist upstream; `None` = the pass saw
+        // every row the partner has.
+        let mut doubt: Option<&'static str> = None;
         let mut pages = self.client.customer_pages(external_id);
         while let Some(page) = pages.try_next().await.map_err(failed)? {
             let numbers: Vec<String> = page
@@ -154,38 +160,84 @@ impl RabotMirror {
                 .await
                 .map_err(failed)?;
 
+            if page.moved || contract_pages.iter().any(|p| p.moved) {
+                doubt.get_or_insert("the list changed while it was read");
+            }
             let fetched =
                 page.items.len() + contract_pages.iter().map(|p| p.items.len()).sum::<usize>();
-            let skipped = page.skipped + contract_pages.iter().map(|p| p.skipped).sum::<usize>();
+            let unreadable = page.skipped + contract_pages.iter().map(|p| p.skipped).sum::<usize>();
             let pages_read = page.pages + contract_pages.iter().map(|p| p.pages).sum::<usize>();
             let contracts = contract_pages.into_iter().flat_map(|p| p.items).collect();
 
-            // Customers and their contracts land together or not at all.
+            // Customers and their contracts land together or not at all; a row the database
+            // refuses is set aside, not the page.
             let mut tx = ctx.pool.begin().await?;
-            let customers = store::upsert_customers(&mut tx, ctx.run_id, page.items).await?;
-            let contracts = store::upsert_contracts(&mut tx, ctx.run_id, contracts).await?;
+            let run_id = ctx.run_id;
+            let customers = upsert_setting_aside(
+                &mut tx,
+                page.items,
+                |c| format!("customer {}", c.customer_number),
+                |conn, rows| Box::pin(store::upsert_customers(conn, run_id, rows)),
+            )
+            .await?;
+            let contracts = upsert_setting_aside(
+                &mut tx,
+                contracts,
+                |c| format!("contract {}/{}", c.customer_number, c.contract_number),
+                |conn, rows| Box::pin(store::upsert_contracts(conn, run_id, rows)),
+            )
+            .await?;
             tx.commit().await?;
 
+            let refused: Vec<_> = customers
+                .refused
+                .into_iter()
+                .chain(contracts.refused)
+                .collect();
+            for (item, reason) in &refused {
+                let reason = one_line(reason);
+                tracing::warn!(%item, error = %reason, "row not stored; the pass goes on");
+                runs::record_failure(&ctx.pool, ctx.run_id, item, &reason).await?;
+            }
+            if unreadable + refused.len() > 0 {
+                doubt.get_or_insert("some rows could not be read or stored");
+            }
             ctx.counts.send_modify(|c| {
                 c.pages += pages_read as i32;
                 c.fetched += fetched as i64;
-                c.skipped += skipped as i64;
-                c.add_upsert(customers);
-                c.add_upsert(contracts);
+                c.skipped += (unreadable + refused.len()) as i64;
+                c.add_upsert(customers.counts);
+                c.add_upsert(contracts.counts);
                 c.requests = self.requests_since(requests_before);
             });
             // Shutdown stops the pass between pages: the page in hand is written, not thrown away.
             ctx.check_cancelled()?;
         }
 
-        // The scope's pass is complete: only now may rows it no longer returns be tombstoned.
+        // The scope's pass is complete: only now may rows it no longer returns be tombstoned,
+        // and only when their absence is certain and not suspiciously large.
         let mut tx = ctx.pool.begin().await?;
-        let deleted = store::tombstone_unseen(&mut tx, ctx.run_id, &scope).await?;
-        tx.commit().await?;
-        if deleted > 0 {
-            tracing::info!(deleted, "tombstoned rows no longer returned");
+        let gone = store::tombstone_unseen(&mut tx, ctx.run_id, &scope).await?;
+        if let Some(doubt) = doubt {
+            tx.rollback().await?;
+            if gone.rows > 0 {
+                tracing::warn!(
+                    held_back = gone.rows,
+                    reason = doubt,
+                    "rows missing from this pass are kept until a pass sees the whole list"
+                );
+            }
+            return Ok(());
         }
-        ctx.counts.send_modify(|c| c.deleted += deleted);
+        if let Err(refusal) = self.guard.check("rabot", gone.rows, gone.mirrored) {
+            tx.rollback().await?;
+            return Err(JobError::Failed(anyhow::anyhow!(refusal)));
+        }
+        tx.commit().await?;
+        if gone.rows > 0 {
+            tracing::info!(deleted = gone.rows, "tombstoned rows no longer returned");
+        }
+        ctx.counts.send_modify(|c| c.deleted += gone.rows as i64);
         Ok(())
     }
 }

@@ -36,3 +36,49 @@ pub(crate) fn decimal_field(object: &Value, key: &str) -> Option<String> {
         .filter(|v| v.is_finite())
         .map(|_| text)
 }
+
+/// What U+0000 becomes in everything we store: PostgreSQL refuses the NUL character in `text`
+/// and `jsonb`, so one such character would otherwise fail the whole pass, every pass. U+FFFD
+/// (the replacement character) keeps the rest of the string and shows where something was.
+pub(crate) const NUL_REPLACEMENT: char = '\u{FFFD}';
+
+/// `value` with every U+0000 in its strings and object keys replaced by [`NUL_REPLACEMENT`].
+/// Applied to each partner item before it is read, so typed columns, payload and content hash
+/// all agree.
+pub(crate) fn without_nul(value: Value) -> Value {
+    fn clean(text: String) -> String {
+        if text.contains('\0') {
+            text.replace('\0', &NUL_REPLACEMENT.to_string())
+        } else {
+            text
+        }
+    }
+    match value {
+        Value::String(text) => Value::String(clean(text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (clean(key), without_nul(value)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_is_replaced_in_strings_and_keys_at_any_depth() {
+        let raw = json!({"a\u{0}b": ["x\u{0}", {"deep": "\u{0}\u{0}"}], "n": 1, "ok": "fine"});
+        let clean = without_nul(raw);
+        assert_eq!(
+            clean,
+            json!({"a\u{FFFD}b": ["x\u{FFFD}", {"deep": "\u{FFFD}\u{FFFD}"}], "n": 1, "ok": "fine"})
+        );
+        assert!(!clean.to_string().contains("\\u0000"));
+    }
+}

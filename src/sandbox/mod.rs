@@ -9,11 +9,13 @@
 //! only has to classify its paths and render its own error body: added latency, the enforced
 //! rate limit, injected faults, random 503s and the counters.
 
+mod bad_days;
 mod energyzero;
 mod rabobank;
 mod rabot;
 mod web;
 
+pub use bad_days::{Deletions, Tamper, TamperFault};
 pub use energyzero::EnergyzeroStats;
 pub use rabobank::{RabobankGrantView, RabobankStats};
 pub use rabot::{CUSTOMER_PASSWORD as RABOT_CUSTOMER_PASSWORD, LinkableCustomer};
@@ -321,7 +323,8 @@ pub struct SandboxStats {
     pub unauthorized: u64,
 }
 
-/// A canned error answer for the next `times` requests whose path contains `path_contains`.
+/// A canned error answer for the next `times` requests whose path (with its query) contains
+/// `path_contains`.
 #[derive(Debug, Clone)]
 pub struct Fault {
     /// Matched against the request path (e.g. "/contracts", "/connect/token", "" = any).
@@ -362,6 +365,7 @@ pub async fn start(options: SandboxOptions, listen: SocketAddr) -> anyhow::Resul
     let shared = Arc::new(Shared {
         counters: Counters::default(),
         faults: Mutex::new(VecDeque::new()),
+        bad_days: Mutex::default(),
         latency_nanos: AtomicU64::new(duration_to_nanos(options.latency)),
         limiter,
         rabot: rabot::Rabot::generate(&options),
@@ -654,6 +658,28 @@ impl Sandbox {
         }
     }
 
+    /// Queues a tampered answer; queued tampers are matched in FIFO order against answers.
+    pub fn tamper(&self, fault: TamperFault) {
+        lock(&self.shared.bad_days).push_tamper(fault);
+    }
+
+    /// Deletes RABOT customers at random moments of the listings that follow.
+    pub fn delete_customers_while_listing(&self, deletions: Deletions) {
+        lock(&self.shared.bad_days).start_deletions(deletions);
+    }
+
+    /// Drops every queued fault and tamper and stops planned deletions: the partner's bad day
+    /// is over (what was deleted stays deleted).
+    pub fn end_bad_day(&self) {
+        lock(&self.shared.faults).clear();
+        lock(&self.shared.bad_days).end();
+    }
+
+    /// The customers [`Self::delete_customers_while_listing`] deleted so far, in order.
+    pub fn deleted_while_listing(&self) -> Vec<String> {
+        lock(&self.shared.bad_days).deleted.clone()
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         self.shared
             .latency_nanos
@@ -723,6 +749,7 @@ struct Shared {
     options: SandboxOptions,
     counters: Counters,
     faults: Mutex<VecDeque<Fault>>,
+    bad_days: Mutex<bad_days::BadDays>,
     // Atomic so `set_latency` never waits behind a request.
     latency_nanos: AtomicU64,
     limiter: Option<DefaultDirectRateLimiter>,
@@ -758,6 +785,24 @@ impl Shared {
             faults.remove(index);
         }
         Some(answer)
+    }
+
+    /// A planned upstream deletion, if one is due before this request.
+    fn delete_customers_if_due(&self) {
+        let mut bad_days = lock(&self.bad_days);
+        let Some((count, mut rng)) = bad_days.deletions_due() else {
+            return;
+        };
+        for _ in 0..count {
+            let numbers = self.rabot.customer_numbers();
+            if numbers.is_empty() {
+                return;
+            }
+            let victim = numbers[rng.below(numbers.len() as u32) as usize].clone();
+            if self.rabot.remove_customer(&victim) {
+                bad_days.deleted.push(victim);
+            }
+        }
     }
 
     fn random_error(&self) -> bool {
@@ -867,6 +912,11 @@ fn reject(route: Option<Route>, status: StatusCode, message: &str) -> Response {
 /// apply them: latency, rate limit, injected faults, random API errors.
 async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
+    // Faults match the path with its query, so `/customers?` picks out the customer list.
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |target| target.as_str().to_owned());
     let route = classify(request.method(), &path);
     let endpoint = route.map(|route| route.endpoint);
     match endpoint {
@@ -902,7 +952,7 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         return response;
     }
 
-    if let Some(fault) = shared.take_fault(&path) {
+    if let Some(fault) = shared.take_fault(&target) {
         bump(&shared.counters.injected_faults);
         tracing::debug!(%path, status = fault.status, "sandbox injected fault");
         let status =
@@ -918,6 +968,10 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         return response;
     }
 
+    if path.starts_with(rabot::API_BASE_PATH) {
+        shared.delete_customers_if_due();
+    }
+
     if endpoint == Some(Endpoint::Api) && shared.random_error() {
         bump(&shared.counters.random_errors);
         return reject(
@@ -927,7 +981,15 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         );
     }
 
-    next.run(request).await
+    let tamper = lock(&shared.bad_days).take_tamper(&target);
+    let response = next.run(request).await;
+    match tamper {
+        Some(tamper) if response.status().is_success() => {
+            bump(&shared.counters.injected_faults);
+            bad_days::apply(tamper, response).await
+        }
+        _ => response,
+    }
 }
 
 async fn unknown_endpoint(method: Method, uri: Uri) -> Response {

@@ -185,26 +185,58 @@ pub async fn upsert_contracts(
     Ok(counts(total, &inserted_flags))
 }
 
-/// After a complete pass of `user_id`: tombstones that user's contracts not in `seen` (a user
-/// has a handful of contracts, so the ids travel as one array). Returns how many were
-/// tombstoned. Call it in the transaction that writes the user's pass.
-pub async fn tombstone_missing_contracts(
+/// After a complete pass of `user_id`: that user's live contracts not in `seen` (a user has a
+/// handful of contracts, so the ids travel as one array). The run tombstones them at its end,
+/// once it knows the run's total is within the guard.
+pub async fn missing_contracts(
     conn: &mut PgConnection,
     user_id: &str,
     seen: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT contract_id FROM mirror.energyzero_contracts
+          WHERE user_id = $1 AND deleted_at IS NULL AND NOT (contract_id = ANY($2))",
+    )
+    .bind(user_id)
+    .bind(seen)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Live contracts in the mirror: what the mass-delete guard measures a run's tombstones against.
+pub async fn live_contracts(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM mirror.energyzero_contracts WHERE deleted_at IS NULL")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// Tombstones the given `(user_id, contract_id)` rows, except those written since run `run_id`
+/// started (a later pass saw them again). Returns how many were tombstoned.
+pub async fn tombstone_contracts(
+    conn: &mut PgConnection,
+    run_id: i64,
+    gone: &[(String, String)],
 ) -> Result<i64, sqlx::Error> {
+    let (users, contracts): (Vec<&str>, Vec<&str>) = gone
+        .iter()
+        .map(|(user, contract)| (user.as_str(), contract.as_str()))
+        .unzip();
     sqlx::query_scalar(
         r#"
         WITH gone AS (
-            UPDATE mirror.energyzero_contracts SET deleted_at = now()
-             WHERE user_id = $1 AND deleted_at IS NULL AND NOT (contract_id = ANY($2))
+            UPDATE mirror.energyzero_contracts k SET deleted_at = now()
+              FROM unnest($2::text[], $3::text[]) AS g(user_id, contract_id)
+             WHERE k.user_id = g.user_id AND k.contract_id = g.contract_id
+               AND k.deleted_at IS NULL
+               AND k.changed_at < (SELECT started_at FROM sync.runs WHERE id = $1)
             RETURNING 1
         )
         SELECT count(*) FROM gone
         "#,
     )
-    .bind(user_id)
-    .bind(seen)
+    .bind(run_id)
+    .bind(users)
+    .bind(contracts)
     .fetch_one(&mut *conn)
     .await
 }

@@ -11,10 +11,12 @@ pub mod trigger_requests;
 
 use std::str::FromStr;
 
+use futures::future::BoxFuture;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
-use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection as _};
 
 use runs::UpsertCounts;
 
@@ -137,6 +139,70 @@ pub(crate) fn dedup_last<T, K: Eq + std::hash::Hash>(
         .collect();
     kept.reverse();
     kept
+}
+
+/// Rows a batch upsert wrote, and the rows the database refused, each with its key and why.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub counts: UpsertCounts,
+    pub refused: Vec<(String, String)>,
+}
+
+/// Upserts `rows` in one statement, inside a savepoint. If the database refuses the batch for
+/// what is in it (a data or constraint error, not a lost connection), the rows are upserted one
+/// at a time, each in its own savepoint, so one bad row is set aside instead of failing the
+/// page, and every pass after it.
+pub(crate) async fn upsert_setting_aside<T: Clone>(
+    conn: &mut PgConnection,
+    rows: Vec<T>,
+    key: impl Fn(&T) -> String,
+    upsert: impl for<'c> Fn(
+        &'c mut PgConnection,
+        Vec<T>,
+    ) -> BoxFuture<'c, Result<UpsertCounts, sqlx::Error>>,
+) -> Result<Stored, sqlx::Error> {
+    let mut stored = Stored::default();
+    if rows.is_empty() {
+        return Ok(stored);
+    }
+    let mut batch = conn.begin().await?;
+    match upsert(&mut batch, rows.clone()).await {
+        Ok(counts) => {
+            batch.commit().await?;
+            stored.counts = counts;
+            return Ok(stored);
+        }
+        Err(error) if is_refused_data(&error) => batch.rollback().await?,
+        Err(error) => return Err(error),
+    }
+    for row in rows {
+        let mut single = conn.begin().await?;
+        match upsert(&mut single, vec![row.clone()]).await {
+            Ok(counts) => {
+                single.commit().await?;
+                stored.counts.inserted += counts.inserted;
+                stored.counts.updated += counts.updated;
+                stored.counts.unchanged += counts.unchanged;
+            }
+            Err(error) if is_refused_data(&error) => {
+                single.rollback().await?;
+                stored.refused.push((key(&row), error.to_string()));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(stored)
+}
+
+/// A data exception (SQLSTATE class 22) or an integrity violation (23): the statement's
+/// content was refused, so retrying row by row finds the culprit.
+fn is_refused_data(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -598,3 +598,44 @@ async fn a_401_renews_the_user_token_and_a_401_on_impersonation_renews_the_partn
     assert_eq!(after.impersonations, 3, "{after:?}");
     assert_eq!(after.graphql_requests, 2 + 3, "one call retried: {after:?}");
 }
+
+#[tokio::test]
+async fn more_tombstones_than_the_guard_allows_fail_the_run_and_tombstone_nothing() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(ez_sandbox(4)).await;
+    let users = sandbox.energyzero_user_ids();
+    // A small guard so a handful of removals trips it: at most max(3, 0 × mirrored).
+    let guard = [
+        ("PARTNER_SYNC__ENERGYZERO__TOMBSTONE_GUARD__MIN_ROWS", "3"),
+        ("PARTNER_SYNC__ENERGYZERO__TOMBSTONE_GUARD__SHARE", "0"),
+    ];
+    let job = ez_job(&ez_settings(&sandbox, &db, &users, &guard));
+    assert_eq!(pass(&job, &db.pool).await.0, RunStatus::Succeeded);
+
+    // Four contracts of two users go: 4 > 3, across users, so no single user's pass decides.
+    let contracts = all_contracts(&sandbox, &users);
+    let removed: Vec<_> = [0, 1, contracts.len() - 2, contracts.len() - 1]
+        .into_iter()
+        .map(|i| contracts[i].clone())
+        .collect();
+    for (user, contract) in &removed {
+        assert!(sandbox.energyzero_remove_contract(user, contract));
+    }
+    let tombstoned =
+        "SELECT count(*) FROM mirror.energyzero_contracts WHERE deleted_at IS NOT NULL";
+    let (status, counts, error) = pass(&job, &db.pool).await;
+    assert_eq!(status, RunStatus::Failed);
+    let error = error.unwrap_or_default();
+    assert!(error.contains("energyzero.tombstone_guard"), "{error}");
+    assert!(error.contains("would tombstone 4 of"), "{error}");
+    assert_eq!(counts.deleted, 0);
+    assert_eq!(count(&db.pool, tombstoned).await, 0);
+
+    // The operator accepts it for one pass.
+    let mut settings = ez_settings(&sandbox, &db, &users, &guard);
+    settings.energyzero.tombstone_guard.allow_mass_delete = true;
+    let (status, counts, error) = pass(&ez_job(&settings), &db.pool).await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    assert_eq!(counts.deleted, 4);
+    assert_eq!(count(&db.pool, tombstoned).await, 4);
+}

@@ -97,6 +97,15 @@ async fn malformed_envelopes_are_clear_errors() {
         ),
         (
             ResponseTemplate::new(200)
+                .set_body_json(json!({"isSuccess": true, "data": null, "hasMoreItems": false})),
+            "data is null instead of an array",
+        ),
+        (
+            ResponseTemplate::new(200).set_body_json(json!({"isSuccess": true, "count": 0})),
+            "the answer has no data field",
+        ),
+        (
+            ResponseTemplate::new(200)
                 .set_body_json(json!({"isSuccess": true, "data": [], "hasMoreItems": true})),
             "hasMoreItems is true but the page at offset 0 is empty",
         ),
@@ -110,20 +119,22 @@ async fn malformed_envelopes_are_clear_errors() {
 }
 
 #[tokio::test]
-async fn items_without_a_key_are_skipped_and_counted() {
-    let (server, client) = rabot_double(good_token()).await;
-    let page = json!({"isSuccess": true, "hasMoreItems": false,
-                      "data": [{"customerNumber": "1"}, {"firstName": "no number"}, null, {"customerNumber": 3}]});
-    customers_answer(&server, ResponseTemplate::new(200).set_body_json(page)).await;
-    let pages: Vec<_> = client.customer_pages(None).try_collect().await.unwrap();
-    assert_eq!(pages.len(), 1);
-    let numbers: Vec<_> = pages[0]
-        .items
-        .iter()
-        .map(|c| c.customer_number.as_str())
-        .collect();
-    assert_eq!(numbers, ["1", "3"]);
-    assert_eq!(pages[0].skipped, 2);
+async fn a_row_without_its_key_fails_the_list_naming_the_field() {
+    for bad_row in [
+        json!({"firstName": "no number"}),
+        json!({"customerNumber": null}),
+        json!(null),
+    ] {
+        let (server, client) = rabot_double(good_token()).await;
+        let page = json!({"isSuccess": true, "hasMoreItems": false,
+                          "data": [{"customerNumber": "1"}, bad_row, {"customerNumber": 3}]});
+        customers_answer(&server, ResponseTemplate::new(200).set_body_json(page)).await;
+        let error = first_error(&client).await;
+        assert!(
+            error.contains("/customers") && error.contains("offset 1 has no customerNumber"),
+            "{error}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod energyzero_client;
 mod hostile_api;
 mod http_stack;
 mod links;
+mod mirror_trust;
 mod operations;
 mod ops_http;
 pub mod rabobank;

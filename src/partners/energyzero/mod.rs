@@ -81,8 +81,6 @@ impl EnergyzeroError {
 pub struct UserPass {
     pub user: User,
     pub contracts: Vec<Contract>,
-    /// Contracts set aside because they could not be read (no id).
-    pub skipped: usize,
     /// GraphQL requests the contracts took.
     pub pages: usize,
 }
@@ -180,7 +178,7 @@ impl EnergyzeroClient {
         let mut cursors = HashSet::new();
         let mut user = None;
         let mut contracts = Vec::new();
-        let (mut skipped, mut pages) = (0, 0);
+        let mut pages = 0;
         loop {
             let body = json!({
                 "query": ME_QUERY,
@@ -196,7 +194,6 @@ impl EnergyzeroClient {
             // Every page repeats the user's fields; the first page's are kept.
             user.get_or_insert(page.user);
             contracts.extend(page.contracts);
-            skipped += page.skipped;
             if !page.has_next_page {
                 break;
             }
@@ -218,7 +215,6 @@ impl EnergyzeroClient {
         Ok(UserPass {
             user,
             contracts,
-            skipped,
             pages,
         })
     }

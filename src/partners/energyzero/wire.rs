@@ -5,15 +5,13 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
-use crate::partners::lenient::{date_field, decimal_field, str_field};
+use crate::partners::lenient::{date_field, decimal_field, str_field, without_nul};
 
 /// One `me` answer, split into the user, one page of contracts and where the next page starts.
 #[derive(Debug)]
 pub struct MePage {
     pub user: User,
     pub contracts: Vec<Contract>,
-    /// Edges without a readable contract (no node, no id): logged and counted, not mirrored.
-    pub skipped: usize,
     pub has_next_page: bool,
     pub end_cursor: Option<String>,
 }
@@ -70,9 +68,11 @@ pub enum Unreadable {
 }
 
 /// Reads one GraphQL answer to the `me` query. An `errors` array fails the answer even when some
-/// `data` came with it: a partial user must not be mirrored as if complete.
+/// `data` came with it: a partial user must not be mirrored as if complete. So does an edge
+/// without a contract id, or a connection without `pageInfo`: either would otherwise read as
+/// "this contract is gone" and tombstone a live row.
 pub fn read_me(user_id: &str, answer: Value) -> Result<MePage, Unreadable> {
-    let Value::Object(mut answer) = answer else {
+    let Value::Object(mut answer) = without_nul(answer) else {
         return Err(Unreadable::Shape(
             "the answer is not a JSON object".to_owned(),
         ));
@@ -109,26 +109,27 @@ pub fn read_me(user_id: &str, answer: Value) -> Result<MePage, Unreadable> {
         }
     };
     let mut contracts = Vec::with_capacity(edges.len());
-    let mut skipped = 0;
-    for edge in edges {
-        match Contract::from_wire(user_id, edge.get("node").cloned().unwrap_or(Value::Null)) {
-            Ok(contract) => contracts.push(contract),
-            Err(reason) => {
-                tracing::warn!(partner = super::PARTNER, %reason, "skipping a contract that cannot be mirrored");
-                skipped += 1;
-            }
-        }
+    for (position, edge) in edges.iter().enumerate() {
+        let node = edge.get("node").cloned().unwrap_or(Value::Null);
+        let contract = Contract::from_wire(user_id, node).map_err(|reason| {
+            Unreadable::Shape(format!("me.contracts.edges[{position}]: {reason}"))
+        })?;
+        contracts.push(contract);
     }
-    let page_info = connection.get("pageInfo");
-    let has_next_page = page_info
+    let Some(has_next_page) = connection
+        .get("pageInfo")
         .and_then(|p| p.get("hasNextPage"))
         .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let end_cursor = page_info.and_then(|p| str_field(p, "endCursor"));
+    else {
+        return Err(Unreadable::Shape(
+            "me.contracts.pageInfo.hasNextPage is missing: the page cannot be known to be the last"
+                .to_owned(),
+        ));
+    };
+    let end_cursor = str_field(&connection["pageInfo"], "endCursor");
     Ok(MePage {
         user,
         contracts,
-        skipped,
         has_next_page,
         end_cursor,
     })
@@ -227,8 +228,6 @@ mod tests {
                      "acceptedAt": "2025-01-14T09:31:00Z", "startDate": "2025-02-01",
                      "endDate": null, "duration": 12, "hasGas": false, "totalYearlyUsage": 2750.5,
                      "deliveryAddress": {"zipCode": "1011AB", "city": "Amsterdam"}}},
-                    {"cursor": "b", "node": {"phase": "USER_INPUT"}},
-                    {"cursor": "c"}
                 ]),
                 json!({"hasNextPage": true, "endCursor": "c"}),
             ),
@@ -238,7 +237,6 @@ mod tests {
         assert_eq!(page.user.birth_date, NaiveDate::from_ymd_opt(1984, 3, 7));
         assert!(page.user.raw.get("contracts").is_none());
         assert_eq!(page.contracts.len(), 1);
-        assert_eq!(page.skipped, 2);
         let c = &page.contracts[0];
         assert_eq!(c.phase.as_deref(), Some("SOMETHING_NEW"));
         assert_eq!(c.end_date, None);
@@ -274,5 +272,44 @@ mod tests {
             read_me("u-1", json!([1])),
             Err(Unreadable::Shape(_))
         ));
+    }
+
+    #[test]
+    fn a_contract_without_id_or_a_missing_page_info_fails_the_answer() {
+        for edges in [json!([{"node": {"phase": "X"}}]), json!([{"cursor": "c"}])] {
+            let shape = read_me("u-1", answer(edges, json!({"hasNextPage": false})));
+            assert!(
+                matches!(&shape, Err(Unreadable::Shape(text)) if text.contains("edges[0]")),
+                "{shape:?}"
+            );
+        }
+        for page_info in [Value::Null, json!({}), json!({"hasNextPage": "no"})] {
+            let shape = read_me("u-1", answer(json!([]), page_info));
+            assert!(
+                matches!(&shape, Err(Unreadable::Shape(text)) if text.contains("pageInfo")),
+                "{shape:?}"
+            );
+        }
+        let mut no_page_info = answer(json!([]), Value::Null);
+        no_page_info["data"]["me"]["contracts"]
+            .as_object_mut()
+            .map(|c| c.remove("pageInfo"));
+        assert!(matches!(
+            read_me("u-1", no_page_info),
+            Err(Unreadable::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn nul_characters_are_replaced_not_refused() {
+        let page = read_me(
+            "u-1",
+            answer(
+                json!([{"node": {"id": "c-1", "company": "A\u{0}B"}}]),
+                json!({"hasNextPage": false}),
+            ),
+        )
+        .expect("readable");
+        assert_eq!(page.contracts[0].company.as_deref(), Some("A\u{FFFD}B"));
     }
 }

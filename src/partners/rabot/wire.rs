@@ -19,10 +19,17 @@ pub struct Envelope {
     /// Documented as an array of `{severity, code, message, details}` or null; kept loose.
     #[serde(default)]
     pub error: Option<Value>,
-    #[serde(default)]
+    /// `None` when the field is absent, `Some(Value::Null)` when it is `null`: a list answer
+    /// needs to tell those apart from an empty list.
+    #[serde(default, deserialize_with = "present")]
     pub data: Option<Value>,
     #[serde(default)]
     pub has_more_items: Option<bool>,
+}
+
+/// A field that is present, even as `null`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 impl Envelope {
