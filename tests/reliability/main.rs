@@ -1,0 +1,9 @@
+//! The reliability suite: long fault campaigns against the real binary, a real PostgreSQL and
+//! the sandbox, kept out of the main integration binary so their bound is their own. The
+//! README's "Reliability" section quotes the figures these tests print.
+
+#[allow(dead_code)]
+#[path = "../it/common.rs"]
+mod common;
+
+mod mirror_faults;
