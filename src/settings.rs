@@ -646,7 +646,9 @@ const SECRET_PARAMETER_WORDS: &[&str] = &[
 
 fn is_secret_parameter(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    SECRET_PARAMETER_WORDS.iter().any(|word| name.contains(word))
+    SECRET_PARAMETER_WORDS
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 /// Keeps a URL readable for ops (host, database, harmless options) while hiding its password,
@@ -656,7 +658,9 @@ pub fn mask_url_password(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
         return MASK.to_owned();
     };
-    let secret_query = url.query_pairs().any(|(name, _)| is_secret_parameter(&name));
+    let secret_query = url
+        .query_pairs()
+        .any(|(name, _)| is_secret_parameter(&name));
     if url.password().is_none() && !secret_query {
         // Nothing to hide: shown exactly as written.
         return raw.to_owned();
@@ -698,9 +702,13 @@ fn describe_config_error(error: &config::ConfigError, file: Option<&Path>) -> St
     };
     match error {
         E::FileParse { uri, cause } => {
-            let name = uri
-                .clone()
-                .or_else(|| file.map(|f| f.display().to_string()))
+            // The config crate names the file relative to the working directory; the path as
+            // given (`--config`) is the one ops recognise. Only that file is parsed from disk:
+            // the other layers are built in.
+            let path = uri.as_ref().and(file);
+            let name = path
+                .map(|f| f.display().to_string())
+                .or_else(|| uri.clone())
                 .unwrap_or_else(|| "built-in defaults".to_owned());
             let position = cause
                 .downcast_ref::<toml::de::Error>()
@@ -708,12 +716,14 @@ fn describe_config_error(error: &config::ConfigError, file: Option<&Path>) -> St
                 .and_then(|span| {
                     // The span indexes the file the config crate read: read it again here,
                     // only to turn the offset into a line and column.
-                    let text = std::fs::read_to_string(uri.as_deref()?).ok()?;
+                    let text = std::fs::read_to_string(path?).ok()?;
                     Some(line_and_column(&text, span.start))
                 });
             match position {
                 Some((line, column)) => {
-                    format!("settings file {name}: TOML syntax error at line {line} column {column}")
+                    format!(
+                        "settings file {name}: TOML syntax error at line {line} column {column}"
+                    )
                 }
                 None => format!("settings file {name}: TOML syntax error"),
             }
