@@ -31,10 +31,8 @@ impl RetryPolicy {
         if attempt >= self.max_attempts {
             return Err(GiveUp::AttemptsUsed);
         }
-        if let Some(after) = retry_after {
-            if after > self.max_retry_after {
-                return Err(GiveUp::RetryAfterTooLong(after));
-            }
+        if let Some(after) = retry_after.filter(|after| *after > self.max_retry_after) {
+            return Err(GiveUp::RetryAfterTooLong(after));
         }
         // "Equal jitter": half the exponential delay is fixed so retries always back off,
         // the other half is random so many clients do not retry in lockstep.

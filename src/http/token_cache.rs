@@ -60,7 +60,8 @@ impl AccessToken {
         &self.secret
     }
 
-    /// The lifetime the cache works with: the one issued, within [`MIN_LIFETIME`, `MAX_LIFETIME`].
+    /// The lifetime the cache works with: the one issued, kept between [`MIN_LIFETIME`] and
+    /// [`MAX_LIFETIME`].
     pub fn lifetime(&self) -> Duration {
         self.lifetime
     }
@@ -75,7 +76,7 @@ pub const MIN_LIFETIME: Duration = Duration::from_secs(1);
 /// `expires_in` however large can overflow the clock arithmetic.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
-/// `lifetime` within [`MIN_LIFETIME`, `MAX_LIFETIME`].
+/// `lifetime` kept between [`MIN_LIFETIME`] and [`MAX_LIFETIME`].
 pub fn bounded_lifetime(lifetime: Duration) -> Duration {
     lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME)
 }
