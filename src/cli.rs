@@ -431,7 +431,7 @@ async fn resync(
                 run.counts_summary(),
                 run.error
                     .as_deref()
-                    .map(|e| format!("; error: {e}"))
+                    .map(|e| format!("; error: {}", status::printable(e)))
                     .unwrap_or_default(),
             ),
             resync::Outcome::NotRun { job, reason } => println!("{job} not run: {reason}"),

@@ -94,6 +94,10 @@ pub enum LinkError {
     Invalid(String),
     #[error("RABOT did not create the link: {0}")]
     Rabot(#[from] RabotError),
+    /// The request reached RABOT but no answer came back: a link may exist there that nobody
+    /// can use. Nothing was recorded here; a new link (a new secret) is safe to start.
+    #[error("RABOT may have recorded the link; start again ({0})")]
+    OutcomeUnknown(RabotError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -171,7 +175,14 @@ impl RabotLinks {
             customer_number_query_parameter_name: CUSTOMER_NUMBER_PARAMETER.to_owned(),
             external_customer_id: spec.external_id.clone(),
         };
-        let authorization_url = self.client.create_link(&request).await?;
+        let authorization_url =
+            self.client
+                .create_link(&request)
+                .await
+                .map_err(|error| match error {
+                    error @ RabotError::OutcomeUnknown { .. } => LinkError::OutcomeUnknown(error),
+                    other => LinkError::Rabot(other),
+                })?;
         let id = Uuid::new_v4();
         let expires_at = store::insert(
             pool,

@@ -92,7 +92,9 @@ pub struct HttpSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RabotSettings {
     pub enabled: bool,
+    #[serde(serialize_with = "serialize_masked_url_text")]
     pub token_url: String,
+    #[serde(serialize_with = "serialize_masked_url_text")]
     pub api_base_url: String,
     pub client_id: String,
     #[serde(serialize_with = "serialize_masked")]
@@ -156,12 +158,14 @@ impl TombstoneGuard {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     /// How browsers reach this server; redirect URIs are built from it.
+    #[serde(serialize_with = "serialize_masked_url_text")]
     pub public_url: String,
     /// Bearer token for the admin endpoints (`POST /links/rabot`); empty = those are off.
     #[serde(serialize_with = "serialize_masked")]
     pub admin_token: SecretString,
     /// Where a finished customer link sends the browser (with `status` and `external_id`
     /// added); empty = show a short page instead.
+    #[serde(serialize_with = "serialize_masked_url_text")]
     pub link_done_url: String,
 }
 
@@ -210,15 +214,18 @@ impl RabobankVariant {
 pub struct RabobankSettings {
     pub enabled: bool,
     pub variant: RabobankVariant,
+    #[serde(serialize_with = "serialize_masked_url_text")]
     pub oauth_base_url: String,
     pub client_id: String,
     #[serde(serialize_with = "serialize_masked")]
     pub client_secret: SecretString,
     pub scopes: Vec<String>,
+    #[serde(serialize_with = "serialize_masked_url_text")]
     pub redirect_uri: String,
     #[serde(with = "humantime_serde")]
     pub rotate_before: Duration,
     pub schedule: String,
+    #[serde(serialize_with = "serialize_masked_url_text")]
     pub consent_api_base_url: String,
     pub requests_per_second: f64,
     pub burst: u32,
@@ -228,8 +235,10 @@ pub struct RabobankSettings {
 pub struct EnergyzeroSettings {
     pub enabled: bool,
     /// Identity provider: `{auth_base_url}/oauth2/token` and `/v1/auth/impersonate`.
+    #[serde(serialize_with = "serialize_masked_url_text")]
     pub auth_base_url: String,
     /// The GraphQL endpoint itself: queries are POSTed to exactly this URL.
+    #[serde(serialize_with = "serialize_masked_url_text")]
     pub customer_api_url: String,
     pub client_id: String,
     #[serde(serialize_with = "serialize_masked")]
@@ -244,12 +253,14 @@ pub struct EnergyzeroSettings {
 }
 
 /// A setting that cannot be used: the message names the key, so ops can find it in one read.
+/// It never quotes a value or a line of a settings file, since either may be a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("invalid setting {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
-    #[error("cannot load settings: {0}")]
-    Load(#[from] config::ConfigError),
+    /// Built by [`describe_load_error`], which keeps the key, the file and the position.
+    #[error("{0}")]
+    Load(String),
 }
 
 impl SettingsError {
@@ -278,10 +289,10 @@ impl Settings {
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
             if !file.is_file() {
-                return Err(SettingsError::Load(config::ConfigError::Message(format!(
-                    "config file {} does not exist",
+                return Err(SettingsError::Load(format!(
+                    "settings file {} does not exist",
                     file.display()
-                ))));
+                )));
             }
             builder = builder.add_source(config::File::from(file));
         }
@@ -298,14 +309,20 @@ impl Settings {
             let name = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
             if let Some(value) = env.remove(&name) {
                 let items: Vec<String> = value.split(',').map(str::to_owned).collect();
-                builder = builder.set_override(*key, items)?;
+                builder = builder
+                    .set_override(*key, items)
+                    .map_err(|error| describe_load_error(&error, file))?;
             }
         }
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
             .source(Some(env.into_iter().collect()));
-        let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        let mut settings: Settings = builder
+            .add_source(environment)
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|error| describe_load_error(&error, file))?;
         settings.normalise();
         settings.validate()?;
         Ok(settings)
@@ -655,14 +672,213 @@ fn serialize_masked_url<S: Serializer>(secret: &SecretString, s: S) -> Result<S:
     s.serialize_str(&mask_url_password(secret.expose_secret()))
 }
 
-/// Keeps a URL readable for ops (host, database) while hiding its password.
+/// For URL settings held as plain strings: an API or redirect URL may still carry a
+/// credential (`https://user:pass@host/`, `?api_key=`).
+fn serialize_masked_url_text<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    if url.trim().is_empty() {
+        return s.serialize_str(url);
+    }
+    s.serialize_str(&mask_url_password(url))
+}
+
+const MASK: &str = "********";
+/// Query parameter names that hold a secret, matched case-insensitively anywhere in the name:
+/// `password`, `sslpassword`, `pwd`, `client_secret`, `access_token`, `api_key`, `sslkey`, `auth`, ….
+const SECRET_PARAMETER_WORDS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+    "signature",
+];
+
+fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMETER_WORDS
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// Keeps a URL readable for ops (host, database, harmless options) while hiding its password,
+/// in the userinfo and in any query parameter whose name looks secret
+/// (`postgres://u@h/db?password=…&sslmode=require`). A URL that does not parse is hidden whole.
 pub fn mask_url_password(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("********"));
-            url.to_string()
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return MASK.to_owned();
+    };
+    let secret_query = url
+        .query_pairs()
+        .any(|(name, _)| is_secret_parameter(&name));
+    if url.password().is_none() && !secret_query {
+        // Nothing to hide: shown exactly as written.
+        return raw.to_owned();
+    }
+    if url.password().is_some() {
+        let _ = url.set_password(Some(MASK));
+    }
+    if secret_query {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if is_secret_parameter(&name) {
+                    MASK.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+/// A `config` error as one line that names the file, the key and the position, but never
+/// quotes a value or a source line: the `toml` crate's syntax errors print the offending line,
+/// and type errors print the value, and either may be a password.
+fn describe_load_error(error: &config::ConfigError, file: Option<&Path>) -> SettingsError {
+    SettingsError::Load(describe_config_error(error, file))
+}
+
+fn describe_config_error(error: &config::ConfigError, file: Option<&Path>) -> String {
+    use config::ConfigError as E;
+    let origin = |origin: &Option<String>| {
+        origin
+            .as_deref()
+            .map(|o| format!(" (from {o})"))
+            .unwrap_or_default()
+    };
+    match error {
+        E::FileParse { uri, cause } => {
+            // The config crate names the file relative to the working directory; the path as
+            // given (`--config`) is the one ops recognise. Only that file is parsed from disk:
+            // the other layers are built in.
+            let path = uri.as_ref().and(file);
+            let name = path
+                .map(|f| f.display().to_string())
+                .or_else(|| uri.clone())
+                .unwrap_or_else(|| "built-in defaults".to_owned());
+            let position = cause
+                .downcast_ref::<toml::de::Error>()
+                .and_then(toml::de::Error::span)
+                .and_then(|span| {
+                    // The span indexes the file the config crate read: read it again here,
+                    // only to turn the offset into a line and column.
+                    let text = std::fs::read_to_string(path?).ok()?;
+                    Some(line_and_column(&text, span.start))
+                });
+            match position {
+                Some((line, column)) => {
+                    format!(
+                        "settings file {name}: TOML syntax error at line {line} column {column}"
+                    )
+                }
+                None => format!("settings file {name}: TOML syntax error"),
+            }
         }
-        Ok(url) => url.to_string(),
-        Err(_) => "********".to_owned(),
+        E::Type {
+            origin: from,
+            unexpected,
+            expected,
+            key,
+        } => {
+            // `unexpected` reads `string "the value"`: keep only what kind of value it was.
+            let kind = unexpected.to_string();
+            let kind = kind.split(['"', '`']).next().unwrap_or_default().trim();
+            format!(
+                "invalid setting {}{}: expected {expected}, got a {kind}",
+                key.as_deref().unwrap_or("(unknown key)"),
+                origin(from),
+            )
+        }
+        E::At {
+            error,
+            origin: from,
+            key,
+        } => match key {
+            Some(key) => format!(
+                "invalid setting {key}{}: {}",
+                origin(from),
+                describe_config_error(error, file)
+            ),
+            None => describe_config_error(error, file),
+        },
+        E::NotFound(key) => format!("missing setting {key}"),
+        E::Message(text) => without_quoted_values(text),
+        other => without_quoted_values(&other.to_string()),
+    }
+}
+
+/// `(line, column)`, both from 1, of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// Serde's messages quote the value they refused (`invalid value: string "…", expected …`):
+/// every quoted part is replaced by `…`, the rest of the sentence stays.
+fn without_quoted_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quote: Option<char> = None;
+    for c in text.chars() {
+        match quote {
+            Some(open) if c == open => quote = None,
+            Some(_) => {}
+            None if matches!(c, '"' | '`' | '\'') => {
+                quote = Some(c);
+                out.push('…');
+            }
+            None if c.is_control() => out.push(' '),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_are_masked_in_userinfo_and_query() {
+        let masked = mask_url_password(
+            "postgres://sync:pa55@db.internal:5432/mirror?sslmode=require&password=hunter2\
+             &PassWord=two&sslpassword=three&application_name=ps&api_key=k&Token=t",
+        );
+        for secret in ["pa55", "hunter2", "two", "three", "=k", "=t"] {
+            assert!(!masked.contains(secret), "{secret} in {masked}");
+        }
+        assert!(masked.contains("db.internal:5432/mirror"), "{masked}");
+        assert!(masked.contains("sslmode=require"), "{masked}");
+        assert!(masked.contains("application_name=ps"), "{masked}");
+        assert!(masked.contains("sync:********@"), "{masked}");
+        assert!(masked.contains("sslpassword=********"), "{masked}");
+        assert_eq!(
+            mask_url_password("https://api.example/v1"),
+            "https://api.example/v1"
+        );
+        assert_eq!(mask_url_password("not a url with pa55"), MASK);
+    }
+
+    #[test]
+    fn quoted_values_are_dropped_from_messages() {
+        assert_eq!(
+            without_quoted_values("invalid value: string \"hunter2\", expected a duration"),
+            "invalid value: string …, expected a duration"
+        );
+        assert_eq!(without_quoted_values("a `b` c 'd'\ne"), "a … c … e");
+    }
+
+    #[test]
+    fn positions_count_lines_and_characters_from_one() {
+        let text = "[a]\nb = 1\nsecret = \"é x\n";
+        assert_eq!(line_and_column(text, 0), (1, 1));
+        assert_eq!(line_and_column(text, 4), (2, 1));
+        assert_eq!(line_and_column(text, text.find('x').unwrap()), (3, 13));
     }
 }

@@ -1,5 +1,13 @@
 //! `partner-sync status`: what ops want at a glance — each job's last run and next scheduled
-//! time, the grants' health, and recent failures — as a table or as JSON for scripts.
+//! time, the grants' health, and recent failures — as a table or as JSON for scripts. The
+//! tables of `links` and `grants` are rendered here too.
+//!
+//! Table cells hold text from outside (partners' error bodies, redirect parameters a browser
+//! sent, consent ids): every such cell goes through [`printable`], so none can move the cursor,
+//! recolour the terminal or start a line that looks like ours. JSON output needs no such care:
+//! serde escapes control characters.
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -29,6 +37,30 @@ pub struct JobStatus {
 }
 
 const RECENT_FAILURES: i64 = 5;
+
+/// `text` safe to print on a terminal: control characters (newlines, escape sequences, C1
+/// codes) and the invisible characters that reorder text (bidi overrides, zero-width marks)
+/// are written as Rust escapes (`\n`, `\u{1b}`), everything else as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, sqlx::Error> {
     let latest = runs::latest_per_job(pool).await?;
@@ -97,10 +129,10 @@ impl StatusReport {
             out.push_str(&format!(
                 "{} {} run {} ({}): {}\n",
                 when(r.started_at),
-                r.job,
+                printable(&r.job),
                 r.id,
-                r.cause,
-                r.error.as_deref().unwrap_or("")
+                printable(&r.cause),
+                printable(r.error.as_deref().unwrap_or(""))
             ));
         }
         out
@@ -117,15 +149,17 @@ pub fn render_grants(grants: &[GrantSummary]) -> String {
     for g in grants {
         out.push_str(&format!(
             "{:<20} {:<16} {:<17} {:<17} {:>9} {:<38} {}\n",
-            g.label
-                .clone()
-                .unwrap_or_else(|| g.id.to_string()[..8].to_owned()),
-            g.status,
+            printable(
+                &g.label
+                    .clone()
+                    .unwrap_or_else(|| g.id.to_string()[..8].to_owned())
+            ),
+            printable(&g.status),
             when(g.access_expires_at),
             when(g.refresh_expires_at),
             g.refresh_count,
-            g.consent_id.as_deref().unwrap_or(""),
-            g.last_error.as_deref().unwrap_or(""),
+            printable(g.consent_id.as_deref().unwrap_or("")),
+            printable(g.last_error.as_deref().unwrap_or("")),
         ));
     }
     out
@@ -144,16 +178,33 @@ pub fn render_links(links: &[LinkRow]) -> String {
         out.push_str(&format!(
             "{:<36} {:<9} {:<24} {:<12} {:<16} {:<16} {}\n",
             link.id,
-            link.status,
-            link.external_id,
-            link.customer_number.as_deref().unwrap_or(""),
+            printable(&link.status),
+            printable(&link.external_id),
+            printable(link.customer_number.as_deref().unwrap_or("")),
             when(Some(link.created_at)),
             when(link.completed_at),
-            link.error_description
-                .as_deref()
-                .or(link.error_name.as_deref())
-                .unwrap_or(""),
+            printable(
+                link.error_description
+                    .as_deref()
+                    .or(link.error_name.as_deref())
+                    .unwrap_or("")
+            ),
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_and_reordering_characters_are_escaped() {
+        assert_eq!(printable("plain tekst, é"), "plain tekst, é");
+        assert_eq!(
+            printable("red\u{1b}[31m\nFAKE\tline\r\u{7f}\u{9b}"),
+            "red\\u{1b}[31m\\nFAKE\\tline\\r\\u{7f}\\u{9b}"
+        );
+        assert_eq!(printable("a\u{202e}b"), "a\\u{202e}b");
+    }
 }

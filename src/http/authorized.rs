@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::token_cache::{AuthError, TokenCache};
-use super::{HttpError, PartnerHttp};
+use super::{HttpError, PartnerHttp, Replay};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -64,7 +64,20 @@ impl AuthorizedHttp {
         url: &url::Url,
         body: &B,
     ) -> Result<T, ApiError> {
-        let response = self.send(Method::POST, url, |r| r.json(body)).await?;
+        self.post_json_with(Replay::Safe, url, body).await
+    }
+
+    /// Like [`AuthorizedHttp::post_json`], with only the retries that `replay` allows (a
+    /// request that must not run twice).
+    pub async fn post_json_with<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        replay: Replay,
+        url: &url::Url,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let response = self
+            .send_with(replay, Method::POST, url, |r| r.json(body))
+            .await?;
         Ok(self.http.json(&Method::POST, url, response).await?)
     }
 
@@ -82,10 +95,22 @@ impl AuthorizedHttp {
         url: &url::Url,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<reqwest::Response, ApiError> {
+        self.send_with(Replay::Safe, method, url, build).await
+    }
+
+    /// [`AuthorizedHttp::send`] with only the retries that `replay` allows. The one retry
+    /// after a 401 stays: a refused token means the partner did not act on the request.
+    pub async fn send_with(
+        &self,
+        replay: Replay,
+        method: Method,
+        url: &url::Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<reqwest::Response, ApiError> {
         let token = self.tokens.token().await?;
         let first = self
             .http
-            .send(method.clone(), url, |r| {
+            .send_success(replay, method.clone(), url, |r| {
                 build(r).bearer_auth(token.secret().expose_secret())
             })
             .await;
@@ -95,7 +120,7 @@ impl AuthorizedHttp {
                 self.tokens.invalidate(&token).await;
                 let token = self.tokens.token().await?;
                 self.http
-                    .send(method, url, |r| {
+                    .send_success(replay, method, url, |r| {
                         build(r).bearer_auth(token.secret().expose_secret())
                     })
                     .await

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use super::token_cache::{AuthError, IssuedToken, TokenSource};
 use super::{HttpError, PartnerHttp};
 
-/// Used when a token response omits `expires_in`: short, so a wrong guess costs little.
+/// Used when a token response omits `expires_in` (or it is unreadable): short, so a wrong
+/// guess costs little.
 pub const UNSTATED_LIFETIME: Duration = Duration::from_secs(300);
 
 pub struct ClientCredentials {
@@ -65,8 +66,8 @@ impl ClientCredentials {
                 reason: "empty access_token".to_owned(),
             }));
         }
-        let expires_in = body.expires_in.as_ref().and_then(expires_in_seconds);
-        let lifetime = expires_in.map(Duration::from_secs).unwrap_or_else(|| {
+        let lifetime = body.expires_in.as_ref().and_then(stated_lifetime);
+        let lifetime = lifetime.unwrap_or_else(|| {
             tracing::warn!(
                 assumed_s = UNSTATED_LIFETIME.as_secs(),
                 "token response has no expires_in"
@@ -107,18 +108,47 @@ impl ClientCredentials {
     }
 }
 
-/// `expires_in` as a number of seconds; some servers send it as a string, and anything
-/// unreadable counts as unstated.
-pub fn expires_in_seconds(value: &serde_json::Value) -> Option<u64> {
-    match value {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+/// `expires_in` as a lifetime: a number of seconds, or a string holding one (some servers
+/// send that). Negative counts as zero and anything too large saturates, so no value can
+/// panic; the token cache then bounds it ([`super::token_cache::bounded_lifetime`]).
+/// Anything unreadable (`"abc"`, `NaN`, an object) counts as unstated.
+pub fn stated_lifetime(value: &serde_json::Value) -> Option<Duration> {
+    let seconds = match value {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    if seconds.is_nan() {
+        return None;
     }
+    Some(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX))
 }
 
 impl TokenSource for ClientCredentials {
     fn fetch(&self) -> BoxFuture<'_, Result<IssuedToken, AuthError>> {
         Box::pin(self.request())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn any_expires_in_reads_without_panicking() {
+        let secs = Duration::from_secs;
+        assert_eq!(stated_lifetime(&json!(3599)), Some(secs(3599)));
+        assert_eq!(stated_lifetime(&json!("3600")), Some(secs(3600)));
+        assert_eq!(stated_lifetime(&json!(0)), Some(Duration::ZERO));
+        assert_eq!(stated_lifetime(&json!(-5)), Some(Duration::ZERO));
+        assert_eq!(stated_lifetime(&json!("-5")), Some(Duration::ZERO));
+        assert_eq!(stated_lifetime(&json!(u64::MAX)), Some(Duration::MAX));
+        assert_eq!(stated_lifetime(&json!(1e300)), Some(Duration::MAX));
+        assert_eq!(stated_lifetime(&json!("inf")), Some(Duration::MAX));
+        assert_eq!(stated_lifetime(&json!("abc")), None);
+        assert_eq!(stated_lifetime(&json!("NaN")), None);
+        assert_eq!(stated_lifetime(&json!(null)), None);
+        assert_eq!(stated_lifetime(&json!({"s": 1})), None);
     }
 }

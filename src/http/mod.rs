@@ -80,6 +80,12 @@ pub enum Replay {
     /// answers that say the request was not processed (429, 503) and connections that never
     /// opened. A timeout or a 502/504 leaves the outcome unknown, so it is returned, not retried.
     OnlyUnprocessed,
+    /// Requests whose effect a partner may record before failing (creating a RABOT customer
+    /// link): RABOT documents no status that promises "not processed", and a 503 or a dropped
+    /// connection can come after the link was stored. Only a 429 (turned away by the rate
+    /// limit before any work) and a connection that never opened are retried; everything
+    /// else is returned at once for the caller to report as an unknown outcome.
+    OnlyUnsent,
 }
 
 impl Replay {
@@ -90,13 +96,14 @@ impl Replay {
                 status,
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
             ),
+            Replay::OnlyUnsent => status == StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn retries_error(self, error: &reqwest::Error) -> bool {
         match self {
             Replay::Safe => retry::is_retryable_error(error),
-            Replay::OnlyUnprocessed => error.is_connect(),
+            Replay::OnlyUnprocessed | Replay::OnlyUnsent => error.is_connect(),
         }
     }
 }
@@ -177,9 +184,18 @@ impl PartnerHttp {
         url: &url::Url,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, HttpError> {
-        let response = self
-            .send_with(Replay::Safe, method.clone(), url, build)
-            .await?;
+        self.send_success(Replay::Safe, method, url, build).await
+    }
+
+    /// Like [`PartnerHttp::send`], with only the retries that `replay` allows.
+    pub async fn send_success(
+        &self,
+        replay: Replay,
+        method: Method,
+        url: &url::Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, HttpError> {
+        let response = self.send_with(replay, method.clone(), url, build).await?;
         if response.status().is_success() {
             return Ok(response);
         }

@@ -31,15 +31,22 @@ impl RetryPolicy {
         if attempt >= self.max_attempts {
             return Err(GiveUp::AttemptsUsed);
         }
-        if let Some(after) = retry_after {
-            return if after <= self.max_retry_after {
-                Ok(after)
-            } else {
-                Err(GiveUp::RetryAfterTooLong(after))
-            };
+        if let Some(after) = retry_after.filter(|after| *after > self.max_retry_after) {
+            return Err(GiveUp::RetryAfterTooLong(after));
         }
         // "Equal jitter": half the exponential delay is fixed so retries always back off,
         // the other half is random so many clients do not retry in lockstep.
+        let half = self.backoff_floor(attempt);
+        let jitter = rand::rng().random_range(0..=half.as_micros() as u64);
+        let backoff = half + Duration::from_micros(jitter);
+        // `Retry-After` may only lengthen the wait: `0` or a date already past would otherwise
+        // retry at once, hammering a partner that just said it is overloaded.
+        Ok(retry_after.map_or(backoff, |after| after.max(backoff)))
+    }
+
+    /// The shortest wait before attempt `attempt + 1`, whatever `Retry-After` says: the fixed
+    /// half of the exponential back-off.
+    pub fn backoff_floor(&self, attempt: u32) -> Duration {
         let exponential = self
             .backoff_base
             .saturating_mul(
@@ -47,9 +54,7 @@ impl RetryPolicy {
                     .unwrap_or(u32::MAX),
             )
             .min(self.backoff_max);
-        let half = exponential / 2;
-        let jitter = rand::rng().random_range(0..=half.as_micros() as u64);
-        Ok(half + Duration::from_micros(jitter))
+        exponential / 2
     }
 }
 
@@ -127,6 +132,17 @@ mod tests {
             p.delay(1, Some(Duration::from_secs(61))),
             Err(GiveUp::RetryAfterTooLong(Duration::from_secs(61)))
         );
+    }
+
+    #[test]
+    fn a_retry_after_of_zero_still_backs_off() {
+        let p = policy();
+        for attempt in 1..4 {
+            let floor = p.backoff_floor(attempt);
+            assert!(floor >= Duration::from_millis(50));
+            let waited = p.delay(attempt, Some(Duration::ZERO)).expect("retries");
+            assert!(waited >= floor, "attempt {attempt}: {waited:?} < {floor:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! An access-token cache for one credential: one token request in flight however many tasks
 //! ask, proactive renewal when `min(5 min, 20 % of the lifetime)` remains, and invalidation
-//! of exactly the token a 401 was answered to.
+//! of exactly the token a 401 was answered to. Whatever lifetime a partner states is taken
+//! within [`MIN_LIFETIME`] and [`MAX_LIFETIME`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +50,7 @@ pub trait TokenSource: Send + Sync {
 pub struct AccessToken {
     secret: SecretString,
     generation: u64,
+    lifetime: Duration,
     renew_at: Instant,
     expires_at: Instant,
 }
@@ -57,6 +59,26 @@ impl AccessToken {
     pub fn secret(&self) -> &SecretString {
         &self.secret
     }
+
+    /// The lifetime the cache works with: the one issued, kept between [`MIN_LIFETIME`] and
+    /// [`MAX_LIFETIME`].
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+}
+
+/// The shortest lifetime a token is taken to have. A partner that says `expires_in: 0` (or a
+/// negative number) would otherwise make every call fetch a new token; with this floor that
+/// is at most one token request a second, and a 401 still renews a token that died sooner.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(1);
+/// The longest lifetime a token is taken to have: a day, well above what RABOT (1 hour) and
+/// EnergyZero (5 minutes, 1 hour) document. Beyond it a token is renewed anyway, and no
+/// `expires_in` however large can overflow the clock arithmetic.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// `lifetime` kept between [`MIN_LIFETIME`] and [`MAX_LIFETIME`].
+pub fn bounded_lifetime(lifetime: Duration) -> Duration {
+    lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME)
 }
 
 impl std::fmt::Debug for AccessToken {
@@ -114,17 +136,26 @@ impl TokenCache {
         crate::metrics::token_requested(self.partner);
         match self.source.fetch().await {
             Ok(issued) => {
+                let lifetime = bounded_lifetime(issued.lifetime);
+                if lifetime != issued.lifetime {
+                    tracing::warn!(
+                        stated_s = issued.lifetime.as_secs_f64(),
+                        used_s = lifetime.as_secs(),
+                        "token lifetime outside 1 s to 24 h; using the nearest bound"
+                    );
+                }
                 // Measured from when we asked, so network time never makes us overestimate.
                 let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
                 let token = AccessToken {
                     secret: issued.secret,
                     generation,
-                    renew_at: requested_at + issued.lifetime - renewal_margin(issued.lifetime),
-                    expires_at: requested_at + issued.lifetime,
+                    lifetime,
+                    renew_at: requested_at + lifetime - renewal_margin(lifetime),
+                    expires_at: requested_at + lifetime,
                 };
                 tracing::info!(
                     generation,
-                    lifetime_s = issued.lifetime.as_secs(),
+                    lifetime_s = lifetime.as_secs(),
                     "obtained access token"
                 );
                 *current = Some(token.clone());

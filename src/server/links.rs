@@ -62,6 +62,10 @@ pub async fn create(
         )
             .into_response(),
         Err(error @ LinkError::Invalid(_)) => problem(StatusCode::BAD_REQUEST, &error.to_string()),
+        Err(error @ LinkError::OutcomeUnknown(_)) => {
+            tracing::error!(error = %error, "RABOT gave no answer to a customer-link request");
+            problem(StatusCode::BAD_GATEWAY, &error.to_string())
+        }
         Err(error @ LinkError::Rabot(_)) => {
             tracing::error!(error = %error, "RABOT refused to create a customer link");
             problem(StatusCode::BAD_GATEWAY, &error.to_string())

@@ -1,4 +1,5 @@
-//! The one-shot commands through the real binary: `demo` and `sync`.
+//! The one-shot commands through the real binary: `demo`, `sync`, and the tables of `links`,
+//! `grants` and `status`.
 
 use crate::common::*;
 
@@ -85,4 +86,83 @@ async fn sync_exits_0_on_success_and_1_on_failure() {
             .await
             .unwrap();
     assert_eq!((status.as_str(), cause.as_str()), ("failed", "cli"));
+}
+
+/// Text from outside (a redirect's error_description, a bank's consent id and error, a run's
+/// error quoting a partner) holding terminal escapes and line breaks: the tables show them
+/// escaped, one line per row, and `--json` keeps them exactly.
+#[tokio::test]
+async fn tables_escape_control_characters_from_partners_and_json_keeps_them() {
+    let db = TestDb::new().await;
+    let hostile = "nope\u{1b}[2J\nFAKE\tline\r\u{7}";
+    sqlx::query(
+        "INSERT INTO sync.customer_links (id, token_hash, status, external_id, authorization_url,
+                                          error_name, error_description, expires_at, completed_at)
+         VALUES ($1, $2, 'denied', 'EXT-1', 'https://rabot.example/a', 'access_denied', $3,
+                 now() + interval '10 minutes', now())",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(vec![1u8; 32])
+    .bind(hostile)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sync.oauth_grants (id, provider, label, key_id, access_token_sealed,
+                                        refresh_token_sealed, access_expires_at,
+                                        refresh_expires_at, consent_id, last_error)
+         VALUES ($1, 'rabobank', 'main', 'k', $2, $2, now(), now(), $3, $3)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(vec![0u8; 16])
+    .bind(hostile)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sync.runs (job, cause, status, finished_at, error)
+         VALUES ('rabot_mirror', 'cli', 'failed', now(), $1)",
+    )
+    .bind(hostile)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let env = vec![("DATABASE_URL".to_owned(), db.url.clone())];
+    for command in ["links", "grants", "status"] {
+        let out = run_binary(&[command], env.clone()).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !stdout.chars().any(|c| c.is_control() && c != '\n'),
+            "{command} printed a control character: {stdout:?}"
+        );
+        assert!(
+            !stdout.lines().any(|line| line.starts_with("FAKE")),
+            "{command}: {stdout}"
+        );
+        assert!(
+            stdout.contains(r"nope\u{1b}[2J\nFAKE\tline\r\u{7}"),
+            "{command}: {stdout}"
+        );
+    }
+
+    for (command, field) in [("links", "error_description"), ("grants", "last_error")] {
+        let out = run_binary(&[command, "--json"], env.clone()).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command} --json");
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        let row: serde_json::Value = serde_json::from_str(stdout.trim()).expect("valid JSON");
+        assert_eq!(
+            row[field], hostile,
+            "{command} --json keeps the text exactly"
+        );
+    }
+    let out = run_binary(&["status", "--json"], env).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(report["recent_failures"][0]["error"], hostile);
 }

@@ -209,3 +209,84 @@ fn the_daemon_without_partners_names_energyzero_enabled_among_the_switches() {
     assert!(!out.status.success());
     assert!(stderr.contains("energyzero.enabled"), "{stderr}");
 }
+
+/// Partner and user tokens whose `expires_in` is absurd still work, with a lifetime kept
+/// within 1 s to 24 h (unreadable: the 5-minute default), and nothing panics.
+#[tokio::test]
+async fn any_expires_in_gives_partner_and_user_tokens_a_bounded_lifetime() {
+    use partner_sync::partners::energyzero::EnergyzeroClient;
+    use serde_json::json;
+    use std::time::Duration;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let day = Duration::from_secs(24 * 3600);
+    let cases = [
+        (json!(18446744073709551615u64), day),
+        (json!(1e300), day),
+        (json!(-5), Duration::from_secs(1)),
+        (json!(0), Duration::from_secs(1)),
+        (json!("abc"), Duration::from_secs(300)),
+    ];
+    for (expires_in, expected) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/auth/oauth2/token"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(
+                    json!({"access_token": "partner-token", "expires_in": expires_in}),
+                ),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/auth/v1/auth/impersonate"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"access_token": "user-token", "expires_in": expires_in})),
+            )
+            .mount(&server)
+            .await;
+        let env = [
+            ("PARTNER_SYNC__ENERGYZERO__ENABLED", "true".to_owned()),
+            ("PARTNER_SYNC__ENERGYZERO__CLIENT_ID", "id".to_owned()),
+            (
+                "PARTNER_SYNC__ENERGYZERO__CLIENT_SECRET",
+                "secret".to_owned(),
+            ),
+            (
+                "PARTNER_SYNC__ENERGYZERO__AUTH_BASE_URL",
+                format!("{}/auth", server.uri()),
+            ),
+            (
+                "PARTNER_SYNC__ENERGYZERO__CUSTOMER_API_URL",
+                format!("{}/graphql", server.uri()),
+            ),
+            (
+                "PARTNER_SYNC__ENERGYZERO__REQUESTS_PER_SECOND",
+                "1000".to_owned(),
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v));
+        let settings = Settings::load_from(None, env).unwrap();
+        let client = EnergyzeroClient::new(&settings.energyzero, &settings.http).unwrap();
+
+        let partner = client
+            .partner_tokens()
+            .token()
+            .await
+            .expect("a partner token");
+        assert_eq!(
+            partner.lifetime(),
+            expected,
+            "partner, expires_in {expires_in}"
+        );
+        let user = client
+            .user_tokens("u-1")
+            .token()
+            .await
+            .expect("a user token");
+        assert_eq!(user.lifetime(), expected, "user, expires_in {expires_in}");
+        assert_eq!(client.partner_tokens().token_requests(), 1);
+    }
+}

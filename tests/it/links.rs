@@ -7,7 +7,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use partner_sync::links::{LinkAnswer, LinkSpec, RabotLinks};
-use partner_sync::sandbox::{LinkableCustomer, RABOT_CUSTOMER_PASSWORD, Sandbox};
+use partner_sync::sandbox::{Fault, LinkableCustomer, RABOT_CUSTOMER_PASSWORD, Sandbox};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -527,4 +527,57 @@ async fn the_scheduled_mirror_catches_up_a_link_whose_trigger_was_lost() {
             .await
             .unwrap();
     assert!(listed_rows >= 1);
+}
+
+/// RABOT answers 503 to `POST /customers/link` (it may have stored the link before failing):
+/// neither the admin endpoint nor `partner-sync link` sends it again; both say so, nothing is
+/// recorded, and starting again works.
+#[tokio::test]
+async fn a_link_request_rabot_failed_is_sent_once_and_the_operator_told_to_start_again() {
+    const START_AGAIN: &str = "RABOT may have recorded the link; start again";
+    let d = LinkDaemon::start(&[]).await;
+    let fail_once = || Fault {
+        path_contains: "/customers/link".into(),
+        status: 503,
+        retry_after: None,
+        times: 1,
+    };
+
+    d.sandbox.inject_fault(fail_once());
+    let before = d.sandbox.stats();
+    let answer = d.create_link(json!({"externalId": "OUR-1"})).await;
+    assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+    let body: Value = answer.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(START_AGAIN),
+        "{body}"
+    );
+    assert_eq!(
+        d.sandbox.stats().api_requests - before.api_requests,
+        1,
+        "sent exactly once"
+    );
+    assert_eq!(
+        count(&d.db.pool, "SELECT count(*) FROM sync.customer_links").await,
+        0
+    );
+    // Starting again: a new request, a new link.
+    d.authorization_url("OUR-1").await;
+
+    d.sandbox.inject_fault(fail_once());
+    let before = d.sandbox.stats();
+    let out = d.cli(&["link", "rabot", "--external-id", "OUR-2"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(START_AGAIN), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(d.sandbox.stats().api_requests - before.api_requests, 1);
+    assert_eq!(
+        count(&d.db.pool, "SELECT count(*) FROM sync.customer_links").await,
+        1
+    );
+    stop(d.daemon).await;
 }

@@ -485,3 +485,50 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
     );
     stop(daemon).await;
 }
+
+/// SIGHUP with a settings file that does not parse: the JSON log says where the error is and
+/// never quotes the line (here holding a secret); the running settings stay.
+#[tokio::test]
+async fn sighup_with_a_broken_file_logs_where_but_never_the_line() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partner-sync.toml");
+    std::fs::write(&file, format!("[rabot]\nschedule = \"{NEVER}\"\n")).unwrap();
+    let mut env = sandbox_env(&sandbox, &db.url);
+    env.push(("PARTNER_SYNC_CONFIG".into(), file.to_str().unwrap().into()));
+    let log = dir.path().join("daemon.log");
+    let mut daemon = spawn_daemon(env, &log);
+    if !wait_for_log(&log, "daemon running", Duration::from_secs(20)).await {
+        let _ = daemon.kill();
+        panic!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+
+    std::fs::write(
+        &file,
+        format!("[rabot]\nschedule = \"{NEVER}\"\nclient_secret = \"reload-s3cr3t\n"),
+    )
+    .unwrap();
+    signal(&daemon, "HUP");
+    let refused_logged =
+        wait_for_log(&log, "new configuration refused", Duration::from_secs(5)).await;
+    // Stopped before any assertion, so a failure leaves no daemon behind.
+    stop(daemon).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(refused_logged, "{text}");
+    assert!(!text.contains("reload-s3cr3t"), "{text}");
+    let refused: serde_json::Value = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["message"] == "new configuration refused; the running one stays")
+        .expect("a JSON log line for the refusal");
+    let error = refused["error"].as_str().unwrap_or_default();
+    let expected = format!(
+        "settings file {}: TOML syntax error at line 3 column ",
+        file.display()
+    );
+    assert!(
+        error.starts_with(&expected) && !error.contains('\n'),
+        "{refused}"
+    );
+}

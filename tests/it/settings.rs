@@ -332,3 +332,107 @@ fn rabobank_settings_are_validated_and_the_token_key_is_never_shown() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_config_masks_passwords_in_url_queries_too() {
+    let mut env = ENABLED.to_vec();
+    env.push((
+        "DATABASE_URL",
+        "postgres://sync:user-pa55@db.internal:5432/mirror?sslmode=require&password=q-pa55word&SSLPassword=ssl-pa55word",
+    ));
+    env.push((
+        "PARTNER_SYNC__RABOT__TOKEN_URL",
+        "https://id:url-pa55word@auth.example/connect/token?api_key=key-pa55word&tenant=t1",
+    ));
+    let out = partner_sync(&["check-config"], &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in [
+        "user-pa55",
+        "q-pa55word",
+        "ssl-pa55word",
+        "url-pa55word",
+        "key-pa55word",
+    ] {
+        assert!(!stdout.contains(secret), "{secret} shown: {stdout}");
+    }
+    // What ops need to read stays.
+    for kept in [
+        "db.internal:5432/mirror",
+        "sslmode=require",
+        "auth.example/connect/token",
+        "tenant=t1",
+    ] {
+        assert!(stdout.contains(kept), "{kept} missing: {stdout}");
+    }
+    // URLs with nothing to hide are shown exactly as set.
+    assert!(
+        stdout.contains("api_base_url = \"https://api.rabot-charge.de"),
+        "{stdout}"
+    );
+}
+
+/// A settings file that does not parse, with a secret on the broken line: `check-config` and
+/// `run` both stop with exit 2 and one line naming the file and the position, never the line.
+#[test]
+fn a_settings_file_syntax_error_names_file_and_position_but_never_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partner-sync.toml");
+    std::fs::write(
+        &file,
+        "[rabot]\npage_size = 250\nclient_secret = \"file-s3cr3t-value\nconcurrency = 2\n",
+    )
+    .unwrap();
+    for command in ["check-config", "run"] {
+        let out = partner_sync(&["--config", file.to_str().unwrap(), command], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!("settings file {}", file.display()))
+                && stderr.contains("TOML syntax error at line 3 column"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("s3cr3t") && !stderr.contains("client_secret ="),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_settings_type_error_names_the_key_but_never_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partner-sync.toml");
+    let cases = [
+        (
+            "[database]\nmax_connections = \"typed-s3cr3t\"\n",
+            "database.max_connections",
+        ),
+        (
+            "[daemon]\nshutdown_grace = \"grace-s3cr3t\"\n",
+            "daemon.shutdown_grace",
+        ),
+        ("[rabot]\nenabled = \"yes-s3cr3t\"\n", "rabot.enabled"),
+    ];
+    for (text, key) in cases {
+        std::fs::write(&file, text).unwrap();
+        let out = partner_sync(&["--config", file.to_str().unwrap(), "check-config"], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(key), "{key}: {stderr}");
+        assert!(!stderr.contains("s3cr3t"), "{stderr}");
+    }
+    // The same from the environment.
+    let mut env = ENABLED.to_vec();
+    env.push(("PARTNER_SYNC__HTTP__MAX_ATTEMPTS", "env-s3cr3t"));
+    let out = partner_sync(&["check-config"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("max_attempts"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
+}

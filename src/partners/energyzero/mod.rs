@@ -20,7 +20,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::http::authorized::{ApiError, AuthorizedHttp};
-use crate::http::client_credentials::{ClientCredentials, UNSTATED_LIFETIME, expires_in_seconds};
+use crate::http::client_credentials::{ClientCredentials, UNSTATED_LIFETIME, stated_lifetime};
 use crate::http::token_cache::{AuthError, IssuedToken, TokenCache, TokenSource};
 use crate::http::{HttpError, PartnerHttp, RateLimit};
 use crate::settings::{EnergyzeroSettings, HttpSettings};
@@ -281,7 +281,8 @@ impl TokenSource for Impersonation {
 }
 
 /// The token from the `Authorization` header (with or without `Bearer `), else from the JSON
-/// body's `access_token`. Lifetime from `expires_in`, else the JWT's `exp`, else 5 minutes.
+/// body's `access_token`. Lifetime from `expires_in`, else the JWT's `exp`, else 5 minutes
+/// (the token cache keeps whichever within 1 s to 24 h).
 /// Neither the body nor the header is ever quoted in an error: both hold the token.
 async fn read_issued_token(
     http: &PartnerHttp,
@@ -318,8 +319,7 @@ async fn read_issued_token(
     let lifetime = body
         .as_ref()
         .and_then(|b| b.get("expires_in"))
-        .and_then(expires_in_seconds)
-        .map(Duration::from_secs)
+        .and_then(stated_lifetime)
         .or_else(|| jwt_lifetime(&token))
         .unwrap_or_else(|| {
             tracing::warn!(

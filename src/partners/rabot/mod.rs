@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::http::authorized::{ApiError, AuthorizedHttp};
 use crate::http::client_credentials::ClientCredentials;
 use crate::http::token_cache::TokenCache;
-use crate::http::{PartnerHttp, RateLimit};
+use crate::http::{HttpError, PartnerHttp, RateLimit, Replay};
 use crate::partners::lenient::{str_field, without_nul};
 use crate::settings::{HttpSettings, RabotSettings};
 pub use wire::{Contract, Customer, LinkRequest};
@@ -28,6 +28,10 @@ pub enum RabotError {
     Unsuccessful { path: String, detail: String },
     #[error("rabot answered {path} with an unexpected shape: {detail}")]
     Protocol { path: String, detail: String },
+    /// A request that must not run twice reached RABOT (or may have), and no usable answer
+    /// came back: RABOT may have acted on it. It is not sent again.
+    #[error("rabot may have acted on {path}, but gave no usable answer: {detail}")]
+    OutcomeUnknown { path: String, detail: String },
 }
 
 impl RabotError {
@@ -165,7 +169,21 @@ impl RabotClient {
     pub async fn create_link(&self, request: &LinkRequest) -> Result<url::Url, RabotError> {
         let url = self.url(&["customers", "link"]);
         let path = url.path().to_owned();
-        let answer: wire::LinkAnswer = self.api.post_json(&url, request).await?;
+        // Creating a link is not idempotent: once the request may have reached RABOT it is
+        // never sent again (a second link for the same customer), only reported.
+        let answer: wire::LinkAnswer = self
+            .api
+            .post_json_with(Replay::OnlyUnsent, &url, request)
+            .await
+            .map_err(|error| match error {
+                ApiError::Http(error) if may_have_been_processed(&error) => {
+                    RabotError::OutcomeUnknown {
+                        path: path.clone(),
+                        detail: error.to_string(),
+                    }
+                }
+                other => other.into(),
+            })?;
         if answer.envelope.is_success == Some(false) {
             return Err(RabotError::Unsuccessful {
                 detail: answer.envelope.error_text(),
@@ -366,6 +384,21 @@ impl Cursor {
             previous: keys,
             overlap,
         }
+    }
+}
+
+/// Whether a failed request may still have taken effect at the partner: a 5xx answer, a
+/// connection that failed after the request went out (dropped, timed out), or a success
+/// answer that could not be read. 4xx answers, 429s and connections that never opened
+/// (`Exhausted` after them) mean it did not.
+fn may_have_been_processed(error: &HttpError) -> bool {
+    match error {
+        HttpError::Status { status, .. } => status.is_server_error(),
+        HttpError::Transport {
+            maybe_processed, ..
+        } => *maybe_processed,
+        HttpError::Decode { .. } => true,
+        HttpError::Exhausted { .. } => false,
     }
 }
 
