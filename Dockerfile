@@ -2,7 +2,8 @@
 # Multi-stage build: a cached dependency layer, then the binary, then a slim non-root runtime.
 #
 #   docker build -t partner-sync .
-#   docker run --rm --stop-timeout 45 -p 8080:8080 -e DATABASE_URL=… -e PARTNER_SYNC__… partner-sync
+#   docker run --rm --stop-timeout 45 -p 8080:8080 -p 127.0.0.1:9464:9464 \
+#     -e DATABASE_URL=… -e PARTNER_SYNC__… partner-sync
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
@@ -42,9 +43,12 @@ COPY --from=build /src/target/release/partner-sync /usr/local/bin/partner-sync
 COPY config/production.toml /etc/partner-sync/production.toml
 ENV PARTNER_SYNC_CONFIG=/etc/partner-sync/production.toml
 USER 10001:10001
-# The HTTP server (server.listen = 0.0.0.0:8080): the OAuth callback and /healthz.
-EXPOSE 8080
-# `partner-sync healthcheck` GETs http://127.0.0.1:<port of server.listen>/healthz (no curl here).
+# The public HTTP server (server.listen = 0.0.0.0:8080): the OAuth callback, customer links and
+# /healthz. The operations server (server.ops_listen = 0.0.0.0:9464): /metrics, /readyz and
+# /healthz, to be published to Prometheus and probes only, never to the internet.
+EXPOSE 8080 9464
+# `partner-sync healthcheck` GETs http://127.0.0.1:<port>/healthz on both listeners (no curl
+# here) and fails unless both answer.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["partner-sync", "healthcheck"]
 # SIGTERM stops the daemon gracefully (daemon.shutdown_grace, 30 s, plus 5 s to record the runs):

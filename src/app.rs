@@ -17,7 +17,7 @@ use crate::events::{Control, Trigger, TriggerCause, notify, signals};
 use crate::grants::RabobankGrants;
 use crate::jobs::{self, JobName, ScheduledJob};
 use crate::links::RabotLinks;
-use crate::server::{self, Partners, ServerState};
+use crate::server::{self, Partners, ServerLimits, ServerState};
 use crate::settings::Settings;
 use crate::store;
 use crate::store::trigger_requests;
@@ -116,7 +116,9 @@ pub async fn run_daemon(
 ) -> anyhow::Result<()> {
     let Enabled { partners, jobs } = enabled_jobs(&settings)?;
     // Bound before anything else starts, so a taken port stops start-up with a clear error.
-    let (listener, address) = server::bind(settings.server.listen).await?;
+    let (listener, address) = server::bind(settings.server.listen, "server.listen").await?;
+    let (ops_listener, ops_address) =
+        server::bind(settings.server.ops_listen, "server.ops_listen").await?;
     // A shutdown signal while the database is still being reached ends start-up at once.
     let pool = tokio::select! {
         pool = open_database(&settings) => pool?,
@@ -134,8 +136,21 @@ pub async fn run_daemon(
         metrics: crate::metrics::install(),
         stuck_after: settings.daemon.stuck_after,
     };
-    tracker.spawn(server::serve(listener, server_state, shutdown.clone()));
+    let limits = ServerLimits::from_settings(&settings);
+    tracker.spawn(server::serve(
+        listener,
+        server::public_router(server_state.clone()),
+        limits,
+        shutdown.clone(),
+    ));
+    tracker.spawn(server::serve(
+        ops_listener,
+        server::ops_router(server_state),
+        limits,
+        shutdown.clone(),
+    ));
     tracing::info!(%address, "HTTP server listening");
+    tracing::info!(address = %ops_address, "operations server listening");
 
     signals::spawn_control_handler(control_tx.clone())?;
     tracker.spawn(notify::listen(pool.clone(), control_tx, shutdown.clone()));
@@ -271,6 +286,11 @@ async fn reload(
         (
             "server",
             next.server.listen != running.server.listen
+                || next.server.ops_listen != running.server.ops_listen
+                || next.server.request_timeout != running.server.request_timeout
+                || next.server.header_read_timeout != running.server.header_read_timeout
+                || next.server.body_limit != running.server.body_limit
+                || next.server.max_connections != running.server.max_connections
                 || next.server.public_url != running.server.public_url
                 || next.server.link_done_url != running.server.link_done_url
                 || next.server.admin_token.expose_secret()

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +83,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Exit 0 if the local daemon's /healthz answers (the container HEALTHCHECK).
+    /// Exit 0 if the local daemon's /healthz answers on both listeners (the container HEALTHCHECK).
     Healthcheck,
     /// Rabobank consents.
     Rabobank {
@@ -455,24 +456,31 @@ async fn show_status(settings: &Settings, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GET /healthz on this machine's daemon, at the port of server.listen.
+/// GET /healthz on this machine's daemon, on both listeners (`server.listen` and
+/// `server.ops_listen`): the container is healthy only while both answer.
 async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
-    let mut address = settings.server.listen;
-    if address.ip().is_unspecified() {
-        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let url = format!("http://{address}/healthz");
-    let answer = reqwest::Client::builder()
+    let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(3))
-        .build()?
-        .get(&url)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        answer.status().is_success(),
-        "{url} answered {}",
-        answer.status()
-    );
+        .build()?;
+    for (key, mut address) in [
+        ("server.listen", settings.server.listen),
+        ("server.ops_listen", settings.server.ops_listen),
+    ] {
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let url = format!("http://{address}/healthz");
+        let answer = client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("{url} ({key}) did not answer"))?;
+        anyhow::ensure!(
+            answer.status().is_success(),
+            "{url} ({key}) answered {}",
+            answer.status()
+        );
+    }
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use crate::jobs::energyzero_mirror::EnergyzeroMirror;
 use crate::jobs::rabot_mirror::RabotMirror;
 use crate::links::{LinkSpec, RabotLinks};
 use crate::sandbox::{self, Sandbox, SandboxOptions};
-use crate::server::{self, Partners, ServerState};
+use crate::server::{self, Partners, ServerLimits, ServerState};
 use crate::settings::{Settings, mask_url_password};
 use crate::store::runs::{RunCounts, RunStatus};
 use crate::{app, store};
@@ -41,7 +41,8 @@ pub async fn run(
     let sandbox = sandbox::start(options.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     point_at_sandbox(&mut settings, &sandbox, &options);
     // The daemon's HTTP server receives the customer-link redirect, as in production.
-    let (listener, address) = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let (listener, address) =
+        server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), "server.listen").await?;
     settings.server.public_url = format!("http://{address}");
 
     store::create_database_if_missing(&settings.database).await?;
@@ -251,7 +252,12 @@ async fn link_a_customer(
         stuck_after: settings.daemon.stuck_after,
     };
     let stop_server = shutdown.child_token();
-    let served = tokio::spawn(server::serve(listener, state, stop_server.clone()));
+    let served = tokio::spawn(server::serve(
+        listener,
+        server::public_router(state),
+        ServerLimits::from_settings(settings),
+        stop_server.clone(),
+    ));
 
     let external_id = format!("DEMO-LINK-{}", customer.customer_number);
     let spec = LinkSpec {

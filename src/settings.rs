@@ -156,7 +156,21 @@ impl TombstoneGuard {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ServerSettings {
+    /// The public listener: the OAuth callback, customer links and `/healthz`.
     pub listen: SocketAddr,
+    /// The operations listener: `/metrics`, `/readyz` and `/healthz`; keep it off the internet.
+    pub ops_listen: SocketAddr,
+    /// Longest a request may take, body included, before it is answered 408.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request body in bytes; a larger one is answered 413 without being read.
+    pub body_limit: usize,
+    /// Connections each listener keeps open at once.
+    pub max_connections: usize,
     /// How browsers reach this server; redirect URIs are built from it.
     #[serde(serialize_with = "serialize_masked_url_text")]
     pub public_url: String,
@@ -414,6 +428,7 @@ impl Settings {
                 &["http", "https"],
             )?;
         }
+        self.server.validate()?;
         let admin_token = self.server.admin_token.expose_secret();
         if !admin_token.is_empty() && admin_token.len() < 16 {
             return Err(SettingsError::invalid(
@@ -437,6 +452,46 @@ impl Settings {
     /// The effective settings as TOML with every secret masked, for `check-config`.
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+impl ServerSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        // Port 0 picks a free port for each, so only fixed ports can collide.
+        if self.ops_listen == self.listen && self.listen.port() != 0 {
+            return Err(SettingsError::invalid(
+                "server.ops_listen",
+                format!(
+                    "is the same address as server.listen ({}); the operations endpoints need a listener of their own",
+                    self.listen
+                ),
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(SettingsError::invalid(
+                "server.request_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(SettingsError::invalid(
+                "server.header_read_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        if self.body_limit == 0 {
+            return Err(SettingsError::invalid(
+                "server.body_limit",
+                "must be at least 1 (bytes)",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(SettingsError::invalid(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
@@ -19,11 +19,9 @@ use crate::events::Control;
 use crate::links::{CompleteError, LinkAnswer, LinkError, LinkSpec};
 use crate::store::links::LinkRow;
 
-pub async fn create(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    body: Result<Json<LinkSpec>, JsonRejection>,
-) -> Response {
+/// The caller is checked before the body is read, so a client without the token cannot make
+/// the server read anything.
+pub async fn create(State(state): State<ServerState>, request: Request) -> Response {
     let expected = state.admin_token.expose_secret();
     let Some(links) = state
         .partners
@@ -37,7 +35,7 @@ pub async fn create(
             "customer linking is not enabled here (rabot.enabled and server.admin_token)",
         );
     };
-    if !bearer_matches(&headers, expected) {
+    if !bearer_matches(request.headers(), expected) {
         let mut response = problem(
             StatusCode::UNAUTHORIZED,
             "a valid admin bearer token is required",
@@ -47,9 +45,9 @@ pub async fn create(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     }
-    let spec = match body {
+    let spec = match Json::<LinkSpec>::from_request(request, &state).await {
         Ok(Json(spec)) => spec,
-        Err(rejection) => return problem(StatusCode::BAD_REQUEST, &rejection.body_text()),
+        Err(rejection) => return problem(rejection_status(&rejection), &rejection.body_text()),
     };
     match links.begin(&state.pool, spec).await {
         Ok(link) => (
@@ -77,6 +75,15 @@ pub async fn create(
                 "the link could not be recorded",
             )
         }
+    }
+}
+
+/// A body over `server.body_limit` is 413, as the body limit answers before a handler runs;
+/// any other unreadable body is the caller's mistake, 400.
+fn rejection_status(rejection: &JsonRejection) -> StatusCode {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
     }
 }
 

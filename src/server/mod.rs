@@ -1,8 +1,11 @@
-//! The daemon's HTTP server (axum): the OAuth redirect callback, RABOT customer links (the
-//! admin endpoint that starts one and the redirects that end one), liveness and readiness probes
-//! and Prometheus metrics. It takes its shutdown signal as a parameter, so tests and the daemon
-//! stop it the same way.
+//! The daemon's HTTP servers (axum). The public listener answers the OAuth redirect callback,
+//! RABOT customer links (the admin endpoint that starts one and the redirects that end one) and
+//! `/healthz`; the operations listener answers `/healthz`, `/readyz` and Prometheus `/metrics`,
+//! which reveal internals and so are not on the public one. Both take their shutdown signal as
+//! a parameter, so tests and the daemon stop them the same way, and both get the same limits:
+//! request and header timeouts, a body limit and a connection cap.
 
+mod connections;
 mod links;
 mod oauth_callback;
 mod ops;
@@ -14,6 +17,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -21,11 +26,15 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::events::Control;
 use crate::grants::RabobankGrants;
 use crate::links::RabotLinks;
-use crate::settings::{RABOBANK_CALLBACK_PATH, RABOT_LINKS_PATH};
+use crate::settings::{RABOBANK_CALLBACK_PATH, RABOT_LINKS_PATH, Settings};
 
 /// The partner flows the server answers for; each is absent (404) while its partner is off.
 #[derive(Clone, Default)]
@@ -52,11 +61,39 @@ pub struct ServerState {
     pub stuck_after: Duration,
 }
 
-pub fn router(state: ServerState) -> Router {
+/// How each listener treats its clients: `server.*` limits and `daemon.shutdown_grace`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub body_limit: usize,
+    pub max_connections: usize,
+    /// After the shutdown signal, requests in progress get this long before their connections
+    /// are dropped.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerLimits {
+    pub fn from_settings(settings: &Settings) -> Self {
+        let server = &settings.server;
+        Self {
+            request_timeout: server.request_timeout,
+            header_read_timeout: server.header_read_timeout,
+            body_limit: server.body_limit,
+            max_connections: server.max_connections,
+            shutdown_grace: settings.daemon.shutdown_grace,
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// The public listener (`server.listen`): callbacks, customer links and `/healthz`.
+pub fn public_router(state: ServerState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(healthz))
         .route(RABOBANK_CALLBACK_PATH, get(oauth_callback::rabobank))
         .route(RABOT_LINKS_PATH, post(links::create))
         .route(
@@ -70,22 +107,59 @@ pub fn router(state: ServerState) -> Router {
         .with_state(state)
 }
 
-/// Binds `listen`; returns the listener and its actual address (port 0 picks one).
-pub async fn bind(listen: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+/// The operations listener (`server.ops_listen`): probes and metrics.
+pub fn ops_router(state: ServerState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .with_state(state)
+}
+
+/// Binds `listen` (the setting named `key`); returns the listener and its actual address
+/// (port 0 picks one).
+pub async fn bind(listen: SocketAddr, key: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding the HTTP server to {listen} (server.listen)"))?;
+        .with_context(|| format!("binding an HTTP server to {listen} ({key})"))?;
     let address = listener.local_addr().context("reading the bound address")?;
     Ok((listener, address))
 }
 
-/// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+/// Serves `router` on `listener` until `shutdown` is cancelled; then stops accepting, lets
+/// requests in progress finish within the grace period and drops idle or stuck connections.
 pub async fn serve(
     listener: TcpListener,
-    state: ServerState,
+    router: Router,
+    limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    connections::serve(listener, with_limits(router, &limits), &limits, shutdown).await
+}
+
+/// The layers every route runs under, outermost first: a span per request, the request
+/// timeout, then the body limit (at the body itself, and for axum's extractors, so both say 413).
+fn with_limits(router: Router, limits: &ServerLimits) -> Router {
+    router
+        .layer(DefaultBodyLimit::max(limits.body_limit))
+        .layer(RequestBodyLimitLayer::new(limits.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+}
+
+/// Names the route pattern, never the path or query: link redirects carry their secret in the
+/// path, and the OAuth callback its code and state in the query.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!("http_request", method = %request.method(), route)
 }

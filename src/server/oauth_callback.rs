@@ -27,7 +27,21 @@ pub async fn rabobank(
             "The link is malformed. Start the consent again.",
         );
     };
-    match grants.complete_consent(&state.pool, &params).await {
+    // Apart from the request: neither a browser that goes away nor `server.request_timeout` may
+    // cancel a code exchange halfway, since the code is single use and the bank's answer would
+    // be lost with the future.
+    let pool = state.pool.clone();
+    let completion =
+        tokio::spawn(async move { grants.complete_consent(&pool, &params).await }).await;
+    let Ok(outcome) = completion else {
+        tracing::error!("the Rabobank callback's completion did not finish");
+        return page::render(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Consent not completed",
+            "The server could not record the consent. Start the consent again.",
+        );
+    };
+    match outcome {
         Ok(ConsentOutcome::Granted { label, .. }) => page::render(
             StatusCode::OK,
             "Consent connected",

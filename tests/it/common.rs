@@ -171,6 +171,7 @@ pub fn sandbox_env(sandbox: &Sandbox, database_url: &str) -> Vec<(String, String
         ("PARTNER_SYNC__HTTP__MAX_ATTEMPTS", "3".to_owned()),
         // Tests run side by side: every server picks a free port.
         ("PARTNER_SYNC__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
+        ("PARTNER_SYNC__SERVER__OPS_LISTEN", "127.0.0.1:0".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

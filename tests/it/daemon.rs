@@ -45,15 +45,46 @@ pub async fn stop(mut daemon: Child) {
 }
 
 pub fn spawn_daemon(env: Vec<(String, String)>, log: &std::path::Path) -> Child {
+    spawn_daemon_with(env, log, |_| {})
+}
+
+/// [`spawn_daemon`], with `configure` changing the command first (e.g. the child's limits).
+pub fn spawn_daemon_with(
+    env: Vec<(String, String)>,
+    log: &std::path::Path,
+    configure: impl FnOnce(&mut Command),
+) -> Child {
     let log = std::fs::File::create(log).unwrap();
-    Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .arg("run")
         .env_remove("RUST_LOG")
         .envs(env)
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("daemon starts")
+        .stderr(log);
+    configure(&mut command);
+    command.spawn().expect("daemon starts")
+}
+
+/// `http://{address}` of the listener the daemon's JSON log announced with `message`
+/// ("HTTP server listening", "operations server listening"); port 0 picks the port.
+pub async fn logged_address(log: &std::path::Path, message: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let logged = std::fs::read_to_string(log).unwrap_or_default();
+        let address = logged.lines().find_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).ok()?;
+            (event["message"] == message).then(|| event["address"].as_str().map(str::to_owned))?
+        });
+        if let Some(address) = address {
+            return format!("http://{address}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no {message:?} in the log: {logged}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn sigterm(child: &Child) {

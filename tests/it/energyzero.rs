@@ -49,6 +49,7 @@ fn ez_env(sandbox: &Sandbox, database_url: &str, user_ids: &[String]) -> Vec<(St
         ("PARTNER_SYNC__HTTP__BACKOFF_MAX", "50ms".to_owned()),
         ("PARTNER_SYNC__HTTP__MAX_ATTEMPTS", "3".to_owned()),
         ("PARTNER_SYNC__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
+        ("PARTNER_SYNC__SERVER__OPS_LISTEN", "127.0.0.1:0".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

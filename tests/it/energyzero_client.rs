@@ -203,6 +203,7 @@ fn the_daemon_without_partners_names_energyzero_enabled_among_the_switches() {
     }
     let out = command
         .env("PARTNER_SYNC__SERVER__LISTEN", "127.0.0.1:0")
+        .env("PARTNER_SYNC__SERVER__OPS_LISTEN", "127.0.0.1:0")
         .output()
         .expect("binary runs");
     let stderr = String::from_utf8_lossy(&out.stderr);

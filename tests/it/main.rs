@@ -6,6 +6,7 @@ mod daemon;
 mod energyzero;
 mod energyzero_client;
 mod hostile_api;
+mod hostile_clients;
 mod http_stack;
 mod links;
 mod mirror_trust;

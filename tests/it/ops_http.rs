@@ -1,17 +1,18 @@
-//! The operations endpoints over real HTTP and PostgreSQL: `/healthz`, `/readyz` (database,
-//! migrations, stuck runs) and `/metrics` (parsed as Prometheus text, not grepped).
+//! The operations endpoints over real HTTP and PostgreSQL, on the operations listener:
+//! `/healthz`, `/readyz` (database, migrations, stuck runs) and `/metrics` (parsed as Prometheus
+//! text, not grepped); the public listener answers only `/healthz` of them.
 //!
 //! The metrics recorder is process-wide and other tests run passes at the same time, so counters
 //! in this process are compared before and after (they may grow more than ours, never less);
 //! the real-daemon test has a process of its own and checks exact values.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use partner_sync::metrics as m;
 use partner_sync::sandbox::Fault;
-use partner_sync::server::{self, Partners, ServerState};
+use partner_sync::server::{self, Partners, ServerLimits, ServerState};
 use partner_sync::store::runs::RunStatus;
 use reqwest::StatusCode;
 use sqlx::PgPool;
@@ -19,11 +20,12 @@ use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
+use crate::daemon::{logged_address, spawn_daemon};
 use crate::rabobank::Bank;
 
 const DAY: f64 = 86_400.0;
 
-/// Our server on a free port over `pool`; stopped on drop.
+/// Our operations server on a free port over `pool`; stopped on drop.
 struct Server {
     base: String,
     stop: CancellationToken,
@@ -36,7 +38,9 @@ impl Drop for Server {
 }
 
 async fn serve(pool: PgPool, stuck_after: Duration) -> Server {
-    let (listener, address) = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (listener, address) = server::bind("127.0.0.1:0".parse().unwrap(), "server.ops_listen")
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let state = ServerState {
         pool,
@@ -47,7 +51,13 @@ async fn serve(pool: PgPool, stuck_after: Duration) -> Server {
         metrics: m::install(),
         stuck_after,
     };
-    tokio::spawn(server::serve(listener, state, stop.clone()));
+    let defaults = partner_sync::settings::Settings::load_from(None, Vec::new()).unwrap();
+    tokio::spawn(server::serve(
+        listener,
+        server::ops_router(state),
+        ServerLimits::from_settings(&defaults),
+        stop.clone(),
+    ));
     Server {
         base: format!("http://{address}"),
         stop,
@@ -309,7 +319,7 @@ async fn readyz_names_a_migration_that_is_not_applied() {
 #[tokio::test]
 async fn metrics_show_runs_requests_tokens_and_grant_expiry() {
     let bank = Bank::start(small_sandbox(3)).await;
-    let base = bank.settings.server.public_url.clone();
+    let base = bank.ops_url.clone();
     let grant = bank.connect("metrics-grant").await;
     let lapsed = bank.connect("lapsed-grant").await;
     sqlx::query("UPDATE sync.oauth_grants SET status = 'needs_reconsent' WHERE id = $1")
@@ -452,32 +462,14 @@ async fn the_daemon_serves_probes_and_exact_metrics() {
     env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), "0 0 0 1 1 *".into()));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
-    let mut daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_partner-sync"))
-            .arg("run")
-            .env_remove("RUST_LOG")
-            .envs(env)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("daemon starts"),
-    );
+    let mut daemon = Daemon(spawn_daemon(env, &log));
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    // The address it bound (port 0 picks one) is in the log.
+    // The addresses it bound (port 0 picks them) are in the log.
     let started = Instant::now();
-    let base = loop {
-        let address = logged().lines().find_map(|line| {
-            let event: serde_json::Value = serde_json::from_str(line).ok()?;
-            (event["message"] == "HTTP server listening")
-                .then(|| event["address"].as_str().map(str::to_owned))?
-        });
-        if let Some(address) = address {
-            break format!("http://{address}");
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "{}", logged());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let base = logged_address(&log, "operations server listening").await;
+    let public = logged_address(&log, "HTTP server listening").await;
+    assert_ne!(base, public);
 
     let runs = |samples: &[Sample]| {
         value(
@@ -497,6 +489,15 @@ async fn the_daemon_serves_probes_and_exact_metrics() {
     let (status, body) = readyz(&base).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(get(&format!("{base}/healthz")).await.0, StatusCode::OK);
+    // The public listener answers the liveness probe, and nothing that reveals internals.
+    assert_eq!(get(&format!("{public}/healthz")).await.0, StatusCode::OK);
+    for internal in ["/metrics", "/readyz"] {
+        assert_eq!(
+            get(&format!("{public}{internal}")).await.0,
+            StatusCode::NOT_FOUND,
+            "{internal} on the public listener"
+        );
+    }
 
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.0.id().to_string()])

@@ -10,7 +10,7 @@ use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
 use partner_sync::grants::{RabobankGrants, RefreshError, RefreshNeed};
 use partner_sync::jobs::rabobank_rotation::RabobankRotation;
 use partner_sync::sandbox::{Fault, Sandbox, SandboxOptions};
-use partner_sync::server::{self, Partners, ServerState};
+use partner_sync::server::{self, Partners, ServerLimits, ServerState};
 use partner_sync::settings::Settings;
 use partner_sync::store::runs::{RunCounts, RunStatus};
 use reqwest::StatusCode;
@@ -78,6 +78,8 @@ pub struct Bank {
     pub settings: Settings,
     pub grants: Arc<RabobankGrants>,
     pub browser: reqwest::Client,
+    /// The operations listener: `/metrics` and `/readyz`.
+    pub ops_url: String,
     stop: CancellationToken,
 }
 
@@ -95,7 +97,13 @@ impl Bank {
     pub async fn start_with(options: SandboxOptions, overrides: &[(&str, &str)]) -> Self {
         let sandbox = start_sandbox(options).await;
         let db = TestDb::new().await;
-        let (listener, address) = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (listener, address) = server::bind("127.0.0.1:0".parse().unwrap(), "server.listen")
+            .await
+            .unwrap();
+        let (ops_listener, ops_address) =
+            server::bind("127.0.0.1:0".parse().unwrap(), "server.ops_listen")
+                .await
+                .unwrap();
         let mut env = rabobank_env(&sandbox, &db.url, &format!("http://{address}"));
         env.extend(
             overrides
@@ -120,8 +128,21 @@ impl Bank {
             metrics: partner_sync::metrics::install(),
             stuck_after: settings.daemon.stuck_after,
         };
-        tokio::spawn(server::serve(listener, state, stop.clone()));
+        let limits = ServerLimits::from_settings(&settings);
+        tokio::spawn(server::serve(
+            listener,
+            server::public_router(state.clone()),
+            limits,
+            stop.clone(),
+        ));
+        tokio::spawn(server::serve(
+            ops_listener,
+            server::ops_router(state),
+            limits,
+            stop.clone(),
+        ));
         Self {
+            ops_url: format!("http://{ops_address}"),
             sandbox,
             db,
             settings,

@@ -72,6 +72,28 @@ fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
             "s3cr3t-value",
             "server.admin_token",
         ),
+        (
+            "PARTNER_SYNC__SERVER__OPS_LISTEN",
+            "127.0.0.1:8080",
+            "server.ops_listen",
+        ),
+        (
+            "PARTNER_SYNC__SERVER__REQUEST_TIMEOUT",
+            "0s",
+            "server.request_timeout",
+        ),
+        (
+            "PARTNER_SYNC__SERVER__HEADER_READ_TIMEOUT",
+            "0s",
+            "server.header_read_timeout",
+        ),
+        ("PARTNER_SYNC__SERVER__BODY_LIMIT", "0", "server.body_limit"),
+        ("PARTNER_SYNC__SERVER__BODY_LIMIT", "64 KiB", "body_limit"),
+        (
+            "PARTNER_SYNC__SERVER__MAX_CONNECTIONS",
+            "0",
+            "server.max_connections",
+        ),
     ];
     for (key, value, named) in cases {
         let mut env = ENABLED.to_vec();
