@@ -35,7 +35,8 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<PgPool> {
 }
 
 /// The jobs of one configuration: their runners and their schedule. A reload starts a new set
-/// and retires the old one, whose runs in progress finish undisturbed.
+/// and retires the old one, whose runs in progress finish undisturbed; the new set's runners
+/// then take over what the old ones still had queued (claimed `resync` requests included).
 struct JobSet {
     dispatcher: Dispatcher,
     schedule: Schedule,
@@ -50,8 +51,13 @@ impl JobSet {
         pool: &PgPool,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
+        previous: Option<&Dispatcher>,
     ) -> anyhow::Result<Self> {
-        let dispatcher = Dispatcher::new(pool, jobs, settings.daemon.shutdown_grace);
+        let grace = settings.daemon.shutdown_grace;
+        let dispatcher = match previous {
+            Some(previous) => Dispatcher::succeeding(previous, pool, jobs, grace),
+            None => Dispatcher::new(pool, jobs, grace),
+        };
         let schedule = Schedule::start(
             jobs.iter()
                 .filter_map(|j| Some((j.job.name(), j.schedule.clone()?))),
@@ -156,7 +162,7 @@ pub async fn run_daemon(
     tracker.spawn(notify::listen(pool.clone(), control_tx, shutdown.clone()));
 
     let mut settings = settings;
-    let mut current = JobSet::start(&settings, &jobs, &pool, &tracker, &shutdown).await?;
+    let mut current = JobSet::start(&settings, &jobs, &pool, &tracker, &shutdown, None).await?;
     if settings.daemon.run_on_start {
         current.dispatch_all(TriggerCause::Startup, JobName::is_scheduled);
     }
@@ -190,6 +196,7 @@ pub async fn run_daemon(
                 if let Some((next_settings, next_partners, next)) = reload(
                     config_file.as_deref(),
                     &settings,
+                    &current,
                     &pool,
                     &tracker,
                     &shutdown,
@@ -248,6 +255,7 @@ async fn claim_request(current: &JobSet, pool: &PgPool, id: uuid::Uuid, host: &s
 async fn reload(
     config_file: Option<&std::path::Path>,
     running: &Settings,
+    running_jobs: &JobSet,
     pool: &PgPool,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
@@ -300,7 +308,16 @@ async fn reload(
     for (section, _) in restart_only.iter().filter(|(_, changed)| *changed) {
         tracing::warn!(section, "changed settings take effect only after a restart");
     }
-    match JobSet::start(&next, &jobs, pool, tracker, shutdown).await {
+    match JobSet::start(
+        &next,
+        &jobs,
+        pool,
+        tracker,
+        shutdown,
+        Some(&running_jobs.dispatcher),
+    )
+    .await
+    {
         Ok(set) => {
             tracing::info!(jobs = jobs.len(), "configuration reloaded");
             Some((next, partners, set))

@@ -1,11 +1,15 @@
 //! RABOT customer linking: create a link (RABOT's `POST /customers/link`) whose success and
-//! failure URLs point at this daemon with an unguessable secret in the path, then record how the
-//! customer's browser came back. The secret is stored hashed and works once, within 10 minutes.
+//! failure URLs point at this daemon, each with its own unguessable secret in the path, then
+//! record how the customer's browser came back. The secrets are stored hashed; either ends the
+//! link, once, within 10 minutes. The browser carries the redirect, so the customer number in a
+//! success redirect is only believed once RABOT confirms it: that customer carries the link's
+//! external id and has the Linked relation.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -13,13 +17,17 @@ use uuid::Uuid;
 use crate::crypto;
 use crate::partners::rabot::{LinkRequest, RabotClient, RabotError};
 use crate::settings::{RABOT_LINKS_PATH, Settings};
-use crate::store::links::{self as store, LinkRow, NewLink};
+use crate::store::links::{self as store, LinkRow, NewLink, Redirect};
 
 /// RABOT's authorization URLs are valid for 10 minutes; a link is void after that too.
 pub const LINK_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The query parameter RABOT appends the customer number to the success URL under.
 const CUSTOMER_NUMBER_PARAMETER: &str = "customerNumber";
 const MAX_FIELD_CHARS: usize = 200;
+/// How much of a refused customer number is kept: enough to recognise it, not a storage sink.
+const MAX_OFFERED_CHARS: usize = 64;
+/// The relation RABOT gives a customer who linked a partner.
+const LINKED_RELATION: &str = "Linked";
 
 /// What starts a link: the CLI's flags and the admin endpoint's JSON body.
 #[derive(Debug, Clone, Deserialize)]
@@ -124,13 +132,84 @@ pub enum LinkAnswer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompleteError {
-    /// Unknown, expired or already completed: nothing changed.
+    /// Unknown (or the other redirect's secret), expired or already completed: nothing changed.
     #[error("link {0}")]
     NotPending(&'static str),
-    #[error("{0}")]
-    BadAnswer(String),
+    /// RABOT does not confirm the offered customer number; the refusal is recorded and the link
+    /// stays pending, so the customer's real redirect can still complete it.
+    #[error("customer number refused: {0}")]
+    Refused(&'static str),
+    /// RABOT could not be asked; the link stays pending and the same redirect may be retried.
+    #[error("could not confirm the customer with RABOT: {0}")]
+    Unconfirmed(#[source] RabotError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// What RABOT's customer list says about a customer number offered for a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    Confirmed,
+    Refused(&'static str),
+}
+
+/// Checks `customer_number` against RABOT's customers filtered by the link's external id:
+/// it must be there, carry that external id, and have the Linked relation. RABOT documents no
+/// endpoint for one customer, so the filtered list is the one way to ask.
+pub async fn confirm_customer(
+    client: &RabotClient,
+    external_id: &str,
+    customer_number: &str,
+) -> Result<Confirmation, RabotError> {
+    let mut pages = client.customer_pages(Some(external_id.to_owned()));
+    while let Some(page) = pages.try_next().await? {
+        let Some(customer) = page
+            .items
+            .into_iter()
+            .find(|customer| customer.customer_number == customer_number)
+        else {
+            continue;
+        };
+        // The filter is RABOT's; the external id is checked here as well, in case it was not
+        // applied.
+        if customer.external_id.as_deref() != Some(external_id) {
+            return Ok(Confirmation::Refused(
+                "the RABOT customer with this number carries another external id",
+            ));
+        }
+        if !customer
+            .relations
+            .iter()
+            .any(|relation| relation.eq_ignore_ascii_case(LINKED_RELATION))
+        {
+            return Ok(Confirmation::Refused(
+                "the RABOT customer with this number has not linked us (no Linked relation)",
+            ));
+        }
+        return Ok(Confirmation::Confirmed);
+    }
+    Ok(Confirmation::Refused(
+        "no RABOT customer with this number carries the link's external id",
+    ))
+}
+
+/// A customer number as RABOT writes them: digits and letters, perhaps dashes.
+fn well_formed_customer_number(number: &str) -> bool {
+    !number.is_empty()
+        && number.len() <= MAX_FIELD_CHARS
+        && number
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// The offered number as it may be stored and logged: cut short, every character outside
+/// printable ASCII escaped (it came from a browser).
+fn escaped_offer(number: &str) -> String {
+    number
+        .chars()
+        .take(MAX_OFFERED_CHARS)
+        .flat_map(char::escape_default)
+        .collect()
 }
 
 pub struct RabotLinks {
@@ -166,10 +245,13 @@ impl RabotLinks {
     /// Asks RABOT for an authorization URL, then records the pending link.
     pub async fn begin(&self, pool: &PgPool, spec: LinkSpec) -> Result<StartedLink, LinkError> {
         let spec = spec.validated()?;
-        let secret = crypto::url_secret();
+        // Two secrets: whoever sees one redirect URL (a log, a shoulder) cannot end the link the
+        // other way.
+        let success_secret = crypto::url_secret();
+        let failure_secret = crypto::url_secret();
         let request = LinkRequest {
-            success_url: format!("{}/{secret}/success", self.base_url),
-            failure_url: format!("{}/{secret}/failure", self.base_url),
+            success_url: format!("{}/{success_secret}/success", self.base_url),
+            failure_url: format!("{}/{failure_secret}/failure", self.base_url),
             sign_up_url: spec.sign_up_url.clone(),
             auth_as: spec.auth_as.clone(),
             customer_number_query_parameter_name: CUSTOMER_NUMBER_PARAMETER.to_owned(),
@@ -188,7 +270,8 @@ impl RabotLinks {
             pool,
             &NewLink {
                 id,
-                token_hash: &crypto::url_secret_hash(&secret),
+                success_hash: &crypto::url_secret_hash(&success_secret),
+                failure_hash: &crypto::url_secret_hash(&failure_secret),
                 external_id: &spec.external_id,
                 auth_as: spec.auth_as.as_deref(),
                 sign_up_url: spec.sign_up_url.as_deref(),
@@ -205,7 +288,9 @@ impl RabotLinks {
         })
     }
 
-    /// Records the customer's answer on the pending link named by `secret`, once.
+    /// Records the customer's answer on the pending link named by `secret`, once: an approval
+    /// arrives with the success secret and a customer number RABOT confirms, a refusal with the
+    /// failure secret. A secret used on the other redirect is unknown there.
     pub async fn complete(
         &self,
         pool: &PgPool,
@@ -213,21 +298,11 @@ impl RabotLinks {
         answer: LinkAnswer,
     ) -> Result<LinkRow, CompleteError> {
         let hash = crypto::url_secret_hash(secret);
-        let completed = match &answer {
-            LinkAnswer::Approved { customer_number } => {
-                let number = customer_number.trim();
-                if number.is_empty()
-                    || number.len() > MAX_FIELD_CHARS
-                    || !number
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-')
-                {
-                    return Err(CompleteError::BadAnswer(
-                        "the customer number is missing or malformed".to_owned(),
-                    ));
-                }
-                store::complete_linked(pool, &hash, number).await?
-            }
+        let (redirect, completed) = match &answer {
+            LinkAnswer::Approved { customer_number } => (
+                Redirect::Success,
+                self.approve(pool, &hash, customer_number.trim()).await?,
+            ),
             LinkAnswer::Refused {
                 error_name,
                 error_description,
@@ -236,7 +311,10 @@ impl RabotLinks {
                     .as_deref()
                     .map(|d| d.chars().take(1000).collect::<String>());
                 let name: String = error_name.chars().take(MAX_FIELD_CHARS).collect();
-                store::complete_denied(pool, &hash, &name, description.as_deref()).await?
+                (
+                    Redirect::Failure,
+                    store::complete_denied(pool, &hash, &name, description.as_deref()).await?,
+                )
             }
         };
         match completed {
@@ -245,9 +323,40 @@ impl RabotLinks {
                 Ok(link)
             }
             None => Err(CompleteError::NotPending(
-                store::refusal(pool, &hash).await?,
+                store::refusal(pool, redirect, &hash).await?,
             )),
         }
+    }
+
+    /// The success redirect: the link must be pending, and RABOT must confirm the number before
+    /// it is recorded. `None` when the link is not (or no longer) pending.
+    async fn approve(
+        &self,
+        pool: &PgPool,
+        success_hash: &[u8],
+        customer_number: &str,
+    ) -> Result<Option<LinkRow>, CompleteError> {
+        let Some(link) = store::pending_by_success(pool, success_hash).await? else {
+            return Ok(None);
+        };
+        let confirmation = if well_formed_customer_number(customer_number) {
+            confirm_customer(&self.client, &link.external_id, customer_number)
+                .await
+                .map_err(|error| {
+                    tracing::warn!(link_id = %link.id, error = %error, "cannot confirm a linked customer with RABOT; the link stays pending");
+                    CompleteError::Unconfirmed(error)
+                })?
+        } else {
+            Confirmation::Refused("the customer number is missing or malformed")
+        };
+        if let Confirmation::Refused(reason) = confirmation {
+            let offered = escaped_offer(customer_number);
+            let recorded = store::record_refusal(pool, link.id, reason, &offered).await?;
+            tracing::warn!(link_id = %link.id, reason, offered_customer_number = %offered, recorded, "refused a customer number for a link; the link stays pending");
+            return Err(CompleteError::Refused(reason));
+        }
+        // Conditional again: another redirect may have ended the link while RABOT was asked.
+        Ok(store::complete_linked(pool, success_hash, customer_number).await?)
     }
 
     /// RABOT's `DELETE /customers/{n}/link`, then the local links become `unlinked`. A customer
@@ -263,5 +372,28 @@ impl RabotLinks {
         let marked = store::mark_unlinked(pool, customer_number).await?;
         tracing::info!(customer_number, links = marked, "customer unlinked");
         Ok(marked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_numbers_from_the_browser_are_checked_and_escaped() {
+        assert!(well_formed_customer_number("46491184"));
+        assert!(well_formed_customer_number("AB-12"));
+        for bad in [
+            "",
+            "12 34",
+            "12;DROP",
+            "١٢٣",
+            &"9".repeat(MAX_FIELD_CHARS + 1)[..],
+        ] {
+            assert!(!well_formed_customer_number(bad), "{bad:?}");
+        }
+        assert_eq!(escaped_offer("123"), "123");
+        assert_eq!(escaped_offer("a\nb\u{202e}"), "a\\nb\\u{202e}");
+        assert_eq!(escaped_offer(&"x".repeat(500)).len(), MAX_OFFERED_CHARS);
     }
 }

@@ -1,6 +1,12 @@
 //! One runner per job. Triggers that arrive while a job runs coalesce into at most one
 //! follow-up run; runs of one job never overlap, in this process (one runner task) or across
 //! replicas (a Postgres advisory lock held for the whole run).
+//!
+//! A configuration reload starts a new dispatcher that succeeds the old one: each new runner
+//! waits until the old runner of its job has finished its run in progress, then takes over
+//! whatever the old one still had queued (triggers, and the `resync` requests they answer), and
+//! from then on the old runner forwards anything that still reaches it. Nothing queued is lost
+//! to a reload and the two never run the job at once.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -41,14 +47,40 @@ struct Pending {
     requests: Vec<uuid::Uuid>,
 }
 
+impl Pending {
+    /// This burst, then `later` coalesced into it: the earlier cause stays the recorded one.
+    fn merge(self, later: Option<Pending>) -> Pending {
+        let Some(later) = later else {
+            return self;
+        };
+        let mut requests = self.requests;
+        requests.extend(later.requests);
+        Pending {
+            cause: self.cause.or(later.cause),
+            requests,
+        }
+    }
+}
+
+/// What waits for a runner: the next run, or the runner that took over after a reload.
+#[derive(Default)]
+struct Queue {
+    pending: Option<Pending>,
+    successor: Option<Arc<JobRunner>>,
+}
+
 pub struct JobRunner {
     job: Arc<dyn Job>,
     pool: PgPool,
     /// After shutdown is requested, how long a run may take to reach a batch boundary.
     grace: Duration,
     host: String,
-    pending: Mutex<Option<Pending>>,
+    queue: Mutex<Queue>,
     wake: Notify,
+    /// The runner of the same job in the configuration this one replaced.
+    predecessor: Mutex<Option<Arc<JobRunner>>>,
+    /// Cancelled when this runner's loop has ended: it will start no run any more.
+    exited: CancellationToken,
 }
 
 impl JobRunner {
@@ -58,9 +90,15 @@ impl JobRunner {
             pool,
             grace,
             host: host_id(),
-            pending: Mutex::new(None),
+            queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
+            predecessor: Mutex::new(None),
+            exited: CancellationToken::new(),
         }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn job(&self) -> JobName {
@@ -68,28 +106,75 @@ impl JobRunner {
     }
 
     fn trigger(&self, trigger: Trigger) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let pending = pending.get_or_insert_with(Pending::default);
+        let mut queue = self.queue();
+        if let Some(successor) = queue.successor.clone() {
+            // Retired by a reload (a late scheduler tick, say): the new runner runs it.
+            drop(queue);
+            successor.trigger(trigger);
+            return;
+        }
+        let pending = queue.pending.get_or_insert_with(Pending::default);
         // The first cause of a coalesced burst is the one recorded.
         pending.cause.get_or_insert(trigger.cause);
         pending.requests.extend(trigger.request);
         self.wake.notify_one();
     }
 
+    /// Once this runner's loop has ended: hands what is still queued to `successor`, which
+    /// also receives every later trigger.
+    fn hand_over(&self, successor: &Arc<JobRunner>) -> Option<Pending> {
+        let mut queue = self.queue();
+        queue.successor = Some(successor.clone());
+        queue.pending.take()
+    }
+
+    /// Puts a predecessor's queue before this runner's own.
+    fn take_over(&self, earlier: Pending) {
+        let mut queue = self.queue();
+        let merged = earlier.merge(queue.pending.take());
+        if merged.cause.is_some() {
+            queue.pending = Some(merged);
+            self.wake.notify_one();
+        }
+    }
+
+    /// After a reload: waits until the old runner of this job has ended (its run in progress
+    /// included), then takes over its queue. False when shutdown came first.
+    async fn succeed_predecessor(self: &Arc<Self>, shutdown: &CancellationToken) -> bool {
+        let predecessor = self
+            .predecessor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(predecessor) = predecessor else {
+            return true;
+        };
+        tokio::select! {
+            _ = predecessor.exited.cancelled() => {}
+            _ = shutdown.cancelled() => return false,
+        }
+        if let Some(pending) = predecessor.hand_over(self) {
+            tracing::info!(job = %self.job(), requests = pending.requests.len(), "took over a run queued before the reload");
+            self.take_over(pending);
+        }
+        true
+    }
+
     /// Runs triggered passes until `stop` (no new runs: shutdown or a configuration reload);
-    /// never two at once. A run in progress is cancelled only by `shutdown`.
+    /// never two at once. A run in progress is cancelled only by `shutdown`. A runner that
+    /// succeeds another after a reload starts only once that one has ended.
     pub async fn run_loop(self: Arc<Self>, stop: CancellationToken, shutdown: CancellationToken) {
+        let _exited = self.exited.clone().drop_guard();
+        if !self.succeed_predecessor(&shutdown).await {
+            return;
+        }
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = self.wake.notified() => {}
             }
-            let pending = self
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
+            let pending = self.queue().pending.take();
             let Some(Pending {
                 cause: Some(cause),
                 requests,
@@ -332,6 +417,9 @@ pub fn host_id() -> String {
 #[derive(Clone)]
 pub struct Dispatcher {
     runners: Arc<BTreeMap<JobName, Arc<JobRunner>>>,
+    /// Runners of the replaced configuration whose job this one no longer runs: what they
+    /// still have queued when they end is answered as skipped.
+    orphans: Arc<Vec<Arc<JobRunner>>>,
 }
 
 impl Dispatcher {
@@ -347,7 +435,30 @@ impl Dispatcher {
             .collect();
         Self {
             runners: Arc::new(runners),
+            orphans: Arc::default(),
         }
+    }
+
+    /// The dispatcher of a reloaded configuration: its runners take over `previous`'s queues
+    /// once `previous`'s runners have ended (see the module notes).
+    pub fn succeeding(
+        previous: &Dispatcher,
+        pool: &PgPool,
+        jobs: &[ScheduledJob],
+        grace: Duration,
+    ) -> Self {
+        let mut next = Self::new(pool, jobs, grace);
+        let mut orphans = Vec::new();
+        for (job, old) in previous.runners.iter() {
+            match next.runners.get(job) {
+                Some(new) => {
+                    *new.predecessor.lock().unwrap_or_else(|e| e.into_inner()) = Some(old.clone());
+                }
+                None => orphans.push(old.clone()),
+            }
+        }
+        next.orphans = Arc::new(orphans);
+        next
     }
 
     pub fn jobs(&self) -> impl Iterator<Item = JobName> + '_ {
@@ -380,5 +491,32 @@ impl Dispatcher {
         for runner in self.runners.values() {
             tracker.spawn(runner.clone().run_loop(stop.clone(), shutdown.clone()));
         }
+        for orphan in self.orphans.iter() {
+            tracker.spawn(answer_orphaned(orphan.clone(), shutdown.clone()));
+        }
+    }
+}
+
+/// A job the reloaded configuration no longer runs: once its old runner has ended, the
+/// `resync` requests still queued there are answered as skipped, so nobody waits for them.
+async fn answer_orphaned(runner: Arc<JobRunner>, shutdown: CancellationToken) {
+    tokio::select! {
+        _ = runner.exited.cancelled() => {}
+        _ = shutdown.cancelled() => return,
+    }
+    let Some(pending) = runner.queue().pending.take() else {
+        return;
+    };
+    let job = runner.job();
+    tracing::warn!(%job, "a run queued before the reload is dropped: the new configuration does not enable the job");
+    if let Err(error) = trigger_requests::record_skipped(
+        &runner.pool,
+        &pending.requests,
+        job.as_str(),
+        "the job was disabled by a configuration reload",
+    )
+    .await
+    {
+        tracing::error!(%job, error = %error, "could not record the dropped resync requests");
     }
 }

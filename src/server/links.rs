@@ -1,7 +1,10 @@
 //! RABOT customer links over HTTP: `POST /links/rabot` (admin, bearer `server.admin_token`)
 //! starts one for the partner's own platform; `GET /links/rabot/{secret}/success|failure` is
-//! where RABOT sends the customer's browser back. A redirect is checked (and consumed) in one
-//! statement before anything else happens; an unknown, expired or used secret changes nothing.
+//! where RABOT sends the customer's browser back. Each redirect has its own secret; an unknown
+//! (or the other redirect's), expired or used secret changes nothing. A success redirect's
+//! customer number is confirmed with RABOT first: a number RABOT does not confirm is 400 and the
+//! link stays pending; RABOT unreachable is 503 (502 when it answered with an error) and the
+//! customer may reload the page.
 
 use std::collections::HashMap;
 
@@ -161,13 +164,28 @@ async fn finish(state: ServerState, secret: &str, answer: LinkAnswer) -> Respons
                 "This link is unknown, expired or already used. Ask for a new link.",
             )
         }
-        Err(CompleteError::BadAnswer(reason)) => {
-            tracing::warn!(%reason, "refused a customer-link redirect");
-            page::render(
-                StatusCode::BAD_REQUEST,
-                "Invalid request",
-                "The link is malformed. Ask for a new link.",
-            )
+        // Logged and recorded where it was decided.
+        Err(CompleteError::Refused(_)) => page::render(
+            StatusCode::BAD_REQUEST,
+            "Account not confirmed",
+            "RABOT did not confirm this account for the link, so nothing was linked. If you approved the link on RABOT's page, use the page RABOT sent you back to, or ask for a new link.",
+        ),
+        Err(CompleteError::Unconfirmed(error)) => {
+            // RABOT answered with an error of its own (502) or could not be reached (503).
+            let status = if error.status().is_some_and(|s| s.is_client_error()) {
+                StatusCode::BAD_GATEWAY
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let mut response = page::render(
+                status,
+                "Link not completed yet",
+                "RABOT could not be reached to confirm your account. Nothing was lost: please try again in a moment by reloading this page.",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            response
         }
         Err(CompleteError::Database(error)) => {
             tracing::error!(error = %error, "customer-link redirect failed on the database");

@@ -1,6 +1,8 @@
 //! `sync.customer_links`: customer links from creation to their one ending (linked or denied),
 //! and later unlinking. Every ending is a single conditional `UPDATE … RETURNING`, so a replayed
-//! or concurrent redirect changes nothing.
+//! or concurrent redirect changes nothing. The success and failure redirects each have their own
+//! secret (stored as SHA-256): a secret only ever finds its link through its own column.
+//! `sync.link_refusals` keeps the success redirects RABOT did not confirm.
 
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ pub const PARTNER_RABOT: &str = "rabot";
 /// What a new link records.
 pub struct NewLink<'a> {
     pub id: Uuid,
-    pub token_hash: &'a [u8],
+    pub success_hash: &'a [u8],
+    pub failure_hash: &'a [u8],
     pub external_id: &'a str,
     pub auth_as: Option<&'a str>,
     pub sign_up_url: Option<&'a str>,
@@ -48,12 +51,14 @@ const LINK_COLUMNS: &str = "id,
 pub async fn insert(pool: &PgPool, link: &NewLink<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO sync.customer_links
-             (id, token_hash, partner, external_id, auth_as, sign_up_url, authorization_url, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+             (id, success_hash, failure_hash, partner, external_id, auth_as, sign_up_url,
+              authorization_url, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9))
          RETURNING expires_at",
     )
     .bind(link.id)
-    .bind(link.token_hash)
+    .bind(link.success_hash)
+    .bind(link.failure_hash)
     .bind(PARTNER_RABOT)
     .bind(link.external_id)
     .bind(link.auth_as)
@@ -64,20 +69,58 @@ pub async fn insert(pool: &PgPool, link: &NewLink<'_>) -> Result<DateTime<Utc>, 
     .await
 }
 
-/// The customer approved: a pending, unexpired link becomes `linked`. `None` when the token is
-/// unknown, expired or already used.
+/// Which redirect a secret arrived on; each has its own stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redirect {
+    Success,
+    Failure,
+}
+
+impl Redirect {
+    /// The column holding this redirect's hash (a fixed name, never a value).
+    fn hash_column(self) -> &'static str {
+        match self {
+            Redirect::Success => "success_hash",
+            Redirect::Failure => "failure_hash",
+        }
+    }
+}
+
+/// A link still waiting for the customer, found by its success secret.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingLink {
+    pub id: Uuid,
+    pub external_id: String,
+}
+
+/// The pending, unexpired link whose success secret hashes to `success_hash`.
+pub async fn pending_by_success(
+    pool: &PgPool,
+    success_hash: &[u8],
+) -> Result<Option<PendingLink>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, external_id FROM sync.customer_links
+          WHERE success_hash = $1 AND status = 'pending' AND expires_at > now()",
+    )
+    .bind(success_hash)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The customer approved (and RABOT confirmed the number): a pending, unexpired link becomes
+/// `linked`. `None` when the secret is unknown, expired or already used.
 pub async fn complete_linked(
     pool: &PgPool,
-    token_hash: &[u8],
+    success_hash: &[u8],
     customer_number: &str,
 ) -> Result<Option<LinkRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE sync.customer_links
             SET status = 'linked', customer_number = $2, completed_at = now()
-          WHERE token_hash = $1 AND status = 'pending' AND expires_at > now()
+          WHERE success_hash = $1 AND status = 'pending' AND expires_at > now()
           RETURNING {LINK_COLUMNS}"
     ))
-    .bind(token_hash)
+    .bind(success_hash)
     .bind(customer_number)
     .fetch_optional(pool)
     .await
@@ -86,29 +129,35 @@ pub async fn complete_linked(
 /// The customer refused: a pending, unexpired link becomes `denied` with RABOT's reason.
 pub async fn complete_denied(
     pool: &PgPool,
-    token_hash: &[u8],
+    failure_hash: &[u8],
     error_name: &str,
     error_description: Option<&str>,
 ) -> Result<Option<LinkRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE sync.customer_links
             SET status = 'denied', error_name = $2, error_description = $3, completed_at = now()
-          WHERE token_hash = $1 AND status = 'pending' AND expires_at > now()
+          WHERE failure_hash = $1 AND status = 'pending' AND expires_at > now()
           RETURNING {LINK_COLUMNS}"
     ))
-    .bind(token_hash)
+    .bind(failure_hash)
     .bind(error_name)
     .bind(error_description)
     .fetch_optional(pool)
     .await
 }
 
-/// Why a redirect's token was refused, for the log: "unknown", "expired" or "already used".
-pub async fn refusal(pool: &PgPool, token_hash: &[u8]) -> Result<&'static str, sqlx::Error> {
-    let row: Option<(String, bool)> = sqlx::query_as(
-        "SELECT status, expires_at <= now() FROM sync.customer_links WHERE token_hash = $1",
-    )
-    .bind(token_hash)
+/// Why a redirect's secret was refused, for the log: "unknown" (also a secret of the other
+/// redirect), "expired" or "already used".
+pub async fn refusal(
+    pool: &PgPool,
+    redirect: Redirect,
+    hash: &[u8],
+) -> Result<&'static str, sqlx::Error> {
+    let row: Option<(String, bool)> = sqlx::query_as(&format!(
+        "SELECT status, expires_at <= now() FROM sync.customer_links WHERE {} = $1",
+        redirect.hash_column()
+    ))
+    .bind(hash)
     .fetch_optional(pool)
     .await?;
     Ok(match row {
@@ -116,6 +165,31 @@ pub async fn refusal(pool: &PgPool, token_hash: &[u8]) -> Result<&'static str, s
         Some((status, _)) if status != "pending" => "already used",
         Some(_) => "expired",
     })
+}
+
+/// A link keeps at most this many refusals: the success URL is public enough that someone could
+/// replay it in a loop, and the first ones tell the story.
+pub const MAX_REFUSALS_PER_LINK: i64 = 20;
+
+/// Records a refused success redirect; false when the link already has its share of refusals.
+pub async fn record_refusal(
+    pool: &PgPool,
+    link_id: Uuid,
+    reason: &str,
+    offered_customer_number: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO sync.link_refusals (link_id, reason, offered_customer_number)
+         SELECT $1, $2, $3
+          WHERE (SELECT count(*) FROM sync.link_refusals WHERE link_id = $1) < $4",
+    )
+    .bind(link_id)
+    .bind(reason)
+    .bind(offered_customer_number)
+    .bind(MAX_REFUSALS_PER_LINK)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Marks the customer's live links `unlinked`; returns how many there were.

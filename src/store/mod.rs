@@ -7,6 +7,7 @@ pub mod grants;
 pub mod links;
 pub mod rabot;
 pub mod runs;
+pub mod schedule_ticks;
 pub mod trigger_requests;
 
 use std::str::FromStr;

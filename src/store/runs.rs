@@ -59,36 +59,6 @@ pub async fn start(pool: &PgPool, job: &str, cause: &str, host: &str) -> Result<
         .await
 }
 
-/// Takes a cron tick for this replica; false when another replica took it first.
-pub async fn claim_tick(
-    pool: &PgPool,
-    job: &str,
-    tick_at: chrono::DateTime<chrono::Utc>,
-    host: &str,
-) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query(
-        "INSERT INTO sync.schedule_ticks (job, tick_at, claimed_by) VALUES ($1, $2, $3)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(job)
-    .bind(tick_at)
-    .bind(host)
-    .execute(pool)
-    .await?
-    .rows_affected()
-        == 1;
-    if claimed {
-        // Ticks older than a day decide nothing any more.
-        sqlx::query(
-            "DELETE FROM sync.schedule_ticks WHERE job = $1 AND tick_at < now() - interval '1 day'",
-        )
-        .bind(job)
-        .execute(pool)
-        .await?;
-    }
-    Ok(claimed)
-}
-
 /// Marks as failed the job's runs still recorded as running. Called while holding the job's
 /// lock: no live process can be running them, so their process died (killed, or cut off from
 /// the database) before it could record an ending.

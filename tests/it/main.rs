@@ -14,6 +14,7 @@ mod operations;
 mod ops_http;
 pub mod rabobank;
 mod rabot_mirror;
+mod schedule;
 mod secrets;
 mod settings;
 mod token_cache;

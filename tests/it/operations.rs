@@ -486,6 +486,97 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
     stop(daemon).await;
 }
 
+#[tokio::test]
+async fn sighup_keeps_resync_requests_queued_behind_a_running_pass() {
+    let db = TestDb::new().await;
+    // About 15 requests of 250 ms each: a pass lasts seconds, long enough to reload under it.
+    let sandbox = start_sandbox(SandboxOptions {
+        latency: Duration::from_millis(250),
+        ..small_sandbox(12)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partner-sync.toml");
+    std::fs::write(&file, format!("[rabot]\nschedule = \"{NEVER}\"\n")).unwrap();
+    let mut env = sandbox_env(&sandbox, &db.url);
+    env.push(("PARTNER_SYNC__RABOT__CONCURRENCY".into(), "1".into()));
+    env.push(("PARTNER_SYNC_CONFIG".into(), file.to_str().unwrap().into()));
+    let log = dir.path().join("daemon.log");
+    let daemon = spawn_daemon(env.clone(), &log);
+    assert!(
+        wait_for_log(
+            &log,
+            "listening for resync requests",
+            Duration::from_secs(20)
+        )
+        .await
+    );
+
+    signal(&daemon, "USR1");
+    let running = "SELECT count(*) FROM sync.runs WHERE status = 'running'";
+    assert!(wait_for(&db, running, 1, Duration::from_secs(5)).await);
+    let resync = |env: Vec<(String, String)>| {
+        tokio::spawn(async move {
+            run_binary(
+                &["resync", "rabot_mirror", "--wait", "--timeout", "40s"],
+                env,
+            )
+            .await
+        })
+    };
+    // Claimed by the daemon and queued behind the running pass; then the reload.
+    let before = resync(env.clone());
+    let claimed = "SELECT count(*) FROM sync.trigger_requests WHERE claimed_by IS NOT NULL";
+    assert!(wait_for(&db, claimed, 1, Duration::from_secs(10)).await);
+    std::fs::write(&file, "[rabot]\nschedule = \"0 0 0 1 2 *\"\n").unwrap();
+    signal(&daemon, "HUP");
+    assert!(wait_for_log(&log, "configuration reloaded", Duration::from_secs(5)).await);
+    // A request claimed after the reload, while the old configuration's pass still runs.
+    let after = resync(env.clone());
+    assert!(wait_for(&db, claimed, 2, Duration::from_secs(10)).await);
+    assert_eq!(
+        count(&db.pool, running).await,
+        1,
+        "the first pass must still run for this test to mean anything"
+    );
+
+    for waiting in [before, after] {
+        let out = waiting.await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains("succeeded"),
+            "{stdout}{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    // Both requests answered by one run, after the first pass, neither skipped.
+    let answers: Vec<(Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT run_id, skipped FROM sync.trigger_requests ORDER BY requested_at")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(answers.len(), 2);
+    assert!(
+        answers
+            .iter()
+            .all(|(run, skipped)| run.is_some() && skipped.is_none())
+    );
+    assert_eq!(answers[0].0, answers[1].0, "{answers:?}");
+    let runs: Vec<(String, String)> =
+        sqlx::query_as("SELECT cause, status FROM sync.runs ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        runs,
+        [("signal", "succeeded"), ("notify", "succeeded")]
+            .map(|(c, s)| (c.to_owned(), s.to_owned()))
+            .to_vec()
+    );
+    stop(daemon).await;
+}
+
 /// SIGHUP with a settings file that does not parse: the JSON log says where the error is and
 /// never quotes the line (here holding a secret); the running settings stay.
 #[tokio::test]
