@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::events::dispatcher::{self, Dispatcher};
 use crate::events::schedule::Schedule;
 use crate::events::{Control, Trigger, TriggerCause, notify, signals};
-use crate::grants::RabobankGrants;
+use crate::grants::{self, RabobankGrants, RefreshTasks};
 use crate::jobs::{self, JobName, ScheduledJob};
 use crate::links::RabotLinks;
 use crate::server::{self, Partners, ServerLimits, ServerState};
@@ -94,10 +94,11 @@ struct Enabled {
     jobs: Vec<ScheduledJob>,
 }
 
-/// The jobs a configuration enables, or why it cannot run.
-fn enabled_jobs(settings: &Settings) -> anyhow::Result<Enabled> {
+/// The jobs a configuration enables, or why it cannot run. Grant refreshes of every
+/// configuration run in `refreshes`, which the daemon's stop waits for.
+fn enabled_jobs(settings: &Settings, refreshes: &RefreshTasks) -> anyhow::Result<Enabled> {
     let partners = Partners {
-        rabobank: RabobankGrants::from_settings(settings)?,
+        rabobank: RabobankGrants::with_refresh_tasks(settings, refreshes.clone())?,
         rabot: RabotLinks::from_settings(settings)?,
     };
     let jobs = jobs::registry(
@@ -120,7 +121,8 @@ pub async fn run_daemon(
     config_file: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Enabled { partners, jobs } = enabled_jobs(&settings)?;
+    let refreshes = RefreshTasks::new();
+    let Enabled { partners, jobs } = enabled_jobs(&settings, &refreshes)?;
     // Bound before anything else starts, so a taken port stops start-up with a clear error.
     let (listener, address) = server::bind(settings.server.listen, "server.listen").await?;
     let (ops_listener, ops_address) =
@@ -130,6 +132,12 @@ pub async fn run_daemon(
         pool = open_database(&settings) => pool?,
         _ = shutdown.cancelled() => return Ok(()),
     };
+    if partners.rabobank.is_some() {
+        // A refresh this or another replica's process left in flight when it died.
+        if let Err(error) = grants::record_interrupted_refreshes(&pool).await {
+            tracing::error!(error = %error, "cannot look for interrupted grant refreshes");
+        }
+    }
     let tracker = TaskTracker::new();
     let (partners_tx, partners_rx) = watch::channel(partners);
     let (control_tx, mut control) = mpsc::channel(64);
@@ -199,6 +207,7 @@ pub async fn run_daemon(
                     &current,
                     &pool,
                     &tracker,
+                    &refreshes,
                     &shutdown,
                 )
                 .await
@@ -224,6 +233,14 @@ pub async fn run_daemon(
         .is_err()
     {
         tracing::error!("runners did not stop in time; exiting anyway");
+    }
+    // A run abandoned above may have left a refresh request in flight: the bank may already
+    // have rotated the token, so its answer is awaited and saved before the pool closes.
+    if !refreshes.finish(RefreshTasks::bound(&settings.http)).await {
+        tracing::error!(
+            running = refreshes.running(),
+            "a grant refresh did not finish in time; its grant will show as in doubt"
+        );
     }
     pool.close().await;
     tracing::info!("stopped");
@@ -258,6 +275,7 @@ async fn reload(
     running_jobs: &JobSet,
     pool: &PgPool,
     tracker: &TaskTracker,
+    refreshes: &RefreshTasks,
     shutdown: &CancellationToken,
 ) -> Option<(Settings, Partners, JobSet)> {
     let refuse = |error: &dyn std::fmt::Display| {
@@ -277,7 +295,7 @@ async fn reload(
         );
         return None;
     }
-    let Enabled { partners, jobs } = match enabled_jobs(&next) {
+    let Enabled { partners, jobs } = match enabled_jobs(&next, refreshes) {
         Ok(enabled) => enabled,
         Err(error) => {
             refuse(&format!("{error:#}"));

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
-use crate::grants::{self, RabobankGrants};
+use crate::grants::{self, RabobankGrants, RefreshTasks};
 use crate::jobs::{self, JobName};
 use crate::links::{LinkSpec, RabotLinks};
 use crate::sandbox::{self, SandboxOptions};
@@ -290,10 +290,17 @@ async fn run_job_once(settings: Settings, job: JobName) -> anyhow::Result<()> {
     signals::spawn_shutdown_handler(shutdown.clone())?;
     let runner = JobRunner::new(scheduled.job, pool, settings.daemon.shutdown_grace);
     let (counts, _) = watch::channel(RunCounts::default());
-    match runner
-        .run_once(TriggerCause::Cli, &shutdown, counts)
-        .await?
-    {
+    let outcome = runner.run_once(TriggerCause::Cli, &shutdown, counts).await;
+    // A refresh sent before a stop ended the run is still answered and saved.
+    if let Some(rabobank) = &rabobank {
+        let refreshes = rabobank.refresh_tasks();
+        if !refreshes.finish(RefreshTasks::bound(&settings.http)).await {
+            tracing::error!(
+                "a grant refresh did not finish in time; its grant will show as in doubt"
+            );
+        }
+    }
+    match outcome? {
         RunOutcome::Finished {
             status: RunStatus::Succeeded,
             ..

@@ -1,24 +1,39 @@
 //! Rabobank grants: starting a consent (a single-use `state`), completing it at the callback,
 //! and the one refresh path every token rotation takes.
 //!
-//! A Rabobank refresh token is single use. Losing the chain (a refresh whose new token is not
-//! saved, or two refreshes of the same token) costs the user a new consent, so every refresh
-//! runs inside one transaction holding the grant's row lock: re-read the sealed token, decide
-//! again whether a refresh is still due, refresh, write the new tokens, commit. A second task
-//! or replica waits on the lock and then finds the work done.
+//! A Rabobank refresh token is single use, and the bank rotates it when it answers a refresh.
+//! Losing the chain (a refresh whose new token is not saved, or two refreshes of the same
+//! token) costs the user a new consent, so every refresh of a grant:
+//! 1. holds the grant's advisory lock on a connection of its own, so no other task or replica
+//!    refreshes it meanwhile; they wait, then find the work done;
+//! 2. re-reads the sealed token and decides again whether a refresh is still due;
+//! 3. commits an "in flight" mark (`refresh_started_at`) before the request is sent;
+//! 4. sends, and saves the answer (which clears the mark) in a task of its own that no caller
+//!    can cancel: shutdown or a lost job lock may drop the run, never a refresh already sent.
+//!    The process waits for these tasks ([`RefreshTasks::finish`]) before it exits.
+//!
+//! A mark found while holding the lock was left by a process that stopped after sending (a
+//! crash, `kill -9`): the refresh is recorded as in doubt, interrupted, and its refresh token is
+//! never sent again automatically, since the bank may have rotated it and would revoke the
+//! consent on seeing it twice.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::crypto::{self, CryptoError, TokenKey};
 use crate::partners::rabobank::{self, ConsentError, RabobankClient, TokenError, TokenGrant};
-use crate::settings::Settings;
-use crate::store::grants::{self as store, GrantStatus, NewGrant, SealedGrant, SealedTokens};
+use crate::settings::{HttpSettings, Settings};
+use crate::store::grants::{
+    self as store, GrantStatus, InterruptedRefresh, NewGrant, SealedGrant, SealedTokens,
+};
 
 /// How long a `state` handed out by `rabobank authorize` stays usable.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(10 * 60);
@@ -30,9 +45,56 @@ const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 /// An access token closer than this to expiry is refreshed before use.
 const ACCESS_TOKEN_MARGIN: Duration = Duration::from_secs(60);
 /// Waiting for another replica's refresh of the same grant; a refresh is one HTTP request.
-const ROW_LOCK_TIMEOUT: &str = "120s";
+const GRANT_LOCK_TIMEOUT: &str = "120s";
 /// Attempts to store tokens the bank already rotated, when the first write failed.
 const SAVE_ATTEMPTS: u32 = 5;
+/// Each attempt to store rotated tokens, a pooled connection included.
+const SAVE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Every save attempt with the pauses between them (0.5 + 1 + 2 + 4 s), rounded up.
+const SAVE_TIME_LIMIT: Duration = Duration::from_secs(5 * 5 + 8);
+
+/// The refreshes handed off to run to completion: tasks no caller cancels, which the process
+/// waits for before it exits. Clones share the tasks.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshTasks {
+    tracker: TaskTracker,
+    /// Cancelled by [`Self::finish`]: a refresh not yet sent (waiting for the rate limit or for
+    /// a retry after an answer that says it was not processed) is then not sent at all.
+    stop: CancellationToken,
+}
+
+impl RefreshTasks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The longest [`Self::finish`] needs: one request already sent, then the save's attempts.
+    pub fn bound(http: &HttpSettings) -> Duration {
+        http.request_timeout + SAVE_TIME_LIMIT
+    }
+
+    /// Refreshes still running.
+    pub fn running(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// No new request is sent from now on; waits, at most `bound`, for the requests already
+    /// sent to be answered and saved. `false` when some did not finish in time.
+    pub async fn finish(&self, bound: Duration) -> bool {
+        self.stop.cancel();
+        self.tracker.close();
+        let running = self.tracker.len();
+        if running > 0 {
+            tracing::info!(
+                running,
+                "waiting for refresh requests already sent to be answered and saved"
+            );
+        }
+        tokio::time::timeout(bound, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
 
 /// What a callback carried, as received.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -87,6 +149,12 @@ pub enum RefreshError {
         "refreshing grant {id} got no usable answer; the refresh token may be spent, so it is not replayed until the next rotation: {detail}"
     )]
     OutcomeUnknown { id: Uuid, detail: String },
+    /// A refresh sent earlier was interrupted before its answer was saved (its process
+    /// stopped): the bank may have rotated the token. Never sent again automatically.
+    #[error(
+        "grant {id} is in doubt since {since}: a refresh sent then was interrupted before its answer was saved, so its refresh token is not sent again; re-consent or settle it (README, Rabobank consents)"
+    )]
+    InDoubt { id: Uuid, since: DateTime<Utc> },
     #[error(
         "Rabobank refused the refresh request for grant {id} (check the rabobank settings): {detail}"
     )]
@@ -137,6 +205,12 @@ pub struct CurrentGrant {
 }
 
 pub struct RabobankGrants {
+    keeper: Arc<TokenKeeper>,
+    refreshes: RefreshTasks,
+}
+
+/// What a refresh task needs, shared with the tasks that outlive their caller.
+struct TokenKeeper {
     client: RabobankClient,
     key: TokenKey,
 }
@@ -144,25 +218,51 @@ pub struct RabobankGrants {
 impl std::fmt::Debug for RabobankGrants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RabobankGrants")
-            .field("client", &self.client)
-            .field("key", &self.key)
+            .field("client", &self.keeper.client)
+            .field("key", &self.keeper.key)
             .finish()
     }
 }
 
+/// What the refresh path decided under the grant's lock.
+enum Decision {
+    /// Nothing to send: the grant as it is.
+    Current(CurrentGrant),
+    /// Send this refresh token.
+    Send(SealedGrant, SecretString),
+}
+
 impl RabobankGrants {
-    /// `None` when Rabobank is not enabled.
+    /// `None` when Rabobank is not enabled. Refreshes run in tasks of their own
+    /// ([`Self::refresh_tasks`]).
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Option<Arc<Self>>> {
+        Self::with_refresh_tasks(settings, RefreshTasks::new())
+    }
+
+    /// [`Self::from_settings`], with refreshes running in `refreshes` (the daemon shares one
+    /// set across configuration reloads, so that its stop waits for all of them).
+    pub fn with_refresh_tasks(
+        settings: &Settings,
+        refreshes: RefreshTasks,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
         if !settings.rabobank.enabled {
             return Ok(None);
         }
         let key = TokenKey::new(&settings.security.token_key_bytes()?);
         let client = RabobankClient::new(&settings.rabobank, &settings.http)?;
-        Ok(Some(Arc::new(Self { client, key })))
+        Ok(Some(Arc::new(Self {
+            keeper: Arc::new(TokenKeeper { client, key }),
+            refreshes,
+        })))
     }
 
     pub fn client(&self) -> &RabobankClient {
-        &self.client
+        &self.keeper.client
+    }
+
+    /// The tasks refreshes run in; wait for them ([`RefreshTasks::finish`]) before exiting.
+    pub fn refresh_tasks(&self) -> &RefreshTasks {
+        &self.refreshes
     }
 
     /// Stores a fresh single-use state and returns the URL to send the user to.
@@ -180,7 +280,7 @@ impl RabobankGrants {
             STATE_LIFETIME,
         )
         .await?;
-        Ok(self.client.authorize_url(&state))
+        Ok(self.client().authorize_url(&state))
     }
 
     /// The callback: the state first (consumed whatever follows), then the bank's answer.
@@ -215,7 +315,7 @@ impl RabobankGrants {
             return Err(CallbackError::NoCode);
         };
 
-        let exchanged = match self.client.exchange_code(code).await {
+        let exchanged = match self.client().exchange_code(code).await {
             Ok(mut grant) => match grant.refresh_token.take() {
                 Some(refresh_token) => Ok((grant, refresh_token)),
                 None => Err("the token response has no refresh token".to_owned()),
@@ -231,7 +331,7 @@ impl RabobankGrants {
             }
         };
         let grant_id = Uuid::new_v4();
-        let tokens = self.seal(grant_id, &grant, &refresh_token, None);
+        let tokens = self.keeper.seal(grant_id, &grant, &refresh_token, None);
         store::insert_grant(
             pool,
             &NewGrant {
@@ -263,7 +363,7 @@ impl RabobankGrants {
                 && !RefreshNeed::AccessTokenExpiresWithin(ACCESS_TOKEN_MARGIN)
                     .is_due(&grant, Utc::now())
             {
-                return self.open(&grant, &grant.access_token_sealed);
+                return self.keeper.open(&grant, &grant.access_token_sealed);
             }
         }
         let current = self
@@ -276,20 +376,63 @@ impl RabobankGrants {
         Ok(current.access_token)
     }
 
-    /// The one refresh path; see the module docs.
+    /// The one refresh path; see the module docs. The caller may be cancelled at any point:
+    /// until the hand-off nothing was sent or written, and after it the task finishes alone.
     pub async fn refresh(
         &self,
         pool: &PgPool,
         id: Uuid,
         need: RefreshNeed,
     ) -> Result<CurrentGrant, RefreshError> {
-        let mut tx = pool.begin().await?;
-        sqlx::query(&format!("SET LOCAL lock_timeout = '{ROW_LOCK_TIMEOUT}'"))
-            .execute(&mut *tx)
-            .await?;
-        let grant = store::lock(&mut tx, id)
+        let mut lock = GrantLock::acquire(pool, id).await?;
+        let decided = self.decide(&mut lock, id, need).await;
+        let (grant, refresh_token) = match decided {
+            Ok(Decision::Send(grant, refresh_token)) => (grant, refresh_token),
+            Ok(Decision::Current(current)) => {
+                lock.release().await;
+                return Ok(current);
+            }
+            Err(error) => {
+                lock.release().await;
+                return Err(error);
+            }
+        };
+        let keeper = self.keeper.clone();
+        let pool = pool.clone();
+        let stop = self.refreshes.stop.clone();
+        let handed_off = self.refreshes.tracker.spawn(async move {
+            keeper
+                .send_and_save(&pool, lock, grant, refresh_token, &stop)
+                .await
+        });
+        handed_off.await.unwrap_or_else(|failed| {
+            Err(RefreshError::NotSaved {
+                id,
+                reason: format!("the refresh task failed: {failed}"),
+            })
+        })
+    }
+
+    /// Under the grant's lock: settle a mark left by a stopped process, then decide whether to
+    /// send the stored refresh token.
+    async fn decide(
+        &self,
+        lock: &mut GrantLock,
+        id: Uuid,
+        need: RefreshNeed,
+    ) -> Result<Decision, RefreshError> {
+        let mut grant = store::read(lock.conn()?, id)
             .await?
             .ok_or(RefreshError::NotFound(id))?;
+        if grant.refresh_started_at.is_some() {
+            // The lock is ours, so whoever marked this refresh in flight is gone.
+            if let Some(interrupted) = store::mark_interrupted(lock.conn()?, id).await? {
+                report_interrupted(&interrupted);
+            }
+            grant = store::read(lock.conn()?, id)
+                .await?
+                .ok_or(RefreshError::NotFound(id))?;
+        }
         if grant.status != GrantStatus::Active.as_str() {
             return Err(RefreshError::NotActive {
                 id,
@@ -297,18 +440,20 @@ impl RabobankGrants {
             });
         }
         if !need.is_due(&grant, Utc::now()) {
-            tx.commit().await?;
-            return Ok(CurrentGrant {
+            return Ok(Decision::Current(CurrentGrant {
                 refreshed: false,
-                access_token: self.open(&grant, &grant.access_token_sealed)?,
+                access_token: self.keeper.open(&grant, &grant.access_token_sealed)?,
                 refresh_count: grant.refresh_count,
                 refresh_expires_at: grant.refresh_expires_at,
                 consented_on: grant.consented_on,
                 consent_id: grant.consent_id,
                 label: grant.label,
-            });
+            }));
         }
-        // Only rotation settles a refresh left in doubt (once per run): callers that merely
+        if let (Some(since), true) = (grant.refresh_in_doubt_since, grant.refresh_interrupted) {
+            return Err(RefreshError::InDoubt { id, since });
+        }
+        // Only rotation settles a refresh left unanswered (once per run): callers that merely
         // want an access token must not replay a refresh token that may be spent.
         if let (Some(since), RefreshNeed::AccessTokenExpiresWithin(_)) =
             (grant.refresh_in_doubt_since, need)
@@ -320,123 +465,8 @@ impl RabobankGrants {
                 ),
             });
         }
-        let refresh_token = self.open(&grant, &grant.refresh_token_sealed)?;
-
-        let answer = self.client.refresh(&refresh_token).await;
-        let fresh = match answer {
-            Ok(fresh) => fresh,
-            Err(error) => {
-                let outcome = self.record_refresh_failure(&mut tx, &grant, error).await;
-                tx.commit().await?;
-                return Err(outcome);
-            }
-        };
-
-        let tokens = self.seal(
-            id,
-            &fresh,
-            fresh.refresh_token.as_ref().unwrap_or(&refresh_token),
-            Some(&grant),
-        );
-        let saved = async {
-            let saved = store::save_refreshed(&mut *tx, id, grant.refresh_count, &tokens).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(saved)
-        }
-        .await;
-        match saved {
-            Ok(true) => {}
-            // Cannot happen while the row lock is held; if it does, say so rather than pretend.
-            Ok(false) => {
-                return Err(RefreshError::NotSaved {
-                    id,
-                    reason: "the grant row changed under its lock".to_owned(),
-                });
-            }
-            Err(error) => {
-                self.save_again(pool, id, grant.refresh_count, &tokens, error)
-                    .await?
-            }
-        }
-        tracing::info!(grant_id = %id, refresh_count = grant.refresh_count + 1, refresh_expires_at = %tokens.refresh_expires_at, "rotated refresh token");
-        Ok(CurrentGrant {
-            refreshed: true,
-            access_token: fresh.access_token,
-            refresh_count: grant.refresh_count + 1,
-            refresh_expires_at: tokens.refresh_expires_at,
-            consented_on: tokens.consented_on.or(grant.consented_on),
-            consent_id: grant.consent_id,
-            label: grant.label,
-        })
-    }
-
-    /// The bank rotated the tokens but the first write failed (a dropped connection): the new
-    /// refresh token now exists only here, so keep trying on fresh connections. The write is
-    /// guarded by the refresh count, so it cannot overwrite a newer rotation.
-    async fn save_again(
-        &self,
-        pool: &PgPool,
-        id: Uuid,
-        refresh_count: i32,
-        tokens: &SealedTokens,
-        first_error: sqlx::Error,
-    ) -> Result<(), RefreshError> {
-        tracing::warn!(grant_id = %id, error = %first_error, "saving rotated tokens failed; retrying");
-        let mut last = first_error.to_string();
-        let mut delay = Duration::from_millis(500);
-        for _ in 1..SAVE_ATTEMPTS {
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-            match store::save_refreshed(pool, id, refresh_count, tokens).await {
-                Ok(true) => return Ok(()),
-                Ok(false) => {
-                    last = "a newer rotation was stored meanwhile".to_owned();
-                    break;
-                }
-                Err(error) => last = error.to_string(),
-            }
-        }
-        tracing::error!(grant_id = %id, error = %last, "rotated tokens were not saved; the grant will need a new consent");
-        Err(RefreshError::NotSaved { id, reason: last })
-    }
-
-    async fn record_refresh_failure(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        grant: &SealedGrant,
-        error: TokenError,
-    ) -> RefreshError {
-        let id = grant.id;
-        let (record, outcome) = match error {
-            TokenError::InvalidGrant(detail) => {
-                let detail = match grant.refresh_in_doubt_since {
-                    Some(since) => format!(
-                        "{detail} (a refresh sent at {since} got no answer and probably spent the token)"
-                    ),
-                    None => detail,
-                };
-                let result =
-                    store::set_status(&mut *tx, id, GrantStatus::NeedsReconsent, &detail).await;
-                tracing::error!(grant_id = %id, label = grant.label, error = %detail, "Rabobank refused the refresh token: the grant needs a new consent");
-                (result, RefreshError::NeedsReconsent { id, detail })
-            }
-            TokenError::Transient(detail) => (
-                store::record_refresh_error(&mut *tx, id, &detail, false).await,
-                RefreshError::Transient { id, detail },
-            ),
-            TokenError::OutcomeUnknown(detail) => (
-                store::record_refresh_error(&mut *tx, id, &detail, true).await,
-                RefreshError::OutcomeUnknown { id, detail },
-            ),
-            TokenError::Rejected(detail) => (
-                store::record_refresh_error(&mut *tx, id, &detail, false).await,
-                RefreshError::Rejected { id, detail },
-            ),
-        };
-        match record {
-            Ok(()) => outcome,
-            Err(error) => RefreshError::Database(error),
-        }
+        let refresh_token = self.keeper.open(&grant, &grant.refresh_token_sealed)?;
+        Ok(Decision::Send(grant, refresh_token))
     }
 
     /// Reads the consent's status and marks the grant `revoked` when it has ended. `Ok(None)`
@@ -450,11 +480,11 @@ impl RabobankGrants {
         let Some(consent_id) = consent_id else {
             return Ok(None);
         };
-        if !self.client.checks_consents() {
+        if !self.client().checks_consents() {
             return Ok(None);
         }
         let access_token = self.access_token(pool, id).await?;
-        let Some(answer) = self.client.consent(&access_token, consent_id).await else {
+        let Some(answer) = self.client().consent(&access_token, consent_id).await else {
             return Ok(None);
         };
         let status = match answer {
@@ -484,6 +514,179 @@ impl RabobankGrants {
         };
         store::record_consent_status(pool, id, &status).await?;
         Ok(Some(status))
+    }
+}
+
+impl TokenKeeper {
+    /// The part of a refresh no caller can cancel: mark it in flight, send it, save the answer.
+    /// The lock is released last, so the next refresh of this grant sees the outcome.
+    async fn send_and_save(
+        &self,
+        pool: &PgPool,
+        mut lock: GrantLock,
+        grant: SealedGrant,
+        refresh_token: SecretString,
+        stop: &CancellationToken,
+    ) -> Result<CurrentGrant, RefreshError> {
+        let outcome = self
+            .send_and_save_locked(pool, &mut lock, grant, &refresh_token, stop)
+            .await;
+        lock.release().await;
+        outcome
+    }
+
+    async fn send_and_save_locked(
+        &self,
+        pool: &PgPool,
+        lock: &mut GrantLock,
+        grant: SealedGrant,
+        refresh_token: &SecretString,
+        stop: &CancellationToken,
+    ) -> Result<CurrentGrant, RefreshError> {
+        let id = grant.id;
+        // Committed before sending: if this process dies before the answer is saved, the
+        // mark (with no lock holder) says the refresh token may be spent.
+        if !store::mark_refresh_started(lock.conn()?, id, grant.refresh_count).await? {
+            return Err(RefreshError::Transient {
+                id,
+                detail: "the grant changed before the refresh was sent; nothing was sent"
+                    .to_owned(),
+            });
+        }
+        let fresh = match self.client.refresh(refresh_token, stop).await {
+            Ok(fresh) => fresh,
+            Err(error) => return Err(self.record_refresh_failure(lock, &grant, error).await),
+        };
+
+        let tokens = self.seal(
+            id,
+            &fresh,
+            fresh.refresh_token.as_ref().unwrap_or(refresh_token),
+            Some(&grant),
+        );
+        let saved = match lock.conn() {
+            Ok(conn) => {
+                tokio::time::timeout(
+                    SAVE_ATTEMPT_TIMEOUT,
+                    store::save_refreshed(conn, id, grant.refresh_count, &tokens),
+                )
+                .await
+            }
+            Err(error) => Ok(Err(error)),
+        };
+        match saved {
+            Ok(Ok(true)) => {}
+            // Cannot happen while the lock is held; if it does, say so rather than pretend.
+            Ok(Ok(false)) => {
+                return Err(RefreshError::NotSaved {
+                    id,
+                    reason: "the grant row changed under its lock".to_owned(),
+                });
+            }
+            Ok(Err(error)) => {
+                self.save_again(pool, id, grant.refresh_count, &tokens, error.to_string())
+                    .await?
+            }
+            Err(_) => {
+                let first = format!("no answer within {SAVE_ATTEMPT_TIMEOUT:?}");
+                self.save_again(pool, id, grant.refresh_count, &tokens, first)
+                    .await?
+            }
+        }
+        tracing::info!(grant_id = %id, refresh_count = grant.refresh_count + 1, refresh_expires_at = %tokens.refresh_expires_at, "rotated refresh token");
+        Ok(CurrentGrant {
+            refreshed: true,
+            access_token: fresh.access_token,
+            refresh_count: grant.refresh_count + 1,
+            refresh_expires_at: tokens.refresh_expires_at,
+            consented_on: tokens.consented_on.or(grant.consented_on),
+            consent_id: grant.consent_id,
+            label: grant.label,
+        })
+    }
+
+    /// The bank rotated the tokens but the first write failed (a dropped connection): the new
+    /// refresh token now exists only here, so keep trying on fresh connections. The write is
+    /// guarded by the refresh count, so it cannot overwrite a newer rotation. If every attempt
+    /// fails the in-flight mark stays, and the grant is later found in doubt.
+    async fn save_again(
+        &self,
+        pool: &PgPool,
+        id: Uuid,
+        refresh_count: i32,
+        tokens: &SealedTokens,
+        first_error: String,
+    ) -> Result<(), RefreshError> {
+        tracing::warn!(grant_id = %id, error = %first_error, "saving rotated tokens failed; retrying");
+        let mut last = first_error;
+        let mut delay = Duration::from_millis(500);
+        for _ in 1..SAVE_ATTEMPTS {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            let attempt = tokio::time::timeout(
+                SAVE_ATTEMPT_TIMEOUT,
+                store::save_refreshed(pool, id, refresh_count, tokens),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(true)) => return Ok(()),
+                Ok(Ok(false)) => {
+                    last = "a newer rotation was stored meanwhile".to_owned();
+                    break;
+                }
+                Ok(Err(error)) => last = error.to_string(),
+                Err(_) => last = format!("no answer within {SAVE_ATTEMPT_TIMEOUT:?}"),
+            }
+        }
+        tracing::error!(grant_id = %id, error = %last, "rotated tokens were not saved; the grant will need a new consent");
+        Err(RefreshError::NotSaved { id, reason: last })
+    }
+
+    /// Records why a refresh gave no tokens, ending its in-flight mark.
+    async fn record_refresh_failure(
+        &self,
+        lock: &mut GrantLock,
+        grant: &SealedGrant,
+        error: TokenError,
+    ) -> RefreshError {
+        let id = grant.id;
+        let conn = match lock.conn() {
+            Ok(conn) => conn,
+            Err(error) => return RefreshError::Database(error),
+        };
+        let (record, outcome) = match error {
+            TokenError::InvalidGrant(detail) => {
+                let detail = match grant.refresh_in_doubt_since {
+                    Some(since) => format!(
+                        "{detail} (a refresh sent at {since} got no answer and probably spent the token)"
+                    ),
+                    None => detail,
+                };
+                let mut result =
+                    store::set_status(&mut *conn, id, GrantStatus::NeedsReconsent, &detail).await;
+                if result.is_ok() {
+                    result = store::end_refresh(conn, id).await;
+                }
+                tracing::error!(grant_id = %id, label = grant.label, error = %detail, "Rabobank refused the refresh token: the grant needs a new consent");
+                (result, RefreshError::NeedsReconsent { id, detail })
+            }
+            TokenError::Transient(detail) => (
+                store::record_refresh_error(conn, id, &detail, false).await,
+                RefreshError::Transient { id, detail },
+            ),
+            TokenError::OutcomeUnknown(detail) => (
+                store::record_refresh_error(conn, id, &detail, true).await,
+                RefreshError::OutcomeUnknown { id, detail },
+            ),
+            TokenError::Rejected(detail) => (
+                store::record_refresh_error(conn, id, &detail, false).await,
+                RefreshError::Rejected { id, detail },
+            ),
+        };
+        match record {
+            Ok(()) => outcome,
+            Err(error) => RefreshError::Database(error),
+        }
     }
 
     fn open(&self, grant: &SealedGrant, sealed: &[u8]) -> Result<SecretString, RefreshError> {
@@ -521,6 +724,124 @@ impl RabobankGrants {
             refresh_expires_at,
             consented_on: grant.consented_on,
             scope: grant.scope.clone(),
+        }
+    }
+}
+
+/// Finds refreshes whose process stopped between sending and saving (a crash, `kill -9`) and
+/// records each as in doubt, interrupted. A mark whose grant lock is held belongs to a refresh
+/// in flight in a live process and is left alone. Run at start-up and by every rotation.
+pub async fn record_interrupted_refreshes(
+    pool: &PgPool,
+) -> Result<Vec<InterruptedRefresh>, sqlx::Error> {
+    let mut found = Vec::new();
+    for id in store::refreshes_started(pool).await? {
+        let Some(mut lock) = GrantLock::try_acquire(pool, id).await? else {
+            continue;
+        };
+        let interrupted = match lock.conn() {
+            Ok(conn) => store::mark_interrupted(conn, id).await,
+            Err(error) => Err(error),
+        };
+        lock.release().await;
+        if let Some(interrupted) = interrupted? {
+            report_interrupted(&interrupted);
+            found.push(interrupted);
+        }
+    }
+    Ok(found)
+}
+
+fn report_interrupted(interrupted: &InterruptedRefresh) {
+    tracing::error!(
+        grant_id = %interrupted.id,
+        label = interrupted.label,
+        in_doubt_since = %interrupted.refresh_in_doubt_since,
+        "a refresh request was interrupted after it was sent (its process stopped): the grant is in doubt and is not refreshed again automatically; see `partner-sync grants`"
+    );
+}
+
+/// The advisory lock that makes one refresh of a grant at a time, held on a pooled connection
+/// of its own (session level, so it survives the short transactions in between and goes with
+/// the session if the process dies).
+struct GrantLock {
+    conn: Option<PoolConnection<Postgres>>,
+    id: Uuid,
+}
+
+/// The lock's key: the grant's id in a namespace of its own (job locks hash job names).
+fn grant_lock_key(id: Uuid) -> String {
+    format!("oauth_grant:{id}")
+}
+
+impl GrantLock {
+    /// Waits (at most `GRANT_LOCK_TIMEOUT`) while another task or replica refreshes the grant.
+    async fn acquire(pool: &PgPool, id: Uuid) -> Result<Self, sqlx::Error> {
+        // The guard exists before the query: a caller cancelled mid-wait drops it, and the
+        // connection is closed rather than pooled with a lock it may yet be granted.
+        let mut lock = Self {
+            conn: Some(pool.acquire().await?),
+            id,
+        };
+        let mut tx = sqlx::Connection::begin(lock.conn()?).await?;
+        // LOCAL: the timeout ends with this transaction; the session-level lock does not.
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{GRANT_LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(grant_lock_key(id))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(lock)
+    }
+
+    /// The lock if nobody holds it, without waiting.
+    async fn try_acquire(pool: &PgPool, id: Uuid) -> Result<Option<Self>, sqlx::Error> {
+        let mut lock = Self {
+            conn: Some(pool.acquire().await?),
+            id,
+        };
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(grant_lock_key(id))
+                .fetch_one(lock.conn()?)
+                .await?;
+        if locked {
+            Ok(Some(lock))
+        } else {
+            // Not locked by this session: the connection may go back to the pool.
+            drop(lock.conn.take());
+            Ok(None)
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let unlocked =
+            sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(grant_lock_key(self.id))
+                .fetch_one(&mut *conn)
+                .await;
+        if !matches!(unlocked, Ok(true)) {
+            tracing::warn!(grant_id = %self.id, "could not release the grant lock; closing its connection");
+            drop(conn.detach());
+        }
+    }
+}
+
+impl Drop for GrantLock {
+    /// A lock dropped without `release` (an acquiring caller was cancelled) must not go back
+    /// to the pool possibly held: closing the session is the one sure way to release it.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
         }
     }
 }

@@ -33,6 +33,13 @@ pub const TOKEN_REQUESTS: &str = "partner_sync_token_requests_total";
 /// Seconds until an active grant's refresh token expires, labels `provider`, `grant_id` and
 /// `label`; read from the database at every scrape.
 pub const GRANT_REFRESH_EXPIRES_IN: &str = "partner_sync_grant_refresh_expires_in_seconds";
+/// Active grants whose last refresh is in doubt (sent, its answer never saved), label
+/// `provider`; read from the database at every scrape, 0 when none is.
+pub const GRANTS_IN_DOUBT: &str = "partner_sync_grants_in_doubt";
+/// Unix time since which an active grant's last refresh is in doubt, labels `provider`,
+/// `grant_id` and `label`; present only for grants in doubt.
+pub const GRANT_IN_DOUBT_SINCE: &str =
+    "partner_sync_grant_refresh_in_doubt_since_timestamp_seconds";
 
 /// The `kind` values of [`RUN_ROWS`].
 pub const ROW_KINDS: [&str; 6] = [
@@ -160,8 +167,9 @@ pub fn token_requested(partner: &'static str) {
     counter!(TOKEN_REQUESTS, "partner" => partner).increment(1);
 }
 
-/// [`GRANT_REFRESH_EXPIRES_IN`] for `grants`, in the Prometheus text format, rendered by a
-/// recorder used for this one scrape.
+/// [`GRANT_REFRESH_EXPIRES_IN`], [`GRANTS_IN_DOUBT`] and [`GRANT_IN_DOUBT_SINCE`] for `grants`
+/// (the active ones), in the Prometheus text format, rendered by a recorder used for this one
+/// scrape.
 pub fn render_grant_gauges(grants: &[RefreshExpiry]) -> String {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
@@ -171,14 +179,31 @@ pub fn render_grant_gauges(grants: &[RefreshExpiry]) -> String {
             Unit::Seconds,
             "Seconds until an active grant's refresh token expires (negative: expired)."
         );
+        describe_gauge!(
+            GRANTS_IN_DOUBT,
+            "Active grants whose last refresh was sent but its answer never saved: see `partner-sync grants`."
+        );
+        describe_gauge!(
+            GRANT_IN_DOUBT_SINCE,
+            Unit::Seconds,
+            "Unix time since which an active grant's last refresh is in doubt."
+        );
+        let mut in_doubt: std::collections::BTreeMap<&str, u32> = Default::default();
         for grant in grants {
-            gauge!(
-                GRANT_REFRESH_EXPIRES_IN,
-                "provider" => grant.provider.clone(),
-                "grant_id" => grant.id.to_string(),
-                "label" => grant.label.clone().unwrap_or_default(),
-            )
-            .set(grant.seconds);
+            let labels = [
+                ("provider", grant.provider.clone()),
+                ("grant_id", grant.id.to_string()),
+                ("label", grant.label.clone().unwrap_or_default()),
+            ];
+            gauge!(GRANT_REFRESH_EXPIRES_IN, &labels).set(grant.seconds);
+            let count = in_doubt.entry(grant.provider.as_str()).or_default();
+            if let Some(since) = grant.in_doubt_since {
+                *count += 1;
+                gauge!(GRANT_IN_DOUBT_SINCE, &labels).set(since);
+            }
+        }
+        for (provider, count) in in_doubt {
+            gauge!(GRANTS_IN_DOUBT, "provider" => provider.to_owned()).set(f64::from(count));
         }
     });
     handle.render()

@@ -139,22 +139,36 @@ impl StatusReport {
     }
 }
 
-/// The grants as a table: label, status, expiries, refresh count, consent, last error.
+/// The grants as a table: label, state (`in_doubt` with its time and reason), expiries, refresh
+/// count, consent, last error.
 pub fn render_grants(grants: &[GrantSummary]) -> String {
     let when = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M").to_string();
     let mut out = format!(
-        "{:<20} {:<16} {:<17} {:<17} {:>9} {:<38} LAST ERROR\n",
-        "LABEL", "STATUS", "ACCESS EXPIRES", "REFRESH EXPIRES", "REFRESHES", "CONSENT"
+        "{:<20} {:<16} {:<32} {:<17} {:<17} {:>9} {:<38} LAST ERROR\n",
+        "LABEL",
+        "STATUS",
+        "IN DOUBT SINCE",
+        "ACCESS EXPIRES",
+        "REFRESH EXPIRES",
+        "REFRESHES",
+        "CONSENT"
     );
     for g in grants {
+        let in_doubt = match (g.refresh_in_doubt_since, &g.in_doubt_reason) {
+            (Some(since), Some(reason)) => {
+                format!("{} UTC ({reason})", since.format("%Y-%m-%d %H:%M:%S"))
+            }
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "{:<20} {:<16} {:<17} {:<17} {:>9} {:<38} {}\n",
+            "{:<20} {:<16} {:<32} {:<17} {:<17} {:>9} {:<38} {}\n",
             printable(
                 &g.label
                     .clone()
                     .unwrap_or_else(|| g.id.to_string()[..8].to_owned())
             ),
-            printable(&g.status),
+            printable(&g.state),
+            in_doubt,
             when(g.access_expires_at),
             when(g.refresh_expires_at),
             g.refresh_count,

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::settings::HttpSettings;
@@ -218,7 +219,36 @@ impl PartnerHttp {
         url: &url::Url,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, HttpError> {
+        self.send_unless_stopped(replay, None, method, url, build)
+            .await
+    }
+
+    /// [`PartnerHttp::send_with`], except that once `stop` is cancelled no attempt starts: a
+    /// request still waiting for the rate limit, or for its retry after an answer that was not
+    /// processed, fails as never sent (`maybe_processed: false`). An attempt already sent is
+    /// always awaited.
+    pub async fn send_unless_stopped(
+        &self,
+        replay: Replay,
+        stop: Option<&CancellationToken>,
+        method: Method,
+        url: &url::Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, HttpError> {
         let path = url.path().to_owned();
+        let stopped = move || async move {
+            match stop {
+                Some(stop) => stop.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let not_sent = |method: Method, path: String| HttpError::Transport {
+            partner: self.partner,
+            method,
+            path,
+            reason: "not sent: the process is stopping".to_owned(),
+            maybe_processed: false,
+        };
         let span =
             tracing::info_span!("http_request", partner = self.partner, %method, path = %path);
         async {
@@ -226,7 +256,11 @@ impl PartnerHttp {
             loop {
                 attempt += 1;
                 let waiting = std::time::Instant::now();
-                self.limiter.until_ready().await;
+                tokio::select! {
+                    biased;
+                    _ = stopped() => return Err(not_sent(method, path)),
+                    _ = self.limiter.until_ready() => {}
+                }
                 crate::metrics::rate_limit_waited(self.partner, waiting.elapsed());
                 self.sent.fetch_add(1, Ordering::Relaxed);
 
@@ -271,7 +305,11 @@ impl PartnerHttp {
                     }
                 };
                 tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, reason = %retry_reason, "retrying");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    biased;
+                    _ = stopped() => return Err(not_sent(method, path)),
+                    _ = tokio::time::sleep(delay) => {}
+                }
             }
         }
         .instrument(span)

@@ -1,7 +1,9 @@
 //! Rabobank token rotation: every active grant whose refresh token expires within
 //! `rabobank.rotate_before` is refreshed through the one refresh path (row lock, single use),
 //! consents are checked when the Consent Details Service is configured, and grants nearing the
-//! bank's limits are warned about while there is still time to act.
+//! bank's limits are warned about while there is still time to act. Each run first records
+//! refreshes that a stopped process left in flight, and reports grants in doubt (skipped, named
+//! in the run's error) rather than failing on them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Job, JobError, JobName, RunContext};
-use crate::grants::{RabobankGrants, RefreshError, RefreshNeed, earlier, later};
+use crate::grants::{self, RabobankGrants, RefreshError, RefreshNeed, earlier, later};
 use crate::partners::rabobank::PARTNER;
 use crate::settings::Settings;
 use crate::store::grants as store;
@@ -40,8 +42,10 @@ impl RabobankRotation {
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
         let requests_before = self.grants.client().requests_sent();
+        grants::record_interrupted_refreshes(&ctx.pool).await?;
         let ids = store::active_ids(&ctx.pool, PARTNER).await?;
         let mut failures = Vec::new();
+        let mut in_doubt = Vec::new();
         for id in ids {
             ctx.check_cancelled()?;
             let span = tracing::info_span!("grant", grant_id = %id);
@@ -50,28 +54,41 @@ impl RabobankRotation {
                 c.fetched += 1;
                 c.requests = (self.grants.client().requests_sent() - requests_before) as i64;
                 match &outcome {
-                    Ok(true) => c.updated += 1,
-                    Ok(false) => c.unchanged += 1,
+                    Ok(Rotated::Refreshed) => c.updated += 1,
+                    Ok(Rotated::NotDue) => c.unchanged += 1,
+                    Ok(Rotated::InDoubt(_)) => c.skipped += 1,
                     Err(_) => c.failed += 1,
                 }
             });
-            if let Err(error) = outcome {
-                failures.push(format!("{error:#}"));
+            match outcome {
+                Ok(Rotated::InDoubt(why)) => in_doubt.push(why),
+                Ok(_) => {}
+                Err(error) => failures.push(format!("{error:#}")),
             }
         }
+        let in_doubt = (!in_doubt.is_empty()).then(|| {
+            format!(
+                "{} grant(s) in doubt: {}",
+                in_doubt.len(),
+                in_doubt.join("; ")
+            )
+        });
         if failures.is_empty() {
+            if let Some(in_doubt) = in_doubt {
+                ctx.report_partial_failure(in_doubt);
+            }
             Ok(())
         } else {
             Err(JobError::Failed(anyhow::anyhow!(
-                "{} grant(s) failed: {}",
+                "{} grant(s) failed: {}{}",
                 failures.len(),
-                failures.join("; ")
+                failures.join("; "),
+                in_doubt.map(|d| format!("; {d}")).unwrap_or_default()
             )))
         }
     }
 
-    /// `Ok(true)` when the grant was refreshed, `Ok(false)` when it was not due.
-    async fn rotate_one(&self, ctx: &RunContext, id: Uuid) -> anyhow::Result<bool> {
+    async fn rotate_one(&self, ctx: &RunContext, id: Uuid) -> anyhow::Result<Rotated> {
         let current = match self
             .grants
             .refresh(
@@ -83,7 +100,11 @@ impl RabobankRotation {
         {
             Ok(current) => current,
             // Another replica changed the grant's status since the list was read.
-            Err(RefreshError::NotActive { .. }) => return Ok(false),
+            Err(RefreshError::NotActive { .. }) => return Ok(Rotated::NotDue),
+            // Waits for a person; logged once when it was found, named in the run's error.
+            Err(error @ RefreshError::InDoubt { .. }) => {
+                return Ok(Rotated::InDoubt(error.to_string()));
+            }
             Err(error) => return Err(error.into()),
         };
         let label = current.label.as_deref().unwrap_or("");
@@ -108,8 +129,20 @@ impl RabobankRotation {
         {
             tracing::info!(%label, consent_status = %status, "consent checked");
         }
-        Ok(current.refreshed)
+        Ok(if current.refreshed {
+            Rotated::Refreshed
+        } else {
+            Rotated::NotDue
+        })
     }
+}
+
+/// What a rotation did with one grant.
+enum Rotated {
+    Refreshed,
+    NotDue,
+    /// An interrupted refresh left it in doubt; the text says since when and what to do.
+    InDoubt(String),
 }
 
 impl Job for RabobankRotation {

@@ -176,6 +176,16 @@ pub struct RabobankOptions {
     /// or refresh_token_expires_in (refresh-token rotation and reuse detection stay on)
     #[arg(id = "rabobank_standard_oauth", long = "rabobank-standard-oauth")]
     pub standard_oauth: bool,
+    /// How long the Rabobank token endpoint holds its answer after processing the request: the
+    /// tokens are issued (the presented refresh token spent) before the answer leaves, humantime
+    #[arg(
+        id = "rabobank_token_answer_delay",
+        value_name = "DELAY",
+        long = "rabobank-token-answer-delay",
+        value_parser = humantime::parse_duration,
+        default_value = "0s"
+    )]
+    pub token_answer_delay: Duration,
 }
 
 /// The `--energyzero-*` options, with prefixed argument ids like `RabobankOptions`.
@@ -275,6 +285,7 @@ impl Default for RabobankOptions {
             code_lifetime: Duration::from_secs(300),
             refresh_limit: 4096,
             standard_oauth: false,
+            token_answer_delay: Duration::ZERO,
         }
     }
 }
@@ -678,6 +689,12 @@ impl Sandbox {
     /// The customers [`Self::delete_customers_while_listing`] deleted so far, in order.
     pub fn deleted_while_listing(&self) -> Vec<String> {
         lock(&self.shared.bad_days).deleted.clone()
+    }
+
+    /// From now on the Rabobank token endpoint holds each answer this long after processing
+    /// the request (see `--rabobank-token-answer-delay`).
+    pub fn set_rabobank_token_answer_delay(&self, delay: Duration) {
+        self.shared.rabobank.set_answer_delay(delay);
     }
 
     pub fn set_latency(&self, latency: Duration) {

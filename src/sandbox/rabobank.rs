@@ -14,6 +14,7 @@
 //! client in src/partners, so the integration tests check the client against the docs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,8 @@ use url::Url;
 
 use super::web::{escape_html, page_response, redirect_to, usable_redirect};
 use super::{
-    Endpoint, OAuthError, PartnerPaths, RabobankOptions, Shared, bearer_token, bump, is_form, lock,
-    oauth_error_code, unique_fields, unix_now,
+    Endpoint, OAuthError, PartnerPaths, RabobankOptions, Shared, bearer_token, bump,
+    duration_to_nanos, is_form, lock, oauth_error_code, unique_fields, unix_now,
 };
 
 pub(super) const OAUTH_BASE_PATH: &str = "/rabobank/oauth2";
@@ -365,7 +366,14 @@ async fn issue_token(
     if grant_type == Some("refresh_token") {
         bank.count(|stats| stats.refresh_requests += 1);
     }
-    match bank.token_answer(&headers, form) {
+    let answer = bank.token_answer(&headers, form);
+    // Processed (tokens issued, a refresh token spent) before the answer is held back: a
+    // client that gives up or dies meanwhile has lost the rotation.
+    let delay = bank.answer_delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match answer {
         Ok(body) => {
             bump(&shared.counters.tokens_issued);
             (
@@ -479,6 +487,8 @@ pub(super) struct Rabobank {
     code_lifetime: Duration,
     refresh_limit: u32,
     standard_oauth: bool,
+    /// Atomic so a test can change it while requests wait.
+    answer_delay_nanos: AtomicU64,
     ledger: Mutex<Ledger>,
     stats: Mutex<RabobankStats>,
 }
@@ -607,9 +617,19 @@ impl Rabobank {
             code_lifetime: options.code_lifetime,
             refresh_limit: options.refresh_limit,
             standard_oauth: options.standard_oauth,
+            answer_delay_nanos: AtomicU64::new(duration_to_nanos(options.token_answer_delay)),
             ledger: Mutex::new(Ledger::default()),
             stats: Mutex::new(RabobankStats::default()),
         })
+    }
+
+    fn answer_delay(&self) -> Duration {
+        Duration::from_nanos(self.answer_delay_nanos.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn set_answer_delay(&self, delay: Duration) {
+        self.answer_delay_nanos
+            .store(duration_to_nanos(delay), Ordering::Relaxed);
     }
 
     fn count(&self, update: impl FnOnce(&mut RabobankStats)) {

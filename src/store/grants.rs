@@ -41,11 +41,15 @@ pub struct SealedGrant {
     pub consent_id: Option<String>,
     pub refresh_count: i32,
     pub refresh_in_doubt_since: Option<DateTime<Utc>>,
+    /// A refresh request was sent at this time and its outcome is not recorded yet.
+    pub refresh_started_at: Option<DateTime<Utc>>,
+    /// The refresh in doubt was interrupted by a stopped process (not left unanswered).
+    pub refresh_interrupted: bool,
 }
 
 const SEALED_COLUMNS: &str = "id, label, status, key_id, access_token_sealed, refresh_token_sealed,
     access_expires_at, refresh_expires_at, consented_on, consent_id, refresh_count,
-    refresh_in_doubt_since";
+    refresh_in_doubt_since, refresh_started_at, refresh_interrupted";
 
 /// A grant for listing: no token column is read.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -54,6 +58,15 @@ pub struct GrantSummary {
     pub provider: String,
     pub label: Option<String>,
     pub status: String,
+    /// `status`, except that an active grant whose last refresh is in doubt is `in_doubt`, and
+    /// one with a refresh in flight (or left by a stopped process not yet noticed) `refreshing`.
+    pub state: String,
+    /// Since when the last refresh is in doubt: sent, and its answer never saved.
+    pub refresh_in_doubt_since: Option<DateTime<Utc>>,
+    /// Why: `unanswered` (the bank's answer was lost; the next rotation tries once) or
+    /// `interrupted` (the process stopped; never retried automatically).
+    pub in_doubt_reason: Option<String>,
+    pub refresh_started_at: Option<DateTime<Utc>>,
     pub access_expires_at: DateTime<Utc>,
     pub refresh_expires_at: DateTime<Utc>,
     pub refresh_count: i32,
@@ -196,22 +209,16 @@ pub async fn insert_grant(pool: &PgPool, grant: &NewGrant<'_>) -> Result<(), sql
     Ok(())
 }
 
-/// Reads a grant and locks its row until the transaction ends: the one way into a refresh.
-pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<SealedGrant>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {SEALED_COLUMNS} FROM sync.oauth_grants WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-}
-
-pub async fn read(pool: &PgPool, id: Uuid) -> Result<Option<SealedGrant>, sqlx::Error> {
+/// A grant as the refresh path needs it; the refresh path reads it holding the grant's lock.
+pub async fn read<'e>(
+    executor: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<SealedGrant>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {SEALED_COLUMNS} FROM sync.oauth_grants WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await
 }
 
@@ -229,7 +236,8 @@ pub async fn save_refreshed<'e>(
                 access_expires_at = $6, refresh_expires_at = $7,
                 consented_on = COALESCE($8, consented_on), scope = COALESCE($9, scope),
                 refresh_count = refresh_count + 1, last_refreshed_at = now(),
-                refresh_in_doubt_since = NULL, last_error = NULL, updated_at = now()
+                refresh_in_doubt_since = NULL, refresh_started_at = NULL,
+                refresh_interrupted = false, last_error = NULL, updated_at = now()
           WHERE id = $1 AND refresh_count = $2",
     )
     .bind(id)
@@ -263,8 +271,8 @@ pub async fn set_status<'e>(
     Ok(())
 }
 
-/// Records a failed refresh on a grant that stays active. `in_doubt` marks a refresh that was
-/// sent but not answered; the mark stays until a refresh succeeds.
+/// Records a failed refresh on a grant that stays active, ending its in-flight mark. `in_doubt`
+/// marks a refresh that was sent but not answered; that mark stays until a refresh succeeds.
 pub async fn record_refresh_error<'e>(
     executor: impl PgExecutor<'e>,
     id: Uuid,
@@ -273,7 +281,7 @@ pub async fn record_refresh_error<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE sync.oauth_grants
-            SET last_error = $2, updated_at = now(),
+            SET last_error = $2, updated_at = now(), refresh_started_at = NULL,
                 refresh_in_doubt_since = CASE WHEN $3 THEN COALESCE(refresh_in_doubt_since, now())
                                               ELSE refresh_in_doubt_since END
           WHERE id = $1",
@@ -284,6 +292,71 @@ pub async fn record_refresh_error<'e>(
     .execute(executor)
     .await?;
     Ok(())
+}
+
+/// Records, committed before a refresh request is sent, that it is in flight. Guarded by the
+/// refresh count the token came from; `false` when the row changed (nothing may be sent then).
+pub async fn mark_refresh_started(
+    conn: &mut PgConnection,
+    id: Uuid,
+    expected_refresh_count: i32,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE sync.oauth_grants SET refresh_started_at = now(), updated_at = now()
+          WHERE id = $1 AND refresh_count = $2 AND status = 'active' AND refresh_started_at IS NULL",
+    )
+    .bind(id)
+    .bind(expected_refresh_count)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Ends a refresh's in-flight mark whose outcome was recorded by another write (`set_status`).
+pub async fn end_refresh(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sync.oauth_grants SET refresh_started_at = NULL WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Grants with a refresh marked in flight: in flight now, or left by a stopped process.
+pub async fn refreshes_started(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM sync.oauth_grants WHERE refresh_started_at IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A refresh whose process stopped between sending it and recording its outcome.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InterruptedRefresh {
+    pub id: Uuid,
+    pub label: Option<String>,
+    pub refresh_in_doubt_since: DateTime<Utc>,
+}
+
+/// Turns an in-flight mark nobody holds any more into a refresh in doubt, interrupted. Only
+/// called with the grant's lock held, so the mark's owner is certainly gone.
+pub async fn mark_interrupted(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<InterruptedRefresh>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE sync.oauth_grants
+            SET refresh_in_doubt_since = COALESCE(refresh_in_doubt_since, refresh_started_at),
+                refresh_interrupted = true, refresh_started_at = NULL, updated_at = now(),
+                last_error = 'a refresh sent at ' || to_char(refresh_started_at AT TIME ZONE 'UTC',
+                    'YYYY-MM-DD HH24:MI:SS') || ' UTC was interrupted (its process stopped) before '
+                    || 'its answer was saved: the bank may have rotated the refresh token'
+          WHERE id = $1 AND refresh_started_at IS NOT NULL
+          RETURNING id, label, refresh_in_doubt_since",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 pub async fn record_consent_status(
@@ -315,7 +388,17 @@ pub async fn active_ids(pool: &PgPool, provider: &str) -> Result<Vec<Uuid>, sqlx
 
 pub async fn list(pool: &PgPool) -> Result<Vec<GrantSummary>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, provider, label, status, access_expires_at, refresh_expires_at, refresh_count,
+        "SELECT id, provider, label, status,
+                CASE WHEN status <> 'active' THEN status
+                     WHEN refresh_in_doubt_since IS NOT NULL THEN 'in_doubt'
+                     WHEN refresh_started_at IS NOT NULL THEN 'refreshing'
+                     ELSE status END AS state,
+                refresh_in_doubt_since,
+                CASE WHEN refresh_in_doubt_since IS NULL THEN NULL
+                     WHEN refresh_interrupted THEN 'interrupted'
+                     ELSE 'unanswered' END AS in_doubt_reason,
+                refresh_started_at,
+                access_expires_at, refresh_expires_at, refresh_count,
                 consent_id, consent_status, consented_on, last_refreshed_at, last_error, created_at
            FROM sync.oauth_grants ORDER BY provider, created_at, id",
     )
@@ -331,12 +414,15 @@ pub struct RefreshExpiry {
     pub label: Option<String>,
     /// Seconds from now (the database's clock); negative once expired.
     pub seconds: f64,
+    /// Unix time since which the grant's last refresh is in doubt, if it is.
+    pub in_doubt_since: Option<f64>,
 }
 
 pub async fn active_refresh_expiries(pool: &PgPool) -> Result<Vec<RefreshExpiry>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, provider, label,
-                extract(epoch FROM refresh_expires_at - now())::float8 AS seconds
+                extract(epoch FROM refresh_expires_at - now())::float8 AS seconds,
+                extract(epoch FROM refresh_in_doubt_since)::float8 AS in_doubt_since
            FROM sync.oauth_grants WHERE status = 'active' ORDER BY provider, id",
     )
     .fetch_all(pool)

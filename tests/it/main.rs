@@ -1,5 +1,6 @@
 //! Integration tests: one binary (one link step) for all of them.
 
+mod bank;
 mod cli;
 mod common;
 mod daemon;

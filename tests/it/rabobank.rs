@@ -2,260 +2,22 @@
 //! sandbox's authorization server and our callback, the sealed store, the one refresh path
 //! under contention from tasks and "replicas", and the rotation job's verdicts.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use partner_sync::events::TriggerCause;
-use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
-use partner_sync::grants::{RabobankGrants, RefreshError, RefreshNeed};
-use partner_sync::jobs::rabobank_rotation::RabobankRotation;
-use partner_sync::sandbox::{Fault, Sandbox, SandboxOptions};
-use partner_sync::server::{self, Partners, ServerLimits, ServerState};
-use partner_sync::settings::Settings;
-use partner_sync::store::runs::{RunCounts, RunStatus};
+use partner_sync::grants::{RefreshError, RefreshNeed};
+use partner_sync::sandbox::{Fault, SandboxOptions};
+use partner_sync::store::runs::RunStatus;
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
-use sqlx::PgPool;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::common::*;
 
-const TOKEN_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const OTHER_TOKEN_KEY: &str = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM=";
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// Environment that enables Rabobank against `sandbox` (and RABOT off), with a fast rate limit.
-pub fn rabobank_env(
-    sandbox: &Sandbox,
-    database_url: &str,
-    public_url: &str,
-) -> Vec<(String, String)> {
-    let o = sandbox.options();
-    let mut env = sandbox_env(sandbox, database_url);
-    env.extend(
-        [
-            ("PARTNER_SYNC__RABOT__ENABLED", "false".to_owned()),
-            ("PARTNER_SYNC__RABOBANK__ENABLED", "true".to_owned()),
-            (
-                "PARTNER_SYNC__RABOBANK__OAUTH_BASE_URL",
-                sandbox.rabobank_oauth_base_url(),
-            ),
-            (
-                "PARTNER_SYNC__RABOBANK__CLIENT_ID",
-                o.rabobank.client_id.clone(),
-            ),
-            (
-                "PARTNER_SYNC__RABOBANK__CLIENT_SECRET",
-                o.rabobank.client_secret.clone(),
-            ),
-            (
-                "PARTNER_SYNC__RABOBANK__SCOPES",
-                o.rabobank.scopes.join(","),
-            ),
-            (
-                "PARTNER_SYNC__RABOBANK__CONSENT_API_BASE_URL",
-                sandbox.rabobank_consent_api_base_url(),
-            ),
-            (
-                "PARTNER_SYNC__RABOBANK__REQUESTS_PER_SECOND",
-                "1000".to_owned(),
-            ),
-            ("PARTNER_SYNC__RABOBANK__BURST", "50".to_owned()),
-            ("PARTNER_SYNC__SECURITY__TOKEN_KEY", TOKEN_KEY.to_owned()),
-            ("PARTNER_SYNC__SERVER__PUBLIC_URL", public_url.to_owned()),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
-    env
-}
-
-/// A sandbox bank, a database, and our callback server on a free port.
-pub struct Bank {
-    pub sandbox: Sandbox,
-    pub db: TestDb,
-    pub settings: Settings,
-    pub grants: Arc<RabobankGrants>,
-    pub browser: reqwest::Client,
-    /// The operations listener: `/metrics` and `/readyz`.
-    pub ops_url: String,
-    stop: CancellationToken,
-}
-
-impl Drop for Bank {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-impl Bank {
-    pub async fn start(options: SandboxOptions) -> Self {
-        Self::start_with(options, &[]).await
-    }
-
-    pub async fn start_with(options: SandboxOptions, overrides: &[(&str, &str)]) -> Self {
-        let sandbox = start_sandbox(options).await;
-        let db = TestDb::new().await;
-        let (listener, address) = server::bind("127.0.0.1:0".parse().unwrap(), "server.listen")
-            .await
-            .unwrap();
-        let (ops_listener, ops_address) =
-            server::bind("127.0.0.1:0".parse().unwrap(), "server.ops_listen")
-                .await
-                .unwrap();
-        let mut env = rabobank_env(&sandbox, &db.url, &format!("http://{address}"));
-        env.extend(
-            overrides
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        let settings = Settings::load_from(None, env).expect("valid settings");
-        let grants = RabobankGrants::from_settings(&settings)
-            .unwrap()
-            .expect("Rabobank is enabled");
-        let stop = CancellationToken::new();
-        let state = ServerState {
-            pool: db.pool.clone(),
-            partners: tokio::sync::watch::channel(Partners {
-                rabobank: Some(grants.clone()),
-                rabot: None,
-            })
-            .1,
-            control: tokio::sync::mpsc::channel(1).0,
-            admin_token: Default::default(),
-            link_done_url: String::new(),
-            metrics: partner_sync::metrics::install(),
-            stuck_after: settings.daemon.stuck_after,
-        };
-        let limits = ServerLimits::from_settings(&settings);
-        tokio::spawn(server::serve(
-            listener,
-            server::public_router(state.clone()),
-            limits,
-            stop.clone(),
-        ));
-        tokio::spawn(server::serve(
-            ops_listener,
-            server::ops_router(state),
-            limits,
-            stop.clone(),
-        ));
-        Self {
-            ops_url: format!("http://{ops_address}"),
-            sandbox,
-            db,
-            settings,
-            grants,
-            browser: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            stop,
-        }
-    }
-
-    /// Starts a consent and lets the sandbox bank decide (`approve`, `deny`, `server_error`);
-    /// returns the callback URL the bank redirected to.
-    pub async fn bank_redirect(&self, label: Option<&str>, decision: &str) -> String {
-        let mut url = self
-            .grants
-            .begin_consent(&self.db.pool, label)
-            .await
-            .unwrap();
-        url.query_pairs_mut()
-            .append_pair("sandbox_decision", decision);
-        let answer = self.browser.get(url).send().await.unwrap();
-        assert_eq!(answer.status(), StatusCode::FOUND, "the bank redirects");
-        answer.headers()["location"].to_str().unwrap().to_owned()
-    }
-
-    /// The browser arriving at our callback.
-    pub async fn arrive(&self, callback: &str) -> (StatusCode, String) {
-        let answer = self.browser.get(callback).send().await.unwrap();
-        (answer.status(), answer.text().await.unwrap())
-    }
-
-    /// A whole approved consent; returns the stored grant's id.
-    pub async fn connect(&self, label: &str) -> Uuid {
-        let callback = self.bank_redirect(Some(label), "approve").await;
-        let (status, page) = self.arrive(&callback).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        assert!(page.contains("connected"), "{page}");
-        sqlx::query_scalar("SELECT id FROM sync.oauth_grants WHERE label = $1")
-            .bind(label)
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
-    }
-
-    /// Another "replica": its own pool and its own client (own rate limiter and connections).
-    pub async fn replica(&self, overrides: &[(&str, &str)]) -> (PgPool, Arc<RabobankGrants>) {
-        let pool = PgPool::connect(&self.db.url).await.unwrap();
-        let mut env = rabobank_env(
-            &self.sandbox,
-            &self.db.url,
-            &self.settings.server.public_url,
-        );
-        env.extend(
-            overrides
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        let settings = Settings::load_from(None, env).unwrap();
-        (
-            pool,
-            RabobankGrants::from_settings(&settings).unwrap().unwrap(),
-        )
-    }
-
-    /// One rotation run through the real runner, as the daemon's schedule does it.
-    pub async fn rotation_pass(&self) -> (RunStatus, RunCounts, Option<String>) {
-        let job = Arc::new(RabobankRotation::new(&self.settings, self.grants.clone()));
-        let runner = JobRunner::new(job, self.db.pool.clone(), Duration::from_secs(5));
-        let (counts, _) = watch::channel(RunCounts::default());
-        match runner
-            .run_once(TriggerCause::Cli, &CancellationToken::new(), counts)
-            .await
-            .unwrap()
-        {
-            RunOutcome::Finished {
-                status,
-                counts,
-                error,
-                ..
-            } => (status, counts, error),
-            RunOutcome::LockedElsewhere => panic!("nothing else holds the lock"),
-        }
-    }
-
-    /// Moves a grant's refresh expiry to `from_now`, as if time had passed.
-    pub async fn age(&self, id: Uuid, from_now: Duration) {
-        sqlx::query(
-            "UPDATE sync.oauth_grants SET refresh_expires_at = now() + make_interval(secs => $2)
-              WHERE id = $1",
-        )
-        .bind(id)
-        .bind(from_now.as_secs_f64())
-        .execute(&self.db.pool)
-        .await
-        .unwrap();
-    }
-
-    pub async fn grant_status(&self, id: Uuid) -> (String, i32, Option<String>) {
-        sqlx::query_as(
-            "SELECT status, refresh_count, last_error FROM sync.oauth_grants WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_one(&self.db.pool)
-        .await
-        .unwrap()
-    }
-
-    async fn grant_count(&self) -> i64 {
-        count(&self.db.pool, "SELECT count(*) FROM sync.oauth_grants").await
-    }
-}
+pub use crate::bank::{Bank, rabobank_env};
+use crate::bank::{bank_processed, refresh_marks, signal, spawn_binary};
 
 fn bank_options() -> SandboxOptions {
     small_sandbox(1)
@@ -897,4 +659,217 @@ async fn two_daemons_rotating_ten_grants_a_hundred_times_never_reuse_a_token() {
         overlapping, 0,
         "rotation runs never overlap across the daemons"
     );
+}
+
+/// The environment of a daemon or `rotate-tokens` against `bank` that rotates every grant
+/// it sees, stops runs 100 ms after SIGTERM, and never runs on a schedule by itself.
+fn rotating_env(bank: &Bank, run_on_start: bool) -> Vec<(String, String)> {
+    let mut env = rabobank_env(
+        &bank.sandbox,
+        &bank.db.url,
+        &bank.settings.server.public_url,
+    );
+    env.extend(
+        [
+            ("PARTNER_SYNC__RABOBANK__SCHEDULE", crate::daemon::NEVER),
+            ("PARTNER_SYNC__RABOBANK__ROTATE_BEFORE", "400days"),
+            ("PARTNER_SYNC__DAEMON__SHUTDOWN_GRACE", "100ms"),
+            (
+                "PARTNER_SYNC__DAEMON__RUN_ON_START",
+                if run_on_start { "true" } else { "false" },
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    env
+}
+
+/// SIGTERM while the bank holds back its answer, with a grace period far shorter than the
+/// wait: the run is abandoned, but the refresh it sent is awaited and its rotated token saved.
+#[tokio::test]
+async fn sigterm_during_an_answered_refresh_saves_the_rotated_token() {
+    let bank = Bank::start(bank_options()).await;
+    let id = bank.connect("in-flight").await;
+    bank.sandbox
+        .set_rabobank_token_answer_delay(Duration::from_millis(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = spawn_binary(&["run"], &rotating_env(&bank, true), &log);
+
+    // The bank has rotated the token; its answer is 1.5 s away.
+    assert!(bank_processed(&bank.sandbox, 1, Duration::from_secs(30)).await);
+    signal(&daemon, libc::SIGTERM);
+    let exited = daemon.wait().await.unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(exited.success(), "{logged}");
+
+    let marks = refresh_marks(&bank.db.pool, id).await;
+    assert_eq!(marks.refresh_count, 1, "{logged}");
+    assert!(marks.refresh_started_at.is_none() && marks.refresh_in_doubt_since.is_none());
+    let run: (String,) = sqlx::query_as(
+        "SELECT status FROM sync.runs WHERE job = 'rabobank_token_rotation' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&bank.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(run.0, "cancelled", "the run itself was abandoned: {logged}");
+
+    // The saved token is the live one: the next rotation works and nothing was reused.
+    bank.sandbox.set_rabobank_token_answer_delay(Duration::ZERO);
+    bank.age(id, DAY).await;
+    let (status, counts, error) = bank.rotation_pass().await;
+    assert_eq!(
+        (status, counts.updated),
+        (RunStatus::Succeeded, 1),
+        "{error:?}"
+    );
+    assert_eq!(bank.grant_status(id).await, ("active".to_owned(), 2, None));
+    let stats = bank.sandbox.rabobank_stats();
+    assert_eq!(
+        (
+            stats.refreshes,
+            stats.reuse_detections,
+            stats.invalid_grant_answers
+        ),
+        (2, 0, 0)
+    );
+}
+
+/// `kill -9` after the bank rotated the token but before its answer arrived: the next start
+/// finds the refresh in flight with no live owner, and reports the grant `in_doubt` (grants
+/// table and JSON, metrics) instead of replaying a token the bank may have spent.
+#[tokio::test]
+async fn a_kill_after_the_bank_answered_is_reported_in_doubt_at_the_next_start() {
+    let bank = Bank::start(bank_options()).await;
+    let id = bank.connect("killed").await;
+    let healthy = bank.connect("healthy").await;
+    bank.sandbox
+        .set_rabobank_token_answer_delay(Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let mut rotation = spawn_binary(
+        &["rotate-tokens"],
+        &rotating_env(&bank, false),
+        &dir.path().join("rotation.log"),
+    );
+    assert!(bank_processed(&bank.sandbox, 1, Duration::from_secs(30)).await);
+    signal(&rotation, libc::SIGKILL);
+    rotation.wait().await.unwrap();
+    bank.sandbox.set_rabobank_token_answer_delay(Duration::ZERO);
+    let killed = sqlx::query_scalar::<_, Uuid>(
+        "SELECT id FROM sync.oauth_grants WHERE refresh_started_at IS NOT NULL",
+    )
+    .fetch_one(&bank.db.pool)
+    .await
+    .unwrap();
+    let other = if killed == id { healthy } else { id };
+    let started_at = refresh_marks(&bank.db.pool, killed)
+        .await
+        .refresh_started_at;
+
+    // The next start of a daemon notices it.
+    let log = dir.path().join("daemon.log");
+    let mut daemon = spawn_binary(&["run"], &rotating_env(&bank, false), &log);
+    assert!(
+        crate::daemon::wait_for_log(&log, "daemon running", Duration::from_secs(20)).await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let marks = refresh_marks(&bank.db.pool, killed).await;
+    assert!(marks.refresh_interrupted, "{marks:?}");
+    assert_eq!(marks.refresh_in_doubt_since, started_at);
+    assert_eq!((marks.refresh_count, marks.refresh_started_at), (0, None));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("interrupted after it was sent"), "{logged}");
+
+    let address = logged
+        .lines()
+        .find_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).ok()?;
+            (event["message"] == "operations server listening")
+                .then(|| event["address"].as_str().map(str::to_owned))?
+        })
+        .expect("the daemon logs its address");
+    let metrics = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"partner_sync_grants_in_doubt{provider="rabobank"} 1"#),
+        "{metrics}"
+    );
+    let since_gauge = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("partner_sync_grant_refresh_in_doubt_since_timestamp_seconds{")
+                && l.contains(&killed.to_string())
+        })
+        .expect("a gauge for the grant in doubt");
+    let since: f64 = since_gauge.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        (since - started_at.unwrap().timestamp() as f64).abs() < 2.0,
+        "{since_gauge}"
+    );
+    signal(&daemon, libc::SIGTERM);
+    assert!(daemon.wait().await.unwrap().success());
+
+    // `grants`: JSON and table say in_doubt, since when and why.
+    let env = rotating_env(&bank, false);
+    let listed = run_binary(&["grants", "--json"], env.clone()).await;
+    assert!(listed.status.success());
+    let grants: Vec<serde_json::Value> = String::from_utf8(listed.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let entry = |id: Uuid| {
+        grants
+            .iter()
+            .find(|g| g["id"] == id.to_string())
+            .unwrap()
+            .clone()
+    };
+    let in_doubt = entry(killed);
+    assert_eq!(
+        (
+            &in_doubt["status"],
+            &in_doubt["state"],
+            &in_doubt["in_doubt_reason"]
+        ),
+        (&"active".into(), &"in_doubt".into(), &"interrupted".into()),
+        "{in_doubt}"
+    );
+    let since: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(in_doubt["refresh_in_doubt_since"].clone()).unwrap();
+    assert_eq!(Some(since), started_at);
+    assert_eq!(entry(other)["state"], "active");
+    let table = run_binary(&["grants"], env).await;
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("in_doubt") && l.contains("(interrupted)")),
+        "{table}"
+    );
+
+    // Rotation leaves the token alone (no reuse at the bank) and names the grant, without
+    // failing the run for the others.
+    let requests = bank.sandbox.rabobank_stats().refresh_requests;
+    bank.age(other, DAY).await;
+    let (status, counts, error) = bank.rotation_pass().await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    assert_eq!((counts.updated, counts.skipped, counts.failed), (1, 1, 0));
+    assert!(error.unwrap().contains("in doubt"));
+    let stats = bank.sandbox.rabobank_stats();
+    assert_eq!(
+        stats.refresh_requests,
+        requests + 1,
+        "only the healthy grant"
+    );
+    assert_eq!(
+        (stats.reuse_detections, stats.invalid_grant_answers),
+        (0, 0)
+    );
+    assert_eq!(refresh_marks(&bank.db.pool, killed).await.refresh_count, 0);
 }

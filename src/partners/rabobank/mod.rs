@@ -21,6 +21,7 @@ use oauth2::{
 };
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
 
 use crate::http::{HttpError, PartnerHttp, RateLimit, Replay};
 use crate::settings::{HttpSettings, RabobankSettings, RabobankVariant};
@@ -95,7 +96,7 @@ pub enum ConsentError {
 
 pub struct RabobankClient {
     oauth: OAuthClient,
-    transport: OAuthTransport,
+    http: PartnerHttp,
     variant: RabobankVariant,
     client_id: String,
     scopes: Vec<String>,
@@ -134,7 +135,7 @@ impl RabobankClient {
         Ok(Self {
             oauth,
             // PartnerHttp never follows redirects, as the oauth2 crate advises against SSRF.
-            transport: OAuthTransport(PartnerHttp::new(PARTNER, http, rate)?),
+            http: PartnerHttp::new(PARTNER, http, rate)?,
             variant: settings.variant,
             client_id: settings.client_id.clone(),
             scopes: settings.scopes.clone(),
@@ -151,7 +152,7 @@ impl RabobankClient {
     }
 
     pub fn requests_sent(&self) -> u64 {
-        self.transport.0.requests_sent()
+        self.http.requests_sent()
     }
 
     /// The URL to send the user's browser to; `state` is ours and checked on return.
@@ -170,20 +171,31 @@ impl RabobankClient {
         let answer = self
             .oauth
             .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .request_async(&self.transport)
+            .request_async(&OAuthTransport {
+                http: &self.http,
+                stop: None,
+            })
             .await;
         classify(answer)
     }
 
     /// One refresh. Not retried beyond what cannot have reached the bank: the refresh token is
-    /// single use.
-    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenGrant, TokenError> {
+    /// single use. Once `stop` is cancelled, an attempt not yet sent is not sent (a transient
+    /// failure: the token is unspent).
+    pub async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+        stop: &CancellationToken,
+    ) -> Result<TokenGrant, TokenError> {
         crate::metrics::token_requested(PARTNER);
         let refresh_token = RefreshToken::new(refresh_token.expose_secret().to_owned());
         let answer = self
             .oauth
             .exchange_refresh_token(&refresh_token)
-            .request_async(&self.transport)
+            .request_async(&OAuthTransport {
+                http: &self.http,
+                stop: Some(stop),
+            })
             .await;
         classify(answer)
     }
@@ -215,7 +227,7 @@ impl RabobankClient {
         access_token: &SecretString,
         url: &url::Url,
     ) -> Result<ConsentDetails, ConsentError> {
-        let http = &self.transport.0;
+        let http = &self.http;
         let response = http
             .send_with(Replay::Safe, Method::GET, url, |request| {
                 request
@@ -304,10 +316,13 @@ fn classify(
 
 /// The oauth2 crate's HTTP client, backed by our stack. It hands the crate only answers it can
 /// read: 2xx, and 4xx carrying an OAuth error object. Everything else becomes an [`HttpError`],
-/// so [`classify`] can tell "refused" from "lost".
-struct OAuthTransport(PartnerHttp);
+/// so [`classify`] can tell "refused" from "lost". One per request, carrying its stop signal.
+struct OAuthTransport<'a> {
+    http: &'a PartnerHttp,
+    stop: Option<&'a CancellationToken>,
+}
 
-impl<'c> AsyncHttpClient<'c> for OAuthTransport {
+impl<'c> AsyncHttpClient<'c> for OAuthTransport<'_> {
     type Error = HttpError;
     type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'c>>;
 
@@ -316,9 +331,9 @@ impl<'c> AsyncHttpClient<'c> for OAuthTransport {
     }
 }
 
-impl OAuthTransport {
+impl OAuthTransport<'_> {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let http = &self.0;
+        let http = self.http;
         let method = request.method().clone();
         let url =
             url::Url::parse(&request.uri().to_string()).map_err(|e| HttpError::Transport {
@@ -331,9 +346,13 @@ impl OAuthTransport {
         let headers = request.headers().clone();
         let body = request.into_body();
         let response = http
-            .send_with(Replay::OnlyUnprocessed, method.clone(), &url, |builder| {
-                builder.headers(headers.clone()).body(body.clone())
-            })
+            .send_unless_stopped(
+                Replay::OnlyUnprocessed,
+                self.stop,
+                method.clone(),
+                &url,
+                |builder| builder.headers(headers.clone()).body(body.clone()),
+            )
             .await?;
         let status = response.status();
         let headers = response.headers().clone();

@@ -1,0 +1,226 @@
+//! No Rabobank grant is lost, whatever the timing: two real daemons rotate twenty grants every
+//! second against the sandbox bank (single-use refresh tokens, reuse detection), while they are
+//! stopped with SIGTERM or killed with SIGKILL at random moments, and on purpose inside the
+//! window between the bank's rotation and our save (the bank holds its answer back meanwhile).
+//!
+//! Its own test binary: it runs for tens of seconds and restarts daemons many times.
+
+#[allow(dead_code)]
+#[path = "it/bank.rs"]
+mod bank;
+#[allow(dead_code)]
+#[path = "it/common.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use tokio::process::Child;
+
+use bank::{Bank, bank_processed, rabobank_env, refresh_marks, signal, spawn_binary};
+use common::{count, small_sandbox};
+
+const GRANTS: usize = 20;
+const ROTATIONS: i64 = 200;
+/// Every answer comes this late: each refresh has a window between rotation and save.
+const ANSWER_DELAY: Duration = Duration::from_millis(15);
+/// The answer delay while the test aims a signal into the window.
+const WINDOW: Duration = Duration::from_millis(700);
+/// The whole test; it usually needs well under a minute.
+const LIMIT: Duration = Duration::from_secs(180);
+
+struct Replica {
+    child: Child,
+    started: u32,
+}
+
+/// Starts replica `index` for the `started`-th time and waits until it handles signals (a
+/// SIGTERM before that would kill it like SIGKILL).
+async fn spawn(
+    index: usize,
+    started: u32,
+    env: &[(String, String)],
+    dir: &std::path::Path,
+) -> Replica {
+    let log = dir.join(format!("replica-{index}-{started}.log"));
+    let child = spawn_binary(&["run"], env, &log);
+    let since = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("daemon running")
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "replica did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Replica { child, started }
+}
+
+/// The replica whose process runs the rotation now (`sync.runs.host` ends with its pid).
+async fn rotating_replica(bank: &Bank, replicas: &[Replica; 2]) -> Option<usize> {
+    let host: Option<String> = sqlx::query_scalar(
+        "SELECT host FROM sync.runs WHERE job = 'rabobank_token_rotation' AND status = 'running'
+          ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(&bank.db.pool)
+    .await
+    .unwrap();
+    let pid: u32 = host?.rsplit(':').next()?.parse().ok()?;
+    replicas.iter().position(|r| r.child.id() == Some(pid))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_stopped_and_killed_at_random_lose_no_grant_and_reuse_no_token() {
+    let started = Instant::now();
+    let bank = Bank::start(small_sandbox(1)).await;
+    let mut ids = Vec::new();
+    for i in 0..GRANTS {
+        ids.push(bank.connect(&format!("chaos-{i}")).await);
+    }
+    bank.sandbox.set_rabobank_token_answer_delay(ANSWER_DELAY);
+    let mut env = rabobank_env(
+        &bank.sandbox,
+        &bank.db.url,
+        &bank.settings.server.public_url,
+    );
+    env.extend(
+        [
+            // Every second, every grant due.
+            ("PARTNER_SYNC__RABOBANK__SCHEDULE", "* * * * * *"),
+            ("PARTNER_SYNC__RABOBANK__ROTATE_BEFORE", "400days"),
+            ("PARTNER_SYNC__RABOBANK__CONSENT_API_BASE_URL", ""),
+            // Far shorter than WINDOW: a SIGTERM there abandons the run mid-refresh.
+            ("PARTNER_SYNC__DAEMON__SHUTDOWN_GRACE", "100ms"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut replicas = [
+        spawn(0, 0, &env, dir.path()).await,
+        spawn(1, 0, &env, dir.path()).await,
+    ];
+    let rotations = "SELECT coalesce(sum(refresh_count), 0)::bigint FROM sync.oauth_grants";
+
+    let mut rng = rand::rng();
+    let (mut sigterms, mut sigkills, mut aimed) = (0, 0, 0);
+    let mut round = 0;
+    while count(&bank.db.pool, rotations).await < ROTATIONS || round < 4 {
+        assert!(started.elapsed() < LIMIT, "too slow: {round} rounds");
+        // The first rounds aim a SIGTERM and a SIGKILL into the window, then chance decides.
+        let hard = match round {
+            0 | 2 => false,
+            1 | 3 => true,
+            _ => rng.random_bool(0.3),
+        };
+        let aim = round < 4 || rng.random_bool(0.5);
+        round += 1;
+        let mut victim = rng.random_range(0..2);
+        if aim {
+            bank.sandbox.set_rabobank_token_answer_delay(WINDOW);
+            let processed = bank.sandbox.rabobank_stats().refreshes;
+            if bank_processed(&bank.sandbox, processed + 1, Duration::from_secs(10)).await {
+                if let Some(rotating) = rotating_replica(&bank, &replicas).await {
+                    victim = rotating;
+                    aimed += 1;
+                }
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(50..900))).await;
+        }
+        let replica = &mut replicas[victim];
+        if hard {
+            signal(&replica.child, libc::SIGKILL);
+            replica.child.wait().await.unwrap();
+            sigkills += 1;
+        } else {
+            signal(&replica.child, libc::SIGTERM);
+            let exited = tokio::time::timeout(Duration::from_secs(30), replica.child.wait())
+                .await
+                .expect("a SIGTERM stop is bounded")
+                .unwrap();
+            let log = dir
+                .path()
+                .join(format!("replica-{victim}-{}.log", replica.started));
+            let logged = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(exited.success(), "{logged}");
+            assert!(!logged.contains("did not finish in time"), "{logged}");
+            sigterms += 1;
+        }
+        bank.sandbox.set_rabobank_token_answer_delay(ANSWER_DELAY);
+        let next = replica.started + 1;
+        *replica = spawn(victim, next, &env, dir.path()).await;
+    }
+    for replica in &mut replicas {
+        signal(&replica.child, libc::SIGTERM);
+        assert!(replica.child.wait().await.unwrap().success());
+    }
+    // What a start-up or a rotation would notice: marks whose process is gone.
+    partner_sync::grants::record_interrupted_refreshes(&bank.db.pool)
+        .await
+        .unwrap();
+
+    let stats = bank.sandbox.rabobank_stats();
+    assert_eq!(
+        (stats.reuse_detections, stats.invalid_grant_answers),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert!(aimed >= 4, "signals aimed into the window: {aimed}");
+    let total = count(&bank.db.pool, rotations).await;
+    assert!(total >= ROTATIONS, "{total}");
+    assert_eq!(
+        count(
+            &bank.db.pool,
+            "SELECT count(*) FROM sync.oauth_grants
+              WHERE status <> 'active' OR refresh_started_at IS NOT NULL"
+        )
+        .await,
+        0,
+        "no grant needs a new consent, none is left marked in flight"
+    );
+    let mut in_doubt = 0;
+    let mut lost = 0;
+    for id in &ids {
+        let consent: String =
+            sqlx::query_scalar("SELECT consent_id FROM sync.oauth_grants WHERE id = $1")
+                .bind(id)
+                .fetch_one(&bank.db.pool)
+                .await
+                .unwrap();
+        let at_bank = bank.sandbox.rabobank_grant(&consent).unwrap();
+        assert!(!at_bank.revoked);
+        let marks = refresh_marks(&bank.db.pool, *id).await;
+        let saved = i64::from(marks.refresh_count);
+        let rotated = i64::from(at_bank.refresh_count);
+        if marks.refresh_in_doubt_since.is_some() {
+            // Only a process killed between sending and saving leaves a grant in doubt.
+            assert!(marks.refresh_interrupted, "{id}: {marks:?}");
+            assert!((saved..=saved + 1).contains(&rotated), "{id}: {marks:?}");
+            in_doubt += 1;
+            lost += rotated - saved;
+        } else {
+            assert_eq!(
+                rotated, saved,
+                "{id}: every rotation the bank made was saved"
+            );
+        }
+    }
+    assert!(
+        in_doubt <= sigkills,
+        "{in_doubt} in doubt after {sigkills} kills"
+    );
+    assert_eq!(
+        u64::try_from(total + lost).unwrap(),
+        stats.refreshes,
+        "every rotation is saved or belongs to a grant in doubt"
+    );
+    eprintln!(
+        "{total} rotations saved, {round} rounds ({sigterms} SIGTERM, {sigkills} SIGKILL, \
+         {aimed} aimed), {in_doubt} grant(s) in doubt ({lost} rotation(s) lost with a kill), \
+         {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
