@@ -96,13 +96,15 @@ async fn tables_escape_control_characters_from_partners_and_json_keeps_them() {
     let db = TestDb::new().await;
     let hostile = "nope\u{1b}[2J\nFAKE\tline\r\u{7}";
     sqlx::query(
-        "INSERT INTO sync.customer_links (id, token_hash, status, external_id, authorization_url,
-                                          error_name, error_description, expires_at, completed_at)
-         VALUES ($1, $2, 'denied', 'EXT-1', 'https://rabot.example/a', 'access_denied', $3,
+        "INSERT INTO sync.customer_links (id, success_hash, failure_hash, status, external_id,
+                                          authorization_url, error_name, error_description,
+                                          expires_at, completed_at)
+         VALUES ($1, $2, $3, 'denied', 'EXT-1', 'https://rabot.example/a', 'access_denied', $4,
                  now() + interval '10 minutes', now())",
     )
     .bind(uuid::Uuid::new_v4())
     .bind(vec![1u8; 32])
+    .bind(vec![2u8; 32])
     .bind(hostile)
     .execute(&db.pool)
     .await
