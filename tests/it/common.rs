@@ -243,6 +243,18 @@ pub async fn run_pass(job: Arc<dyn Job>, pool: &PgPool) -> (RunStatus, RunCounts
     }
 }
 
+/// Customer numbers the mirror shows tombstoned.
+pub async fn tombstoned_customers(pool: &PgPool) -> std::collections::HashSet<String> {
+    sqlx::query_scalar(
+        "SELECT customer_number FROM mirror.rabot_customers WHERE deleted_at IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("query")
+    .into_iter()
+    .collect()
+}
+
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
 }

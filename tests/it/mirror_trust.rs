@@ -12,18 +12,6 @@ use sqlx::PgPool;
 
 use crate::common::*;
 
-/// Customer numbers the mirror shows tombstoned.
-async fn tombstoned_customers(pool: &PgPool) -> HashSet<String> {
-    sqlx::query_scalar(
-        "SELECT customer_number FROM mirror.rabot_customers WHERE deleted_at IS NOT NULL",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("query")
-    .into_iter()
-    .collect()
-}
-
 async fn tombstoned_rows(pool: &PgPool) -> i64 {
     count(
         pool,
@@ -55,15 +43,19 @@ fn small_pages(sandbox: &Sandbox, db: &TestDb) -> Settings {
     )
 }
 
+/// A sandbox of `customers` customers and a database holding one clean pass of it.
+async fn mirrored(customers: usize) -> (TestDb, Sandbox, Settings) {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(customers)).await;
+    let settings = small_pages(&sandbox, &db);
+    let (status, _, error) = mirror_pass(&settings, &db.pool).await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    (db, sandbox, settings)
+}
+
 #[tokio::test]
 async fn customers_deleted_at_random_moments_of_a_pass_never_tombstone_a_live_one() {
-    let db = TestDb::new().await;
-    let sandbox = start_sandbox(small_sandbox(200)).await;
-    let settings = small_pages(&sandbox, &db);
-    assert_eq!(
-        mirror_pass(&settings, &db.pool).await.0,
-        RunStatus::Succeeded
-    );
+    let (db, sandbox, settings) = mirrored(200).await;
 
     // Before some of the next pass's requests, a random customer disappears upstream: offsets
     // after it shift by one, and its contracts may answer 404.
@@ -90,13 +82,7 @@ async fn customers_deleted_at_random_moments_of_a_pass_never_tombstone_a_live_on
 
 #[tokio::test]
 async fn a_shift_larger_than_the_overlap_holds_absences_back_until_a_whole_pass() {
-    let db = TestDb::new().await;
-    let sandbox = start_sandbox(small_sandbox(100)).await;
-    let settings = small_pages(&sandbox, &db);
-    assert_eq!(
-        mirror_pass(&settings, &db.pool).await.0,
-        RunStatus::Succeeded
-    );
+    let (db, sandbox, settings) = mirrored(100).await;
 
     // While the second pass is past its second page, 12 customers from the list's start go:
     // more than the page overlap (2 of 10) absorbs, so live customers slide past unread.
@@ -132,13 +118,7 @@ async fn a_shift_larger_than_the_overlap_holds_absences_back_until_a_whole_pass(
 
 #[tokio::test]
 async fn contracts_of_a_customer_gone_mid_pass_answering_404_do_not_fail_the_pass() {
-    let db = TestDb::new().await;
-    let sandbox = start_sandbox(small_sandbox(20)).await;
-    let settings = small_pages(&sandbox, &db);
-    assert_eq!(
-        mirror_pass(&settings, &db.pool).await.0,
-        RunStatus::Succeeded
-    );
+    let (db, sandbox, settings) = mirrored(20).await;
     let customer = sandbox.customer_numbers()[4].clone();
     sandbox.inject_fault(Fault {
         path_contains: format!("/customers/{customer}/contracts"),
@@ -155,13 +135,7 @@ async fn contracts_of_a_customer_gone_mid_pass_answering_404_do_not_fail_the_pas
 
 #[tokio::test]
 async fn empty_null_or_keyless_lists_fail_the_pass_and_tombstone_nothing() {
-    let db = TestDb::new().await;
-    let sandbox = start_sandbox(small_sandbox(30)).await;
-    let settings = small_pages(&sandbox, &db);
-    assert_eq!(
-        mirror_pass(&settings, &db.pool).await.0,
-        RunStatus::Succeeded
-    );
+    let (db, sandbox, settings) = mirrored(30).await;
     let cases = [
         (
             "/customers",
@@ -206,13 +180,7 @@ async fn empty_null_or_keyless_lists_fail_the_pass_and_tombstone_nothing() {
 
 #[tokio::test]
 async fn a_dropped_connection_mid_answer_is_retried_or_fails_with_a_reason() {
-    let db = TestDb::new().await;
-    let sandbox = start_sandbox(small_sandbox(30)).await;
-    let settings = small_pages(&sandbox, &db);
-    assert_eq!(
-        mirror_pass(&settings, &db.pool).await.0,
-        RunStatus::Succeeded
-    );
+    let (db, sandbox, settings) = mirrored(30).await;
     for path in ["/customers", "/contracts"] {
         sandbox.tamper(TamperFault {
             path_contains: path.to_owned(),
@@ -274,13 +242,7 @@ async fn nul_characters_are_stored_replaced_and_the_pass_goes_on() {
 
 #[tokio::test]
 async fn a_row_the_database_refuses_is_set_aside_counted_and_blocks_tombstones() {
-    let db = TestDb::new().await;
-    let sandbox = start_sandbox(small_sandbox(20)).await;
-    let settings = small_pages(&sandbox, &db);
-    assert_eq!(
-        mirror_pass(&settings, &db.pool).await.0,
-        RunStatus::Succeeded
-    );
+    let (db, sandbox, settings) = mirrored(20).await;
     // A decimal PostgreSQL's numeric cannot hold (more than 16,383 digits after the point).
     let (customer, contract) = sandbox_contracts(&sandbox)[3].clone();
     let too_fine = format!("0.{}1", "0".repeat(17_000));
