@@ -99,11 +99,13 @@ pub struct RabotSettings {
     pub client_id: String,
     #[serde(serialize_with = "serialize_masked")]
     pub client_secret: SecretString,
+    #[serde(deserialize_with = "list")]
     pub scopes: Vec<String>,
     pub requests_per_second: f64,
     pub burst: u32,
     pub page_size: u32,
     pub concurrency: usize,
+    #[serde(deserialize_with = "list")]
     pub external_ids: Vec<String>,
     pub schedule: String,
     pub tombstone_guard: TombstoneGuard,
@@ -233,6 +235,7 @@ pub struct RabobankSettings {
     pub client_id: String,
     #[serde(serialize_with = "serialize_masked")]
     pub client_secret: SecretString,
+    #[serde(deserialize_with = "list")]
     pub scopes: Vec<String>,
     #[serde(serialize_with = "serialize_masked_url_text")]
     pub redirect_uri: String,
@@ -259,6 +262,7 @@ pub struct EnergyzeroSettings {
     pub client_secret: SecretString,
     /// One space-separated string, sent as the `scope` form field.
     pub scope: String,
+    #[serde(deserialize_with = "list")]
     pub user_ids: Vec<String>,
     pub requests_per_second: f64,
     pub burst: u32,
@@ -342,8 +346,10 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Trims list entries and drops empty and repeated ones: `PARTNER_SYNC__RABOT__EXTERNAL_IDS=""`
-    /// means none, and an external id listed twice is still mirrored once.
+    /// Splits list entries on commas and whitespace, as people (and OAuth, for scopes) write
+    /// them, and drops empty and repeated ones: `PARTNER_SYNC__RABOT__EXTERNAL_IDS=""` means
+    /// none, `"api:partner role:finance-reporting"` is two scopes, and an external id listed
+    /// twice is still mirrored once.
     fn normalise(&mut self) {
         for list in [
             &mut self.rabot.scopes,
@@ -354,8 +360,9 @@ impl Settings {
             let mut seen = std::collections::HashSet::new();
             *list = list
                 .iter()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty() && seen.insert(s.clone()))
+                .flat_map(|entry| entry.split(|c: char| c == ',' || c.is_whitespace()))
+                .filter(|s| !s.is_empty() && seen.insert(s.to_string()))
+                .map(str::to_owned)
                 .collect();
         }
         self.rabot.client_id = self.rabot.client_id.trim().to_owned();
@@ -713,6 +720,21 @@ pub fn validate_cron(key: &'static str, expression: &str) -> Result<(), Settings
                 format!("{expression:?} is not a valid cron expression: {reason}"),
             )
         })
+}
+
+/// A list setting written as a TOML array or as one string (`"a b"`, `"a,b"`); `normalise`
+/// splits the entries.
+fn list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Written::deserialize(deserializer)? {
+        Written::One(text) => vec![text],
+        Written::Many(items) => items,
+    })
 }
 
 fn serialize_masked<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {

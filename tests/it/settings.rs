@@ -458,3 +458,51 @@ fn a_settings_type_error_names_the_key_but_never_the_value() {
     assert!(stderr.contains("max_attempts"), "{stderr}");
     assert!(!stderr.contains("s3cr3t"), "{stderr}");
 }
+
+#[test]
+fn lists_are_read_as_people_write_them_commas_spaces_or_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partner-sync.toml");
+    std::fs::write(
+        &file,
+        "[rabot]\nexternal_ids = \"EXT-1 EXT-2,EXT-3\"\n[energyzero]\nuser_ids = [\"u-1, u-2\", \"u-3\"]\n",
+    )
+    .unwrap();
+    let env = [
+        ("PARTNER_SYNC__RABOT__ENABLED", "true"),
+        ("PARTNER_SYNC__RABOT__CLIENT_ID", "client"),
+        ("PARTNER_SYNC__RABOT__CLIENT_SECRET", "s3cr3t-value"),
+        // As RABOT's own documents and OAuth write scopes.
+        (
+            "PARTNER_SYNC__RABOT__SCOPES",
+            "api:partner role:finance-reporting",
+        ),
+        (
+            "PARTNER_SYNC__RABOBANK__SCOPES",
+            "ais.balances.read,  ais.transactions.read-90days",
+        ),
+    ];
+    let settings = Settings::load_from(
+        Some(&file),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .expect("valid settings");
+    assert_eq!(
+        settings.rabot.scopes,
+        ["api:partner", "role:finance-reporting"]
+    );
+    assert_eq!(
+        settings.rabobank.scopes,
+        ["ais.balances.read", "ais.transactions.read-90days"]
+    );
+    assert_eq!(settings.rabot.external_ids, ["EXT-1", "EXT-2", "EXT-3"]);
+    assert_eq!(settings.energyzero.user_ids, ["u-1", "u-2", "u-3"]);
+
+    // The binary agrees: the space-separated scopes pass the api:partner check.
+    let out = partner_sync(&["check-config"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
