@@ -312,8 +312,10 @@ impl Settings {
                     file.display()
                 )));
             }
+            check_file_keys(file)?;
             builder = builder.add_source(config::File::from(file));
         }
+        check_environment_keys(&env)?;
         // DATABASE_URL sits between the files and PARTNER_SYNC__ variables (which may override it).
         if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
             let layer = format!("[database]\nurl = {}\n", toml::Value::String(url.clone()));
@@ -720,6 +722,87 @@ pub fn validate_cron(key: &'static str, expression: &str) -> Result<(), Settings
                 format!("{expression:?} is not a valid cron expression: {reason}"),
             )
         })
+}
+
+/// Every setting's dotted name, from the embedded defaults, which list each one.
+fn known_keys() -> Vec<String> {
+    let defaults: toml::Table = DEFAULTS.parse().unwrap_or_default();
+    let mut keys = Vec::new();
+    collect_keys("", &defaults, &mut keys);
+    keys
+}
+
+/// The dotted names of `table`'s values (arrays are values, tables are sections).
+fn collect_keys(prefix: &str, table: &toml::Table, keys: &mut Vec<String>) {
+    for (name, value) in table {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match value {
+            toml::Value::Table(section) => collect_keys(&key, section, keys),
+            _ => keys.push(key),
+        }
+    }
+}
+
+/// "unknown setting X in WHERE (did you mean Y?)": a misspelt key is silently ignored by the
+/// layers, so the operator would believe a setting is in force that is not.
+fn unknown_key(key: &str, place: &str, known: &[String]) -> SettingsError {
+    let closest = known
+        .iter()
+        .map(|candidate| (strsim::damerau_levenshtein(key, candidate), candidate))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| format!("; the closest known setting is {candidate}"))
+        .unwrap_or_default();
+    SettingsError::Load(format!("unknown setting {key} in {place}{closest}"))
+}
+
+/// Keys of the settings file that no setting has. A file that does not parse is left to the
+/// layered load, whose error says where without quoting it.
+fn check_file_keys(file: &Path) -> Result<(), SettingsError> {
+    let Ok(table) = std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .parse::<toml::Table>()
+    else {
+        return Ok(());
+    };
+    let known = known_keys();
+    let mut keys = Vec::new();
+    collect_keys("", &table, &mut keys);
+    match keys.into_iter().find(|key| !known.contains(key)) {
+        Some(key) => Err(unknown_key(
+            &key,
+            &format!("settings file {}", file.display()),
+            &known,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `PARTNER_SYNC__…` variables that name no setting.
+fn check_environment_keys(
+    env: &std::collections::HashMap<String, String>,
+) -> Result<(), SettingsError> {
+    let known = known_keys();
+    let prefix = format!("{ENV_PREFIX}__");
+    let mut names: Vec<&String> = env
+        .keys()
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    names.sort();
+    for name in names {
+        let key = name[prefix.len()..].to_lowercase().replace("__", ".");
+        if !known.contains(&key) {
+            return Err(unknown_key(
+                &key,
+                &format!("the environment variable {name}"),
+                &known,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A list setting written as a TOML array or as one string (`"a b"`, `"a,b"`); `normalise`

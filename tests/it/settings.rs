@@ -506,3 +506,38 @@ fn lists_are_read_as_people_write_them_commas_spaces_or_both() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn unknown_keys_in_a_file_or_the_environment_stop_start_up_naming_the_closest_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partner-sync.toml");
+    std::fs::write(&file, "[rabot]\nschedul = \"0 0 3 * * *\"\n").unwrap();
+    let out = partner_sync(
+        &["check-config", "--config", file.to_str().unwrap()],
+        ENABLED,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown setting rabot.schedul")
+            && stderr.contains(file.to_str().unwrap())
+            && stderr.contains("closest known setting is rabot.schedule")
+            && !stderr.contains("0 0 3"),
+        "{stderr}"
+    );
+
+    let mut env = ENABLED.to_vec();
+    env.push(("PARTNER_SYNC__RABOT__EXTERNAL_ID", "EXT-1"));
+    for command in [&["check-config"][..], &["run"][..]] {
+        let out = partner_sync(command, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains("unknown setting rabot.external_id")
+                && stderr.contains("PARTNER_SYNC__RABOT__EXTERNAL_ID")
+                && stderr.contains("closest known setting is rabot.external_ids")
+                && !stderr.contains("EXT-1"),
+            "{command:?}: {stderr}"
+        );
+    }
+}
