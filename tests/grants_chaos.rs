@@ -110,10 +110,13 @@ async fn two_replicas_stopped_and_killed_at_random_lose_no_grant_and_reuse_no_to
     while count(&bank.db.pool, rotations).await < ROTATIONS || round < 4 {
         assert!(started.elapsed() < LIMIT, "too slow: {round} rounds");
         // The first rounds aim a SIGTERM and a SIGKILL into the window, then chance decides.
+        // Kills stop at half the grants: each kill inside the window leaves a grant in doubt
+        // (by design, never refreshed again automatically), and on a slow machine unbounded
+        // kills would leave none to rotate.
         let hard = match round {
             0 | 2 => false,
             1 | 3 => true,
-            _ => rng.random_bool(0.3),
+            _ => sigkills < GRANTS / 2 && rng.random_bool(0.3),
         };
         let aim = round < 4 || rng.random_bool(0.5);
         round += 1;
