@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -42,10 +43,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: scheduled jobs until SIGTERM/SIGINT.
     Run,
-    /// Run one pass of a job now and exit (0 succeeded, 1 failed).
+    /// Run one pass of a job now and exit (0 succeeded, 1 failed). A partner name runs its
+    /// scheduled job: rabot = rabot_mirror, energyzero = energyzero_mirror,
+    /// rabobank = rabobank_token_rotation (the same as `rotate-tokens`).
     Sync {
-        #[arg(value_enum)]
-        partner: SyncTarget,
+        #[arg(value_name = "JOB", value_parser = JobNameParser)]
+        job: JobName,
         /// Accept, for this one pass, more tombstones than the partner's `tombstone_guard`
         /// allows (the partner really deleted that many rows).
         #[arg(long)]
@@ -65,10 +68,12 @@ pub enum Command {
     /// Run the Rabobank token rotation once now and exit (0 succeeded, 1 failed).
     RotateTokens,
     /// Ask the running daemon(s) to run jobs now, through Postgres NOTIFY: exactly one replica
-    /// runs each job. Without JOBs: every mirror job.
+    /// runs each job. Without JOBs: every mirror job. A partner name stands for its scheduled
+    /// job: rabot = rabot_mirror, energyzero = energyzero_mirror,
+    /// rabobank = rabobank_token_rotation.
     Resync {
-        /// Job names: rabot_mirror, rabot_link_mirror, rabobank_token_rotation, energyzero_mirror.
-        #[arg(value_parser = parse_job)]
+        /// Partner or job names.
+        #[arg(value_name = "JOB", value_parser = JobNameParser)]
         jobs: Vec<JobName>,
         /// Wait for the runs and print their counts; exit 1 unless all succeeded.
         #[arg(long)]
@@ -77,8 +82,13 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
         timeout: std::time::Duration,
     },
-    /// Jobs (last run, status, duration, counts, next run), grants and recent failures.
+    /// Jobs (last run, status, duration, counts, next run), grants and recent failures. With
+    /// JOBs: only those jobs' rows and failures. A partner name stands for its scheduled job:
+    /// rabot = rabot_mirror, energyzero = energyzero_mirror, rabobank = rabobank_token_rotation.
     Status {
+        /// Partner or job names; none = every job.
+        #[arg(value_name = "JOB", value_parser = JobNameParser)]
+        jobs: Vec<JobName>,
         /// One JSON document, for scripts.
         #[arg(long)]
         json: bool,
@@ -144,11 +154,54 @@ pub enum RabobankCommand {
     },
 }
 
-fn parse_job(name: &str) -> Result<JobName, String> {
-    JobName::parse(name).ok_or_else(|| {
-        let names: Vec<&str> = JobName::ALL.iter().map(|j| j.as_str()).collect();
-        format!("unknown job {name:?}; jobs are {}", names.join(", "))
-    })
+/// The one parser of the jobs a command names (`sync`, `resync`, `status`): partner names and
+/// job names, as [`JobName::from_cli_name`] reads them. `--help` lists every accepted name with
+/// what it runs; an unknown one is refused (exit 2) on one line that lists them all.
+#[derive(Debug, Clone, Copy)]
+struct JobNameParser;
+
+impl TypedValueParser for JobNameParser {
+    type Value = JobName;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<JobName, clap::Error> {
+        let name = value.to_string_lossy();
+        JobName::from_cli_name(&name).ok_or_else(|| {
+            let names: Vec<&str> = JobName::cli_names().collect();
+            // Debug formatting escapes control characters, so the line stays one line.
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "unknown job {name:?}; accepted names: {}\n",
+                    names.join(", ")
+                ),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        let partners = JobName::PARTNER_NAMES
+            .iter()
+            .map(|&(partner, job)| PossibleValue::new(partner).help(format!("stands for {job}")));
+        let jobs = JobName::ALL
+            .iter()
+            .map(|&job| PossibleValue::new(job.as_str()).help(job_help(job)));
+        Some(Box::new(partners.chain(jobs)))
+    }
+}
+
+fn job_help(job: JobName) -> &'static str {
+    match job {
+        JobName::RabotMirror => "RABOT customers and contracts, on rabot.schedule",
+        JobName::RabotLinkMirror => "RABOT customers linked since the last pass",
+        JobName::RabobankTokenRotation => "Rabobank token rotation, on rabobank.schedule",
+        JobName::EnergyzeroMirror => "EnergyZero contracts, on energyzero.schedule",
+    }
 }
 
 fn parse_label(text: &str) -> Result<String, String> {
@@ -162,21 +215,6 @@ fn parse_label(text: &str) -> Result<String, String> {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LinkPartner {
     Rabot,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum SyncTarget {
-    Rabot,
-    Energyzero,
-}
-
-impl SyncTarget {
-    fn job(self) -> JobName {
-        match self {
-            SyncTarget::Rabot => JobName::RabotMirror,
-            SyncTarget::Energyzero => JobName::EnergyzeroMirror,
-        }
-    }
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -204,13 +242,13 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run => run_daemon(settings, cli.config).await,
         Command::Sync {
-            partner,
+            job,
             allow_mass_delete,
         } => {
             let mut settings = settings;
             settings.rabot.tombstone_guard.allow_mass_delete = allow_mass_delete;
             settings.energyzero.tombstone_guard.allow_mass_delete = allow_mass_delete;
-            run_job_once(settings, partner.job()).await
+            run_job_once(settings, job).await
         }
         Command::RotateTokens => run_job_once(settings, JobName::RabobankTokenRotation).await,
         Command::Rabobank {
@@ -240,7 +278,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             wait,
             timeout,
         } => resync(&settings, jobs, wait, timeout).await,
-        Command::Status { json } => show_status(&settings, json).await,
+        Command::Status { jobs, json } => show_status(&settings, &jobs, json).await,
         Command::Healthcheck => healthcheck(&settings).await,
         Command::Migrate => migrate(&settings).await,
         Command::CheckConfig => {
@@ -417,7 +455,14 @@ async fn resync(
             enabled
         }
     } else {
-        jobs
+        // `rabot rabot_mirror` names one job once.
+        let mut unique = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if !unique.contains(&job) {
+                unique.push(job);
+            }
+        }
+        unique
     };
     let pool = app::open_database(settings).await?;
     let id = resync::request(&pool, &jobs).await?;
@@ -452,9 +497,9 @@ async fn resync(
     Ok(())
 }
 
-async fn show_status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+async fn show_status(settings: &Settings, jobs: &[JobName], json: bool) -> anyhow::Result<()> {
     let pool = app::open_database(settings).await?;
-    let report = status::report(&pool, settings).await?;
+    let report = status::report(&pool, settings, jobs).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -62,11 +62,19 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, sqlx::Error> {
+/// The report of the jobs in `only` (every job when it is empty): their rows and their recent
+/// failures; the grants are listed whichever jobs are asked for.
+pub async fn report(
+    pool: &PgPool,
+    settings: &Settings,
+    only: &[JobName],
+) -> Result<StatusReport, sqlx::Error> {
     let latest = runs::latest_per_job(pool).await?;
     let now = Utc::now();
+    let only_names: Vec<&str> = only.iter().map(|j| j.as_str()).collect();
     let jobs = JobName::ALL
         .iter()
+        .filter(|job| only.is_empty() || only.contains(job))
         .map(|&job| {
             let enabled = crate::jobs::is_enabled(settings, job);
             let schedule = crate::jobs::schedule_of(settings, job);
@@ -87,7 +95,7 @@ pub async fn report(pool: &PgPool, settings: &Settings) -> Result<StatusReport, 
     Ok(StatusReport {
         jobs,
         grants: grants::list(pool).await?,
-        recent_failures: runs::recent_failures(pool, RECENT_FAILURES).await?,
+        recent_failures: runs::recent_failures(pool, &only_names, RECENT_FAILURES).await?,
     })
 }
 

@@ -47,6 +47,33 @@ impl JobName {
         Self::ALL.iter().copied().find(|job| job.as_str() == name)
     }
 
+    /// Partner names the commands accept for a job, each standing for that partner's
+    /// scheduled job (RABOT's link mirror runs only when a link completes, so `rabot` is its
+    /// scheduled mirror).
+    pub const PARTNER_NAMES: &[(&str, JobName)] = &[
+        ("rabot", JobName::RabotMirror),
+        ("energyzero", JobName::EnergyzeroMirror),
+        ("rabobank", JobName::RabobankTokenRotation),
+    ];
+
+    /// A job as an operator names it on the command line: a partner name (see
+    /// [`Self::PARTNER_NAMES`]) or a job name.
+    pub fn from_cli_name(name: &str) -> Option<JobName> {
+        Self::PARTNER_NAMES
+            .iter()
+            .find(|(partner, _)| *partner == name)
+            .map(|&(_, job)| job)
+            .or_else(|| Self::parse(name))
+    }
+
+    /// Every name [`Self::from_cli_name`] accepts: partner names first, then job names.
+    pub fn cli_names() -> impl Iterator<Item = &'static str> {
+        Self::PARTNER_NAMES
+            .iter()
+            .map(|&(partner, _)| partner)
+            .chain(Self::ALL.iter().map(|job| job.as_str()))
+    }
+
     /// Jobs that copy partner data on a schedule (SIGUSR1 and a bare `resync` run these).
     pub fn is_mirror(self) -> bool {
         matches!(self, JobName::RabotMirror | JobName::EnergyzeroMirror)
@@ -217,5 +244,28 @@ mod tests {
                 .iter()
                 .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
         );
+    }
+
+    #[test]
+    fn partner_names_stand_for_their_scheduled_job_and_job_names_for_themselves() {
+        assert_eq!(JobName::from_cli_name("rabot"), Some(JobName::RabotMirror));
+        assert_eq!(
+            JobName::from_cli_name("energyzero"),
+            Some(JobName::EnergyzeroMirror)
+        );
+        assert_eq!(
+            JobName::from_cli_name("rabobank"),
+            Some(JobName::RabobankTokenRotation)
+        );
+        for &job in JobName::ALL {
+            assert_eq!(JobName::from_cli_name(job.as_str()), Some(job));
+        }
+        for &(partner, job) in JobName::PARTNER_NAMES {
+            assert_eq!(job.partner(), partner);
+            assert!(job.is_scheduled());
+        }
+        assert_eq!(JobName::from_cli_name("Rabot"), None);
+        assert_eq!(JobName::from_cli_name(""), None);
+        assert_eq!(JobName::cli_names().count(), 7);
     }
 }

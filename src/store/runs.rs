@@ -195,12 +195,19 @@ pub async fn latest_per_job(pool: &PgPool) -> Result<Vec<RunRow>, sqlx::Error> {
     .await
 }
 
-pub async fn recent_failures(pool: &PgPool, limit: i64) -> Result<Vec<RunRow>, sqlx::Error> {
+/// The latest `limit` failed runs of the jobs named in `jobs`, or of every job when it is empty.
+pub async fn recent_failures(
+    pool: &PgPool,
+    jobs: &[&str],
+    limit: i64,
+) -> Result<Vec<RunRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM sync.runs WHERE status = 'failed'
+        "SELECT {RUN_COLUMNS} FROM sync.runs
+          WHERE status = 'failed' AND (cardinality($2::text[]) = 0 OR job = ANY($2))
           ORDER BY started_at DESC, id DESC LIMIT $1"
     ))
     .bind(limit)
+    .bind(jobs)
     .fetch_all(pool)
     .await
 }

@@ -1,5 +1,5 @@
-//! The one-shot commands through the real binary: `demo`, `sync`, and the tables of `links`,
-//! `grants` and `status`.
+//! The one-shot commands through the real binary: `demo`, `sync`, the job names every command
+//! accepts, and the tables of `links`, `grants` and `status`.
 
 use crate::common::*;
 
@@ -71,6 +71,29 @@ async fn sync_exits_0_on_success_and_1_on_failure() {
         5
     );
 
+    // The job name runs the same pass as the partner name.
+    let by_job = run_binary(&["sync", "rabot_mirror"], env.clone()).await;
+    assert_eq!(
+        by_job.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&by_job.stderr)
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND status = 'succeeded'"
+        )
+        .await,
+        2
+    );
+
+    // Rabobank is off in these settings: the command says which setting turns it on.
+    let rabobank = run_binary(&["sync", "rabobank"], env.clone()).await;
+    let stderr = String::from_utf8_lossy(&rabobank.stderr);
+    assert_eq!(rabobank.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rabobank.enabled"), "{stderr}");
+
     let mut wrong = env;
     wrong.push(("PARTNER_SYNC__RABOT__CLIENT_SECRET".into(), "wrong".into()));
     let failed = run_binary(&["sync", "rabot"], wrong).await;
@@ -86,6 +109,50 @@ async fn sync_exits_0_on_success_and_1_on_failure() {
             .await
             .unwrap();
     assert_eq!((status.as_str(), cause.as_str()), ("failed", "cli"));
+}
+
+/// `sync`, `resync` and `status` speak one vocabulary: each lists every partner and job name in
+/// `--help`, and refuses an unknown name with exit 2 and one line that lists them all.
+#[tokio::test]
+async fn every_command_naming_jobs_lists_and_accepts_the_same_names() {
+    const NAMES: [&str; 7] = [
+        "rabot",
+        "energyzero",
+        "rabobank",
+        "rabot_mirror",
+        "rabot_link_mirror",
+        "rabobank_token_rotation",
+        "energyzero_mirror",
+    ];
+    for command in ["sync", "resync", "status"] {
+        let help = run_binary(&[command, "--help"], Vec::new()).await;
+        let stdout = String::from_utf8_lossy(&help.stdout);
+        assert!(help.status.success(), "{command}: {stdout}");
+        for name in NAMES {
+            assert!(
+                stdout.contains(&format!("- {name}:")),
+                "{command} --help lists {name}: {stdout}"
+            );
+        }
+        assert!(
+            stdout.contains("rabot = rabot_mirror")
+                && stdout.contains("rabobank = rabobank_token_rotation"),
+            "{command} --help says what a partner name runs: {stdout}"
+        );
+
+        let unknown = run_binary(&[command, "rabot_mirrors"], Vec::new()).await;
+        let stderr = String::from_utf8_lossy(&unknown.stderr);
+        assert_eq!(unknown.status.code(), Some(2), "{command}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{command}: {stderr}");
+        assert!(
+            lines[0].contains("\"rabot_mirrors\""),
+            "{command}: {stderr}"
+        );
+        for name in NAMES {
+            assert!(lines[0].contains(name), "{command} names {name}: {stderr}");
+        }
+    }
 }
 
 /// Text from outside (a redirect's error_description, a bank's consent id and error, a run's

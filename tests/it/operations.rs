@@ -401,6 +401,112 @@ async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
     assert_eq!(rotation["enabled"], false);
     assert_eq!(report["recent_failures"].as_array().unwrap().len(), 1);
     assert_eq!(report["grants"].as_array().unwrap().len(), 0);
+
+    // A filter, by partner or job name, keeps those jobs' rows and failures only.
+    let filtered = |names: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("status")
+            .args(names)
+            .arg("--json")
+            .envs(env.clone())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let jobs: Vec<String> = report["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job"].as_str().unwrap().to_owned())
+            .collect();
+        (jobs, report["recent_failures"].as_array().unwrap().len())
+    };
+    assert_eq!(filtered(&["rabot"]), (vec!["rabot_mirror".to_owned()], 1));
+    assert_eq!(
+        filtered(&["energyzero", "rabobank_token_rotation"]),
+        (
+            vec![
+                "rabobank_token_rotation".to_owned(),
+                "energyzero_mirror".to_owned()
+            ],
+            0
+        )
+    );
+    let table = Command::new(BIN)
+        .args(["status", "energyzero_mirror"])
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("energyzero_mirror") && !table.contains("rabot_mirror"),
+        "{table}"
+    );
+}
+
+/// `resync` takes partner names like `sync` does: `rabot` (and `rabot_mirror` with it, once)
+/// runs the RABOT mirror on the daemon, and `--wait` exits 0 when that run succeeded.
+#[tokio::test]
+async fn resync_rabot_wait_runs_the_mirror_on_the_daemon_and_exits_0() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(3)).await;
+    let env = quiet_env(&sandbox, &db);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon = spawn_daemon(env.clone(), &log);
+    assert!(
+        wait_for_log(
+            &log,
+            "listening for resync requests",
+            Duration::from_secs(20)
+        )
+        .await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let out = run_binary(
+        &[
+            "resync",
+            "rabot",
+            "rabot_mirror",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        env.clone(),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("requested rabot_mirror (request")
+            && stdout.contains("rabot_mirror run")
+            && stdout.contains("succeeded"),
+        "{stdout}"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND cause = 'notify' AND status = 'succeeded'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM mirror.rabot_customers").await,
+        3
+    );
+    stop(daemon).await;
 }
 
 #[tokio::test]

@@ -684,6 +684,29 @@ fn rotating_env(bank: &Bank, run_on_start: bool) -> Vec<(String, String)> {
     env
 }
 
+/// `sync rabobank` is the token rotation run once, as `rotate-tokens` is.
+#[tokio::test]
+async fn sync_rabobank_rotates_the_grants_like_rotate_tokens() {
+    let bank = Bank::start(bank_options()).await;
+    let id = bank.connect("by-sync").await;
+    let out = run_binary(&["sync", "rabobank"], rotating_env(&bank, false)).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(bank.grant_status(id).await, ("active".to_owned(), 1, None));
+    let run: (String, String) = sqlx::query_as(
+        "SELECT status, cause FROM sync.runs WHERE job = 'rabobank_token_rotation'
+          ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&bank.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(run, ("succeeded".to_owned(), "cli".to_owned()));
+}
+
 /// SIGTERM while the bank holds back its answer, with a grace period far shorter than the
 /// wait: the run is abandoned, but the refresh it sent is awaited and its rotated token saved.
 #[tokio::test]
