@@ -216,19 +216,15 @@ impl RabotMirror {
 
         // The scope's pass is complete: only now may rows it no longer returns be tombstoned,
         // and only when their absence is certain and not suspiciously large.
-        let mut tx = ctx.pool.begin().await?;
-        let gone = store::tombstone_unseen(&mut tx, ctx.run_id, &scope).await?;
         if let Some(doubt) = doubt {
-            tx.rollback().await?;
-            if gone.rows > 0 {
-                tracing::warn!(
-                    held_back = gone.rows,
-                    reason = doubt,
-                    "rows missing from this pass are kept until a pass sees the whole list"
-                );
-            }
+            tracing::warn!(
+                reason = doubt,
+                "rows missing from this pass are kept until a pass sees the whole list"
+            );
             return Ok(());
         }
+        let mut tx = ctx.pool.begin().await?;
+        let gone = store::tombstone_unseen(&mut tx, ctx.run_id, &scope).await?;
         if let Err(refusal) = self.guard.check("rabot", gone.rows, gone.mirrored) {
             tx.rollback().await?;
             return Err(JobError::Failed(anyhow::anyhow!(refusal)));
