@@ -61,6 +61,7 @@ impl JobSet {
         let schedule = Schedule::start(
             jobs.iter()
                 .filter_map(|j| Some((j.job.name(), j.schedule.clone()?))),
+            settings.daemon.timezone,
             dispatcher.clone(),
             pool.clone(),
         )

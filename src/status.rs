@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::events::schedule::parse_cron;
+use crate::events::schedule::{next_occurrence, parse_cron};
 use crate::jobs::JobName;
 use crate::settings::Settings;
 use crate::store::grants::{self, GrantSummary};
@@ -82,10 +82,7 @@ pub async fn report(
                 job: job.as_str(),
                 enabled,
                 next_run_at: schedule.as_deref().and_then(|expression| {
-                    parse_cron(expression)
-                        .ok()?
-                        .find_next_occurrence(&now, false)
-                        .ok()
+                    next_occurrence(&parse_cron(expression).ok()?, settings.daemon.timezone, now)
                 }),
                 schedule,
                 last_run: latest.iter().find(|r| r.job == job.as_str()).cloned(),

@@ -70,6 +70,9 @@ pub struct DaemonSettings {
     /// A run still `running` after this long fails the readiness probe (`/readyz`).
     #[serde(with = "humantime_serde")]
     pub stuck_after: Duration,
+    /// The zone every cron schedule is read in (an IANA name such as `Europe/Amsterdam`).
+    #[serde(with = "zone_name")]
+    pub timezone: chrono_tz::Tz,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
@@ -494,6 +497,42 @@ impl SecuritySettings {
                 format!("must decode to 32 bytes (got {})", bytes.len()),
             )
         })
+    }
+}
+
+/// An IANA time zone name; a misspelt one is refused with the closest known name.
+mod zone_name {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<chrono_tz::Tz, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.trim().parse().map_err(|_| {
+            let closest = chrono_tz::TZ_VARIANTS
+                .iter()
+                .map(|zone| zone.name())
+                .max_by(|a, b| {
+                    let similarity = |known: &str| {
+                        strsim::jaro_winkler(
+                            &name.to_ascii_lowercase(),
+                            &known.to_ascii_lowercase(),
+                        )
+                    };
+                    similarity(a).total_cmp(&similarity(b))
+                })
+                .unwrap_or("UTC");
+            serde::de::Error::custom(format!(
+                "{name:?} is not an IANA time zone name (did you mean {closest}?)"
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(
+        zone: &chrono_tz::Tz,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(zone.name())
     }
 }
 

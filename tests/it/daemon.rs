@@ -134,6 +134,11 @@ async fn scheduled_runs_never_overlap_and_sigterm_stops_cleanly() {
     // Every second, while a pass takes longer than that: ticks during a run must coalesce.
     env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), "* * * * * *".into()));
     env.push(("PARTNER_SYNC__RABOT__CONCURRENCY".into(), "2".into()));
+    // A zone whose offset is not whole hours: the schedule still ticks every second.
+    env.push((
+        "PARTNER_SYNC__DAEMON__TIMEZONE".into(),
+        "Asia/Kathmandu".into(),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
     let mut daemon = spawn_daemon(env, &log);

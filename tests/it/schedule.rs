@@ -1,25 +1,30 @@
-//! Cron occurrences claimed across replicas on real PostgreSQL: the claim is keyed by the
-//! occurrence the schedule names, so replicas whose clocks disagree by up to 30 s, and ticks
-//! that fire a few milliseconds before their second turns, claim each occurrence exactly once.
+//! Cron occurrences claimed across replicas on real PostgreSQL: each replica's sleeper claims
+//! the occurrence it slept for, so replicas whose clocks disagree by up to 30 s claim each
+//! occurrence exactly once, and the occurrence is the one `daemon.timezone` names.
 
-use chrono::{DateTime, Duration, SubsecRound as _, Utc};
-use partner_sync::events::schedule::{claim_tick, parse_cron};
+use chrono::{DateTime, Datelike as _, Duration, TimeZone as _, Utc};
+use chrono_tz::{Europe::Amsterdam, Tz};
+use partner_sync::events::schedule::{claim_tick, next_occurrence, parse_cron};
 use partner_sync::jobs::JobName;
 
 use crate::common::*;
 
 const JOB: JobName = JobName::RabotMirror;
 
-/// The schedule's next occurrence from now: claims older than a day are cleared as they go.
-fn next_occurrence(cron: &croner::Cron) -> DateTime<Utc> {
-    cron.find_next_occurrence(&Utc::now().trunc_subsecs(0), false)
-        .unwrap()
-}
-
 /// A replica whose clock is `offset` ahead of the true time.
 struct Replica {
     host: &'static str,
     offset: Duration,
+}
+
+async fn claimed(db: &TestDb, job: JobName) -> Vec<(DateTime<Utc>, String)> {
+    sqlx::query_as(
+        "SELECT tick_at, claimed_by FROM sync.schedule_ticks WHERE job = $1 ORDER BY tick_at",
+    )
+    .bind(job.as_str())
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -40,72 +45,56 @@ async fn replicas_with_skewed_clocks_claim_each_occurrence_once() {
             offset: Duration::milliseconds(-29_750),
         },
     ];
-    // How far from the occurrence each replica's scheduler wakes, by its own clock: a few
-    // milliseconds early, on the dot, or late (the scheduler looks every 500 ms).
-    let wake_ms: [[i64; 3]; 5] = [
-        [-5, 10, 480],
-        [0, -1, 20],
-        [730, -3, 0],
-        [12, 490, -8],
-        [-2, -2, -2],
-    ];
-    let first = next_occurrence(&cron);
+    // Claims older than a day are cleared as they go, so the occurrences are near now.
+    let first = next_occurrence(&cron, Tz::UTC, Utc::now()).unwrap();
     let mut ticks = Vec::new();
-    for (minute, wakes) in wake_ms.iter().enumerate() {
-        let occurrence = first + Duration::minutes(minute as i64);
-        for (replica, wake) in replicas.iter().zip(wakes) {
-            let local = occurrence + Duration::milliseconds(*wake);
-            // The true moment it fires: a replica ahead fires first, in real time.
-            ticks.push((local - replica.offset, local, replica.host, occurrence));
+    for minute in 0..5 {
+        let occurrence = first + Duration::minutes(minute);
+        for replica in &replicas {
+            // A replica wakes when its own clock reads the occurrence: in real time, a replica
+            // ahead wakes first.
+            ticks.push((occurrence - replica.offset, replica.host, occurrence));
         }
     }
     ticks.sort_by_key(|tick| tick.0);
     let mut winners = Vec::new();
-    for (_, local, host, occurrence) in ticks {
-        if claim_tick(&db.pool, JOB, &cron, local, host).await.unwrap() {
-            winners.push((occurrence, host));
+    for (_, host, occurrence) in ticks {
+        if claim_tick(&db.pool, JOB, occurrence, host).await.unwrap() {
+            winners.push((occurrence, host.to_owned()));
         }
     }
-    // One claim per occurrence, by the replica whose clock reached it first in real time.
-    let expected: Vec<_> = (0..wake_ms.len())
-        .map(|minute| (first + Duration::minutes(minute as i64), "ahead"))
+    let expected: Vec<_> = (0..5)
+        .map(|minute| (first + Duration::minutes(minute), "ahead".to_owned()))
         .collect();
     assert_eq!(winners, expected);
-    let claimed: Vec<(DateTime<Utc>, String)> = sqlx::query_as(
-        "SELECT tick_at, claimed_by FROM sync.schedule_ticks WHERE job = $1 ORDER BY tick_at",
-    )
-    .bind(JOB.as_str())
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    let expected: Vec<_> = expected
-        .into_iter()
-        .map(|(at, host)| (at, host.to_owned()))
-        .collect();
-    assert_eq!(claimed, expected);
-}
-
-#[tokio::test]
-async fn a_tick_just_before_the_second_is_the_occurrence_after_it() {
-    let db = TestDb::new().await;
-    let cron = parse_cron("0 * * * * *").unwrap();
-    // hh:mm:59.995 on one replica and hh:mm+1:00.010 on another: one occurrence, hh:mm+1:00.
-    let occurrence = next_occurrence(&cron);
-    let early = occurrence - Duration::milliseconds(5);
-    let late = occurrence + Duration::milliseconds(10);
-    assert!(claim_tick(&db.pool, JOB, &cron, early, "a").await.unwrap());
-    assert!(!claim_tick(&db.pool, JOB, &cron, late, "b").await.unwrap());
+    assert_eq!(claimed(&db, JOB).await, expected);
     // Another job's occurrence at the same time is its own.
     assert!(
-        claim_tick(&db.pool, JobName::RabotLinkMirror, &cron, late, "b")
+        claim_tick(&db.pool, JobName::RabotLinkMirror, first, "behind")
             .await
             .unwrap()
     );
-    let claimed: Vec<(DateTime<Utc>, String)> =
-        sqlx::query_as("SELECT tick_at, claimed_by FROM sync.schedule_ticks WHERE job = $1")
-            .bind(JOB.as_str())
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(claimed, vec![(occurrence, "a".to_owned())]);
+}
+
+#[tokio::test]
+async fn replicas_claim_the_local_occurrence_of_the_configured_zone() {
+    let db = TestDb::new().await;
+    let cron = parse_cron("0 0 3 * * *").unwrap();
+    let now = Utc::now();
+    // 03:00 in Amsterdam is 01:00 or 02:00 UTC: never the 03:00 UTC a UTC schedule names.
+    let local = next_occurrence(&cron, Amsterdam, now).unwrap();
+    let utc = next_occurrence(&cron, Tz::UTC, now).unwrap();
+    assert_ne!(local, utc);
+    let at_local = local.with_timezone(&Amsterdam);
+    assert_eq!(at_local.format("%H:%M:%S").to_string(), "03:00:00");
+    assert_eq!(
+        Amsterdam
+            .with_ymd_and_hms(at_local.year(), at_local.month(), at_local.day(), 3, 0, 0)
+            .single()
+            .map(|t| t.to_utc()),
+        Some(local)
+    );
+    assert!(claim_tick(&db.pool, JOB, local, "a").await.unwrap());
+    assert!(!claim_tick(&db.pool, JOB, local, "b").await.unwrap());
+    assert_eq!(claimed(&db, JOB).await, vec![(local, "a".to_owned())]);
 }

@@ -90,6 +90,17 @@ fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
         ("PARTNER_SYNC__SERVER__BODY_LIMIT", "0", "server.body_limit"),
         ("PARTNER_SYNC__SERVER__BODY_LIMIT", "64 KiB", "body_limit"),
         (
+            "PARTNER_SYNC__DAEMON__TIMEZONE",
+            "Mars/Olympus",
+            "daemon.timezone",
+        ),
+        // Misspelt: the error names the zone that was meant.
+        (
+            "PARTNER_SYNC__DAEMON__TIMEZONE",
+            "Europe/Amsterdan",
+            "Europe/Amsterdam",
+        ),
+        (
             "PARTNER_SYNC__SERVER__MAX_CONNECTIONS",
             "0",
             "server.max_connections",
