@@ -17,6 +17,13 @@ binary="${PARTNER_SYNC:-target/debug/partner-sync}"
 : "${DATABASE_URL:?set DATABASE_URL to a scratch database}"
 work="$(mktemp -d)"
 pids=()
+# Waits for `condition` while the process started last still runs; shows its log if it ended.
+wait_for() {
+    until eval "$1"; do
+        kill -0 "${pids[-1]}" 2>/dev/null || { cat "$2" >&2; exit 1; }
+        sleep 0.3
+    done
+}
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
@@ -28,7 +35,7 @@ sandbox=127.0.0.1:18089 public=127.0.0.1:18080 ops=127.0.0.1:19464
 "$binary" sandbox --listen "$sandbox" --customers 60 --rate-limit 20 \
     --rabobank-refresh-lifetime 5m >"$work/sandbox.out" 2>"$work/sandbox.log" &
 pids+=($!)
-until grep -q '^PARTNER_SYNC__ENERGYZERO__USER_IDS=' "$work/sandbox.out" 2>/dev/null; do sleep 0.2; done
+wait_for "grep -q '^PARTNER_SYNC__ENERGYZERO__USER_IDS=' '$work/sandbox.out'" "$work/sandbox.log"
 # Every environment line the sandbox prints, and what makes the picture move quickly.
 mapfile -t environment < <(grep '^PARTNER_SYNC__' "$work/sandbox.out")
 environment+=(
@@ -41,7 +48,7 @@ environment+=(
 
 env "${environment[@]}" "$binary" run 2>"$work/daemon.log" &
 pids+=($!)
-until curl -fs "http://$ops/readyz" >/dev/null; do sleep 0.5; done
+wait_for "curl -fs 'http://$ops/readyz' >/dev/null" "$work/daemon.log"
 
 # One consent, approved through the sandbox bank's decision knob instead of its form.
 authorize_url="$(env "${environment[@]}" "$binary" rabobank authorize --label Demo 2>/dev/null | grep '^http')"
