@@ -21,7 +21,7 @@ fn ez_sandbox(users: usize) -> SandboxOptions {
 }
 
 /// Environment that enables only EnergyZero, pointed at `sandbox`, mirroring `user_ids`.
-fn ez_env(sandbox: &Sandbox, database_url: &str, user_ids: &[String]) -> Vec<(String, String)> {
+pub fn ez_env(sandbox: &Sandbox, database_url: &str, user_ids: &[String]) -> Vec<(String, String)> {
     let o = &sandbox.options().energyzero;
     [
         ("DATABASE_URL", database_url.to_owned()),

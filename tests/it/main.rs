@@ -11,6 +11,7 @@ mod hostile_clients;
 mod http_stack;
 mod links;
 mod mirror_trust;
+mod monitoring;
 mod operations;
 mod ops_http;
 pub mod rabobank;

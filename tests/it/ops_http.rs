@@ -78,10 +78,10 @@ async fn readyz(base: &str) -> (StatusCode, serde_json::Value) {
 
 /// One sample line of the exposition format.
 #[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
 }
 
 /// Parses Prometheus text, panicking on any line that is not a comment, blank or a sample, and
@@ -160,7 +160,8 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
         .map(|s| s.value)
 }
 
-async fn scrape(base: &str) -> Vec<Sample> {
+/// `/metrics` of the server at `base`, parsed.
+pub async fn scrape(base: &str) -> Vec<Sample> {
     let answer = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     let content_type = answer.headers()["content-type"]
