@@ -263,7 +263,7 @@ mod tests {
             "a\0b".to_owned(),
             "a\nb".to_owned(),
             "a\u{1b}[2Jb".to_owned(),
-            "\u{85}x".to_owned(),
+            "a\u{85}b".to_owned(),
             "x".repeat(MAX_CUSTOMER_ID_CHARS + 1),
             "x".repeat(10_000),
         ] {

@@ -15,7 +15,8 @@ type RowState = (Vec<u8>, DateTime<Utc>, Option<DateTime<Utc>>);
 
 /// Every mirrored customer and contract, keyed `customer` or `customer/contract`.
 async fn mirror_rows(db: &TestDb) -> BTreeMap<String, RowState> {
-    let rows: Vec<(String, Vec<u8>, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    type Row = (String, Vec<u8>, DateTime<Utc>, Option<DateTime<Utc>>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT customer_number, content_hash, changed_at, deleted_at FROM mirror.rabot_customers
          UNION ALL
          SELECT customer_number || '/' || contract_number, content_hash, changed_at, deleted_at
@@ -46,8 +47,18 @@ struct Fixture {
     db: TestDb,
     sandbox: Sandbox,
     env: Vec<(String, String)>,
-    daemon: std::process::Child,
+    /// Taken by [`Fixture::stop`]; a test that fails first kills it on drop.
+    daemon: Option<std::process::Child>,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+    }
 }
 
 impl Fixture {
@@ -79,9 +90,14 @@ impl Fixture {
             db,
             sandbox,
             env,
-            daemon,
+            daemon: Some(daemon),
             _dir: dir,
         }
+    }
+
+    /// SIGTERM: the daemon must stop cleanly.
+    async fn stop(mut self) {
+        stop(self.daemon.take().expect("the daemon runs")).await;
     }
 
     /// `resync rabot --customer ID --wait`: exit code and stdout.
@@ -207,7 +223,7 @@ async fn a_customer_number_refreshes_that_customer_alone_and_tombstones_nothing_
         .await,
         1
     );
-    stop(f.daemon).await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -255,7 +271,7 @@ async fn an_external_id_refreshes_every_customer_that_shares_it() {
         f.email_of(bystander).await.as_deref(),
         Some("not-asked-for@example.org")
     );
-    stop(f.daemon).await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -284,7 +300,7 @@ async fn a_contract_gone_upstream_is_tombstoned_by_its_customers_refresh_only() 
         after[&format!("{other}/{other_gone}")].2.is_none(),
         "another customer's contract waits for a refresh of its own"
     );
-    stop(f.daemon).await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -314,7 +330,7 @@ async fn a_customer_without_external_id_keeps_its_row_and_the_run_says_so() {
     let (_, status, error) = f.last_refresh_run().await;
     assert_eq!(status, "succeeded");
     assert!(error.unwrap_or_default().contains("its row was kept"));
-    stop(f.daemon).await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -330,7 +346,7 @@ async fn an_unknown_id_fails_naming_it_and_changes_nothing() {
     assert_eq!(mirror_rows(&f.db).await, before);
     let (_, status, _) = f.last_refresh_run().await;
     assert_eq!(status, "failed");
-    stop(f.daemon).await;
+    f.stop().await;
 }
 
 /// Refused before any database or daemon is reached: usage errors, exit 2.
@@ -429,7 +445,7 @@ async fn hostile_ids_are_refused_or_fail_cleanly_and_never_reach_another_path() 
     .execute(&f.db.pool)
     .await;
     assert!(too_long.is_err());
-    stop(f.daemon).await;
+    f.stop().await;
 }
 
 /// Requests for two customers that arrive together are two runs, one per customer: they are
@@ -468,5 +484,60 @@ async fn requests_for_two_customers_are_two_runs() {
         .await,
         3
     );
-    stop(f.daemon).await;
+    f.stop().await;
+}
+
+/// While another replica runs a refresh (here: holds its job lock), a claimed request waits
+/// for it rather than being skipped, and runs once the lock is free.
+#[tokio::test]
+async fn a_refresh_waits_for_one_running_elsewhere() {
+    let f = Fixture::start(4).await;
+    let target = f.sandbox.customer_numbers()[0].clone();
+    let mut elsewhere = f.db.pool.acquire().await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind("rabot_customer_refresh")
+        .fetch_one(&mut *elsewhere)
+        .await
+        .unwrap();
+    assert!(locked);
+
+    let refresh = f.refresh(&target);
+    let release = async {
+        assert!(
+            crate::daemon::wait_for(
+                &f.db,
+                "SELECT count(*) FROM sync.trigger_requests WHERE claimed_by IS NOT NULL",
+                1,
+                Duration::from_secs(20),
+            )
+            .await
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let started = count(
+            &f.db.pool,
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_customer_refresh'",
+        )
+        .await;
+        let skipped = count(
+            &f.db.pool,
+            "SELECT count(*) FROM sync.trigger_requests WHERE skipped IS NOT NULL",
+        )
+        .await;
+        sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind("rabot_customer_refresh")
+            .execute(&mut *elsewhere)
+            .await
+            .unwrap();
+        (started, skipped)
+    };
+    let ((code, out), (started, skipped)) = tokio::join!(refresh, release);
+    assert_eq!(
+        (started, skipped),
+        (0, 0),
+        "nothing ran or was skipped while the lock was held"
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let (_, status, _) = f.last_refresh_run().await;
+    assert_eq!(status, "succeeded");
+    f.stop().await;
 }
