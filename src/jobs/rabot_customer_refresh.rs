@@ -85,7 +85,9 @@ impl RabotCustomerRefresh {
                 let listed = self.listed_under(ctx, id).await?;
                 if listed.is_empty() {
                     return Err(JobError::Failed(anyhow::anyhow!(
-                        "no RABOT customer with customer number or external id {id}"
+                        "no RABOT customer with customer number or external id {id} (a \
+                         customer number is looked up in the mirror: one not mirrored yet is \
+                         found by its external id)"
                     )));
                 }
                 listed

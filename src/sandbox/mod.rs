@@ -741,7 +741,7 @@ impl Sandbox {
     }
 
     /// The last requests the sandbox received (at most [`REQUEST_LOG_LEN`]), oldest first, each
-    /// as its method and target exactly as sent (`GET /partner/v1/customers?offset=0&…`).
+    /// as its method and target exactly as sent (`GET /rabot/partner/v1/customers?offset=0&…`).
     pub fn recent_requests(&self) -> Vec<String> {
         lock(&self.shared.request_log).iter().cloned().collect()
     }
