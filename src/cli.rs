@@ -15,7 +15,7 @@ use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
 use crate::grants::{self, RabobankGrants, RefreshTasks};
-use crate::jobs::{self, JobName};
+use crate::jobs::{self, JobName, rabot_customer_refresh};
 use crate::links::{LinkSpec, RabotLinks};
 use crate::sandbox::{self, SandboxOptions};
 use crate::settings::{LogFormat, Settings};
@@ -70,11 +70,15 @@ pub enum Command {
     /// Ask the running daemon(s) to run jobs now, through Postgres NOTIFY: exactly one replica
     /// runs each job. Without JOBs: every mirror job. A partner name stands for its scheduled
     /// job: rabot = rabot_mirror, energyzero = energyzero_mirror,
-    /// rabobank = rabobank_token_rotation.
+    /// rabobank = rabobank_token_rotation. `rabot --customer ID` refreshes one RABOT customer.
     Resync {
         /// Partner or job names.
         #[arg(value_name = "JOB", value_parser = JobNameParser)]
         jobs: Vec<JobName>,
+        /// With `rabot` only: refresh this one customer (a customer number, or an external id
+        /// shared by one or more customers) and its contracts now, instead of a full pass.
+        #[arg(long, value_name = "ID", value_parser = CustomerIdParser)]
+        customer: Option<String>,
         /// Wait for the runs and print their counts; exit 1 unless all succeeded.
         #[arg(long)]
         wait: bool,
@@ -195,10 +199,74 @@ impl TypedValueParser for JobNameParser {
     }
 }
 
+/// `--customer ID`, checked as [`rabot_customer_refresh::customer_id`] does. The refusal
+/// never repeats the value: it may be kilobytes long or hold terminal escapes.
+#[derive(Debug, Clone, Copy)]
+struct CustomerIdParser;
+
+impl TypedValueParser for CustomerIdParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let refused = |reason: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid --customer: {reason}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refused("it is not valid UTF-8".to_owned()))?;
+        rabot_customer_refresh::customer_id(text).map_err(refused)
+    }
+}
+
+impl Command {
+    /// Arguments each valid alone that do not go together; a usage error (exit 2).
+    fn refused_combination(&self) -> Option<String> {
+        let refresh = JobName::RabotCustomerRefresh;
+        match self {
+            Command::Sync { job, .. } if *job == refresh => Some(format!(
+                "{refresh} refreshes one customer; use `partner-sync resync rabot --customer ID`"
+            )),
+            Command::Resync {
+                jobs,
+                customer: Some(_),
+                ..
+            } if jobs.is_empty()
+                || jobs
+                    .iter()
+                    .any(|&job| job != JobName::RabotMirror && job != refresh) =>
+            {
+                Some(
+                    "--customer is only valid with the rabot job: `partner-sync resync rabot \
+                     --customer ID`"
+                        .to_owned(),
+                )
+            }
+            Command::Resync {
+                jobs,
+                customer: None,
+                ..
+            } if jobs.contains(&refresh) => Some(format!(
+                "{refresh} needs --customer ID: `partner-sync resync rabot --customer ID`"
+            )),
+            _ => None,
+        }
+    }
+}
+
 fn job_help(job: JobName) -> &'static str {
     match job {
         JobName::RabotMirror => "RABOT customers and contracts, on rabot.schedule",
         JobName::RabotLinkMirror => "RABOT customers linked since the last pass",
+        JobName::RabotCustomerRefresh => "one RABOT customer now: `resync rabot --customer ID`",
         JobName::RabobankTokenRotation => "Rabobank token rotation, on rabobank.schedule",
         JobName::EnergyzeroMirror => "EnergyZero contracts, on energyzero.schedule",
     }
@@ -218,6 +286,13 @@ pub enum LinkPartner {
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
+    if let Some(refusal) = cli.command.refused_combination() {
+        let error = <Cli as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, refusal);
+        // Printing to stderr can fail only when stderr is gone; the exit code still says it.
+        let _ = error.print();
+        return ExitCode::from(2);
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
@@ -275,9 +350,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Links { json } => list_links(&settings, json).await,
         Command::Resync {
             jobs,
+            customer,
             wait,
             timeout,
-        } => resync(&settings, jobs, wait, timeout).await,
+        } => resync(&settings, jobs, customer.as_deref(), wait, timeout).await,
         Command::Status { jobs, json } => show_status(&settings, &jobs, json).await,
         Command::Healthcheck => healthcheck(&settings).await,
         Command::Migrate => migrate(&settings).await,
@@ -438,10 +514,14 @@ async fn list_grants(settings: &Settings, json: bool) -> anyhow::Result<()> {
 async fn resync(
     settings: &Settings,
     jobs: Vec<JobName>,
+    customer: Option<&str>,
     wait: bool,
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
-    let jobs: Vec<JobName> = if jobs.is_empty() {
+    let jobs: Vec<JobName> = if customer.is_some() {
+        // `rabot --customer ID` is the targeted refresh, not a full pass.
+        vec![JobName::RabotCustomerRefresh]
+    } else if jobs.is_empty() {
         // The mirror jobs these settings enable: waiting for one no daemon runs would only
         // time out. Settings that enable none (a bare ops shell) still ask for every mirror.
         let mirrors = JobName::ALL.iter().copied().filter(|j| j.is_mirror());
@@ -465,9 +545,12 @@ async fn resync(
         unique
     };
     let pool = app::open_database(settings).await?;
-    let id = resync::request(&pool, &jobs).await?;
+    let id = resync::request(&pool, &jobs, customer).await?;
     let names: Vec<&str> = jobs.iter().map(|j| j.as_str()).collect();
-    println!("requested {} (request {id})", names.join(", "));
+    let of_customer = customer
+        .map(|customer| format!(" of customer {}", status::printable(customer)))
+        .unwrap_or_default();
+    println!("requested {}{of_customer} (request {id})", names.join(", "));
     if !wait {
         return Ok(());
     }

@@ -28,10 +28,15 @@ impl Outcome {
     }
 }
 
-pub async fn request(pool: &PgPool, jobs: &[JobName]) -> Result<Uuid, sqlx::Error> {
+/// Stores a request for `jobs`; `customer` names the one customer of a targeted refresh.
+pub async fn request(
+    pool: &PgPool,
+    jobs: &[JobName],
+    customer: Option<&str>,
+) -> Result<Uuid, sqlx::Error> {
     let names: Vec<&str> = jobs.iter().map(|j| j.as_str()).collect();
     let id = Uuid::new_v4();
-    trigger_requests::request(pool, id, &names, &host_id()).await?;
+    trigger_requests::request(pool, id, &names, &host_id(), customer).await?;
     Ok(id)
 }
 

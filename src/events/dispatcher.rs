@@ -1,6 +1,8 @@
 //! One runner per job. Triggers that arrive while a job runs coalesce into at most one
 //! follow-up run; runs of one job never overlap, in this process (one runner task) or across
-//! replicas (a Postgres advisory lock held for the whole run).
+//! replicas (a Postgres advisory lock held for the whole run). A job whose every run is one
+//! request's own work (a customer's refresh) is the exception: its requests run one by one,
+//! and each waits for the lock rather than being skipped while another replica runs the job.
 //!
 //! A configuration reload starts a new dispatcher that succeeds the old one: each new runner
 //! waits until the old runner of its job has finished its run in progress, then takes over
@@ -35,7 +37,8 @@ pub enum RunOutcome {
         counts: RunCounts,
         error: Option<String>,
     },
-    /// Another replica holds the job's lock; nothing was run or recorded.
+    /// Another replica holds the job's lock (or held it until shutdown, for a job whose runs
+    /// wait for it); nothing was run or recorded.
     LockedElsewhere,
 }
 
@@ -120,6 +123,22 @@ impl JobRunner {
         self.wake.notify_one();
     }
 
+    /// What the next run answers: everything queued, or for a job that serves one request per
+    /// run the first request alone, the rest left queued (and the loop woken again for them).
+    fn next_run(&self) -> Option<Pending> {
+        let mut queue = self.queue();
+        let pending = queue.pending.as_mut()?;
+        if self.job.name().serves_one_request_per_run() && pending.requests.len() > 1 {
+            let first = pending.requests.remove(0);
+            self.wake.notify_one();
+            return Some(Pending {
+                cause: pending.cause,
+                requests: vec![first],
+            });
+        }
+        queue.pending.take()
+    }
+
     /// Once this runner's loop has ended: hands what is still queued to `successor`, which
     /// also receives every later trigger.
     fn hand_over(&self, successor: &Arc<JobRunner>) -> Option<Pending> {
@@ -174,7 +193,7 @@ impl JobRunner {
                 _ = stop.cancelled() => break,
                 _ = self.wake.notified() => {}
             }
-            let pending = self.queue().pending.take();
+            let pending = self.next_run();
             let Some(Pending {
                 cause: Some(cause),
                 requests,
@@ -213,15 +232,21 @@ impl JobRunner {
         counts: watch::Sender<RunCounts>,
     ) -> Result<RunOutcome, sqlx::Error> {
         let job = self.job.name();
-        let Some(mut lock) = JobLock::try_acquire(&self.pool, job).await? else {
-            tracing::info!(%job, "another replica is running this job; skipping");
-            trigger_requests::record_skipped(
-                &self.pool,
-                requests,
-                job.as_str(),
-                "another replica was running the job",
+        // A run elsewhere does the same work as a scheduled or coalesced one, which can be
+        // skipped; a run that is one request's own work waits its turn instead.
+        let (lock, skipped) = if job.serves_one_request_per_run() {
+            let lock = JobLock::acquire_waiting(&self.pool, job, cancel).await?;
+            (
+                lock,
+                "the daemon stopped while another run of the job went on",
             )
-            .await?;
+        } else {
+            let lock = JobLock::try_acquire(&self.pool, job).await?;
+            (lock, "another replica was running the job")
+        };
+        let Some(mut lock) = lock else {
+            tracing::info!(%job, reason = skipped, "not running the job");
+            trigger_requests::record_skipped(&self.pool, requests, job.as_str(), skipped).await?;
             return Ok(RunOutcome::LockedElsewhere);
         };
         let outcome = async {
@@ -232,7 +257,7 @@ impl JobRunner {
             let run_id = runs::start(&self.pool, job.as_str(), cause.as_str(), &self.host).await?;
             trigger_requests::record_run(&self.pool, requests, job.as_str(), run_id).await?;
             let span = tracing::info_span!("job_run", %job, run_id, partner = job.partner(), cause = cause.as_str());
-            self.execute(run_id, cancel, counts, &mut lock)
+            self.execute(run_id, requests, cancel, counts, &mut lock)
                 .instrument(span)
                 .await
         }
@@ -244,6 +269,7 @@ impl JobRunner {
     async fn execute(
         &self,
         run_id: i64,
+        requests: &[uuid::Uuid],
         cancel: &CancellationToken,
         counts: watch::Sender<RunCounts>,
         lock: &mut JobLock,
@@ -255,6 +281,7 @@ impl JobRunner {
             pool: self.pool.clone(),
             cancel: cancel.clone(),
             counts,
+            requests: requests.to_vec(),
             partial_failure: Default::default(),
         };
         let hard_stop = async {
@@ -326,6 +353,8 @@ impl JobRunner {
 
 /// How often a running job checks that the connection holding its lock is still there.
 const LOCK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a run that waits for its job's lock tries again.
+const LOCK_WAIT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A session-level advisory lock on a dedicated pooled connection, keyed by the job name.
 struct JobLock {
@@ -345,6 +374,24 @@ impl JobLock {
             conn: Some(conn),
             job,
         }))
+    }
+
+    /// Waits until the lock is free, trying again every [`LOCK_WAIT_INTERVAL`] (a blocking
+    /// `pg_advisory_lock` could not be given up at shutdown); `None` when `cancel` came first.
+    async fn acquire_waiting(
+        pool: &PgPool,
+        job: JobName,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Self>, sqlx::Error> {
+        loop {
+            if let Some(lock) = Self::try_acquire(pool, job).await? {
+                return Ok(Some(lock));
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(LOCK_WAIT_INTERVAL) => {}
+            }
+        }
     }
 
     /// Resolves when the lock's connection stops answering: the session, and the lock with

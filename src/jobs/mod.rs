@@ -3,6 +3,7 @@
 
 pub mod energyzero_mirror;
 pub mod rabobank_rotation;
+pub mod rabot_customer_refresh;
 pub mod rabot_mirror;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::store::runs::RunCounts;
 pub enum JobName {
     RabotMirror,
     RabotLinkMirror,
+    RabotCustomerRefresh,
     RabobankTokenRotation,
     EnergyzeroMirror,
 }
@@ -30,6 +32,7 @@ impl JobName {
     pub const ALL: &[JobName] = &[
         JobName::RabotMirror,
         JobName::RabotLinkMirror,
+        JobName::RabotCustomerRefresh,
         JobName::RabobankTokenRotation,
         JobName::EnergyzeroMirror,
     ];
@@ -38,6 +41,7 @@ impl JobName {
         match self {
             JobName::RabotMirror => "rabot_mirror",
             JobName::RabotLinkMirror => "rabot_link_mirror",
+            JobName::RabotCustomerRefresh => "rabot_customer_refresh",
             JobName::RabobankTokenRotation => "rabobank_token_rotation",
             JobName::EnergyzeroMirror => "energyzero_mirror",
         }
@@ -79,14 +83,27 @@ impl JobName {
         matches!(self, JobName::RabotMirror | JobName::EnergyzeroMirror)
     }
 
-    /// Jobs with a cron schedule; the others run only when an event asks (a completed link).
+    /// Jobs with a cron schedule; the others run only when an event asks (a completed link, a
+    /// customer's refresh requested).
     pub fn is_scheduled(self) -> bool {
-        !matches!(self, JobName::RabotLinkMirror)
+        !matches!(
+            self,
+            JobName::RabotLinkMirror | JobName::RabotCustomerRefresh
+        )
+    }
+
+    /// Jobs whose every run is one request's own work (the customer it names): such requests
+    /// run one by one, never coalesced, and a run waits for the job lock rather than being
+    /// skipped while another replica runs the job (that run does other work).
+    pub fn serves_one_request_per_run(self) -> bool {
+        matches!(self, JobName::RabotCustomerRefresh)
     }
 
     pub fn partner(self) -> &'static str {
         match self {
-            JobName::RabotMirror | JobName::RabotLinkMirror => "rabot",
+            JobName::RabotMirror | JobName::RabotLinkMirror | JobName::RabotCustomerRefresh => {
+                "rabot"
+            }
             JobName::RabobankTokenRotation => "rabobank",
             JobName::EnergyzeroMirror => "energyzero",
         }
@@ -121,6 +138,9 @@ pub struct RunContext {
     pub cancel: CancellationToken,
     /// Running totals: the runner records them whatever the outcome, the demo shows progress.
     pub counts: watch::Sender<RunCounts>,
+    /// The `resync` requests (`sync.trigger_requests` ids) this run answers; empty for runs
+    /// nobody requested that way (a schedule, a signal, `sync`).
+    pub requests: Vec<uuid::Uuid>,
     /// Set by a run that succeeded although some items failed: the runner records it as the
     /// run's `error` while the status stays `succeeded`.
     pub(crate) partial_failure: std::sync::Mutex<Option<String>>,
@@ -159,7 +179,9 @@ pub trait Job: Send + Sync {
 /// Whether the settings enable the job.
 pub fn is_enabled(settings: &Settings, job: JobName) -> bool {
     match job {
-        JobName::RabotMirror | JobName::RabotLinkMirror => settings.rabot.enabled,
+        JobName::RabotMirror | JobName::RabotLinkMirror | JobName::RabotCustomerRefresh => {
+            settings.rabot.enabled
+        }
         JobName::RabobankTokenRotation => settings.rabobank.enabled,
         JobName::EnergyzeroMirror => settings.energyzero.enabled,
     }
@@ -172,7 +194,7 @@ pub fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
     }
     match job {
         JobName::RabotMirror => Some(settings.rabot.schedule.clone()),
-        JobName::RabotLinkMirror => None,
+        JobName::RabotLinkMirror | JobName::RabotCustomerRefresh => None,
         JobName::RabobankTokenRotation => Some(settings.rabobank.schedule.clone()),
         JobName::EnergyzeroMirror => Some(settings.energyzero.schedule.clone()),
     }
@@ -206,6 +228,14 @@ pub fn registry(
         // up links whose trigger was lost (a replica stopped, or the job was busy elsewhere).
         jobs.push(ScheduledJob {
             job: Arc::new(rabot_mirror::RabotMirror::newly_linked(
+                settings,
+                rabot.client().clone(),
+            )),
+            schedule: None,
+        });
+        // Triggered by `resync rabot --customer ID` only.
+        jobs.push(ScheduledJob {
+            job: Arc::new(rabot_customer_refresh::RabotCustomerRefresh::new(
                 settings,
                 rabot.client().clone(),
             )),
@@ -266,6 +296,6 @@ mod tests {
         }
         assert_eq!(JobName::from_cli_name("Rabot"), None);
         assert_eq!(JobName::from_cli_name(""), None);
-        assert_eq!(JobName::cli_names().count(), 7);
+        assert_eq!(JobName::cli_names().count(), 8);
     }
 }

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::{Job, JobError, JobName, RunContext};
 use crate::http::one_line;
-use crate::partners::rabot::{Page, RabotClient};
+use crate::partners::rabot::{Contract, Customer, Page, RabotClient};
 use crate::settings::{LINKED_CUSTOMERS, Settings, TombstoneGuard};
 use crate::store::rabot::{self as store, Scope};
 use crate::store::{links, runs, upsert_setting_aside};
@@ -142,6 +142,12 @@ impl RabotMirror {
         let external_id = match &scope {
             Scope::AllCustomers => None,
             Scope::ExternalId(id) => Some(id.clone()),
+            // One customer's contracts are the targeted refresh's scope, never a listing's.
+            Scope::CustomerContracts(_) => {
+                return Err(JobError::Failed(anyhow::anyhow!(
+                    "{scope} is not a customer list this job can read"
+                )));
+            }
         };
         // Why a row missing from this pass may still exist upstream; `None` = the pass saw
         // every row the partner has.
@@ -169,45 +175,14 @@ impl RabotMirror {
             let pages_read = page.pages + contract_pages.iter().map(|p| p.pages).sum::<usize>();
             let contracts = contract_pages.into_iter().flat_map(|p| p.items).collect();
 
-            // Customers and their contracts land together or not at all; a row the database
-            // refuses is set aside, not the page.
-            let mut tx = ctx.pool.begin().await?;
-            let run_id = ctx.run_id;
-            let customers = upsert_setting_aside(
-                &mut tx,
-                page.items,
-                |c| format!("customer {}", c.customer_number),
-                |conn, rows| Box::pin(store::upsert_customers(conn, run_id, rows)),
-            )
-            .await?;
-            let contracts = upsert_setting_aside(
-                &mut tx,
-                contracts,
-                |c| format!("contract {}/{}", c.customer_number, c.contract_number),
-                |conn, rows| Box::pin(store::upsert_contracts(conn, run_id, rows)),
-            )
-            .await?;
-            tx.commit().await?;
-
-            let refused: Vec<_> = customers
-                .refused
-                .into_iter()
-                .chain(contracts.refused)
-                .collect();
-            for (item, reason) in &refused {
-                let reason = one_line(reason);
-                tracing::warn!(%item, error = %reason, "row not stored; the pass goes on");
-                runs::record_failure(&ctx.pool, ctx.run_id, item, &reason).await?;
-            }
-            if unreadable + refused.len() > 0 {
+            let refused = store_read(ctx, page.items, contracts).await?;
+            if unreadable + refused > 0 {
                 doubt.get_or_insert("some rows could not be read or stored");
             }
             ctx.counts.send_modify(|c| {
                 c.pages += pages_read as i32;
                 c.fetched += fetched as i64;
-                c.skipped += (unreadable + refused.len()) as i64;
-                c.add_upsert(customers.counts);
-                c.add_upsert(contracts.counts);
+                c.skipped += unreadable as i64;
                 c.requests = self.requests_since(requests_before);
             });
             // Shutdown stops the pass between pages: the page in hand is written, not thrown away.
@@ -223,22 +198,77 @@ impl RabotMirror {
             );
             return Ok(());
         }
-        let mut tx = ctx.pool.begin().await?;
-        let gone = store::tombstone_unseen(&mut tx, ctx.run_id, &scope).await?;
-        if let Err(refusal) = self.guard.check("rabot", gone.rows, gone.mirrored) {
-            tx.rollback().await?;
-            return Err(JobError::Failed(anyhow::anyhow!(refusal)));
-        }
-        tx.commit().await?;
-        if gone.rows > 0 {
-            tracing::info!(deleted = gone.rows, "tombstoned rows no longer returned");
-        }
-        ctx.counts.send_modify(|c| c.deleted += gone.rows as i64);
-        Ok(())
+        tombstone_unseen(ctx, &scope, &self.guard).await
     }
 }
 
-fn failed(error: impl std::error::Error + Send + Sync + 'static) -> JobError {
+/// Writes customers and contracts read together in one transaction, so they land together or
+/// not at all; a row the database refuses is set aside (logged, recorded in
+/// `sync.run_failures`), not the batch. Adds the upserts and the refused rows (as skipped) to
+/// the run's counts and returns how many rows were refused.
+pub(super) async fn store_read(
+    ctx: &RunContext,
+    customers: Vec<Customer>,
+    contracts: Vec<Contract>,
+) -> Result<usize, JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let run_id = ctx.run_id;
+    let customers = upsert_setting_aside(
+        &mut tx,
+        customers,
+        |c| format!("customer {}", c.customer_number),
+        |conn, rows| Box::pin(store::upsert_customers(conn, run_id, rows)),
+    )
+    .await?;
+    let contracts = upsert_setting_aside(
+        &mut tx,
+        contracts,
+        |c| format!("contract {}/{}", c.customer_number, c.contract_number),
+        |conn, rows| Box::pin(store::upsert_contracts(conn, run_id, rows)),
+    )
+    .await?;
+    tx.commit().await?;
+
+    let refused: Vec<_> = customers
+        .refused
+        .into_iter()
+        .chain(contracts.refused)
+        .collect();
+    for (item, reason) in &refused {
+        let reason = one_line(reason);
+        tracing::warn!(%item, error = %reason, "row not stored; the pass goes on");
+        runs::record_failure(&ctx.pool, ctx.run_id, item, &reason).await?;
+    }
+    ctx.counts.send_modify(|c| {
+        c.skipped += refused.len() as i64;
+        c.add_upsert(customers.counts);
+        c.add_upsert(contracts.counts);
+    });
+    Ok(refused.len())
+}
+
+/// Once `scope` was read whole and without doubt: tombstones what the run did not see, in one
+/// transaction, unless that is more than `guard` allows (then nothing, and the run fails).
+pub(super) async fn tombstone_unseen(
+    ctx: &RunContext,
+    scope: &Scope,
+    guard: &TombstoneGuard,
+) -> Result<(), JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let gone = store::tombstone_unseen(&mut tx, ctx.run_id, scope).await?;
+    if let Err(refusal) = guard.check("rabot", gone.rows, gone.mirrored) {
+        tx.rollback().await?;
+        return Err(JobError::Failed(anyhow::anyhow!(refusal)));
+    }
+    tx.commit().await?;
+    if gone.rows > 0 {
+        tracing::info!(deleted = gone.rows, "tombstoned rows no longer returned");
+    }
+    ctx.counts.send_modify(|c| c.deleted += gone.rows as i64);
+    Ok(())
+}
+
+pub(super) fn failed(error: impl std::error::Error + Send + Sync + 'static) -> JobError {
     JobError::Failed(anyhow::Error::new(error))
 }
 

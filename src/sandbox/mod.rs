@@ -42,6 +42,8 @@ use tokio::task::JoinHandle;
 
 /// How long `shutdown` lets in-flight requests (which may be sleeping injected latency) finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How many requests [`Sandbox::recent_requests`] remembers: a long-running sandbox stays small.
+pub const REQUEST_LOG_LEN: usize = 10_000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SandboxOptions {
@@ -375,6 +377,7 @@ pub async fn start(options: SandboxOptions, listen: SocketAddr) -> anyhow::Resul
     });
     let shared = Arc::new(Shared {
         counters: Counters::default(),
+        request_log: Mutex::new(VecDeque::new()),
         faults: Mutex::new(VecDeque::new()),
         bad_days: Mutex::default(),
         latency_nanos: AtomicU64::new(duration_to_nanos(options.latency)),
@@ -728,6 +731,21 @@ impl Sandbox {
             .update_contract(customer_number, contract_number, edit)
     }
 
+    /// Edits the stored JSON object of one customer (not its number); false if it does not exist.
+    pub fn update_customer(
+        &self,
+        customer_number: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> bool {
+        self.shared.rabot.update_customer(customer_number, edit)
+    }
+
+    /// The last requests the sandbox received (at most [`REQUEST_LOG_LEN`]), oldest first, each
+    /// as its method and target exactly as sent (`GET /rabot/partner/v1/customers?offset=0&…`).
+    pub fn recent_requests(&self) -> Vec<String> {
+        lock(&self.shared.request_log).iter().cloned().collect()
+    }
+
     pub fn remove_contract(&self, customer_number: &str, contract_number: &str) -> bool {
         self.shared
             .rabot
@@ -765,6 +783,8 @@ impl Sandbox {
 struct Shared {
     options: SandboxOptions,
     counters: Counters,
+    /// The last [`REQUEST_LOG_LEN`] requests, for tests that check where requests went.
+    request_log: Mutex<VecDeque<String>>,
     faults: Mutex<VecDeque<Fault>>,
     bad_days: Mutex<bad_days::BadDays>,
     // Atomic so `set_latency` never waits behind a request.
@@ -934,6 +954,13 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         .uri()
         .path_and_query()
         .map_or_else(|| path.clone(), |target| target.as_str().to_owned());
+    {
+        let mut log = lock(&shared.request_log);
+        if log.len() == REQUEST_LOG_LEN {
+            log.pop_front();
+        }
+        log.push_back(format!("{} {target}", request.method()));
+    }
     let route = classify(request.method(), &path);
     let endpoint = route.map(|route| route.endpoint);
     match endpoint {

@@ -541,6 +541,22 @@ impl Rabot {
         }
     }
 
+    /// Edits the stored JSON object of one customer (its `customerNumber` is kept); false if
+    /// it does not exist.
+    pub(super) fn update_customer(
+        &self,
+        customer_number: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> bool {
+        let mut customers = lock(&self.customers);
+        let Some(customer) = customers.get_mut(customer_number) else {
+            return false;
+        };
+        edit(&mut customer.record);
+        customer.record["customerNumber"] = Value::from(customer.number.clone());
+        true
+    }
+
     pub(super) fn remove_contract(&self, customer_number: &str, contract_number: &str) -> bool {
         let mut customers = lock(&self.customers);
         let Some(customer) = customers.get_mut(customer_number) else {

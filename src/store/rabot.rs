@@ -14,6 +14,9 @@ use crate::partners::rabot::{Contract, Customer};
 pub enum Scope {
     AllCustomers,
     ExternalId(String),
+    /// One customer's contracts (a targeted refresh): the customer row itself is never
+    /// tombstoned, since only a whole customer list can show a customer gone.
+    CustomerContracts(String),
 }
 
 impl std::fmt::Display for Scope {
@@ -21,8 +24,21 @@ impl std::fmt::Display for Scope {
         match self {
             Scope::AllCustomers => f.write_str("all customers"),
             Scope::ExternalId(id) => write!(f, "external id {id}"),
+            Scope::CustomerContracts(number) => write!(f, "customer {number}'s contracts"),
         }
     }
+}
+
+/// Whether `customer_number` is a customer of the mirror (tombstoned or not): `None` if not,
+/// else the external id it was last mirrored with.
+pub async fn mirrored_external_id(
+    pool: &PgPool,
+    customer_number: &str,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT external_id FROM mirror.rabot_customers WHERE customer_number = $1")
+        .bind(customer_number)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Upserts one page of customers and records them as seen by `run_id`, in one statement.
@@ -196,43 +212,55 @@ pub struct Tombstoned {
 }
 
 /// After a complete, successful pass of `scope`: tombstones the customers of the scope that the
-/// run did not see, and every contract of the scope's customers that it did not see. Call it
-/// inside the transaction that ends the pass; the caller rolls back when the count is more than
-/// it may tombstone.
+/// run did not see, and every contract of the scope's customers that it did not see (for
+/// [`Scope::CustomerContracts`], that customer's unseen contracts only). Call it inside the
+/// transaction that ends the pass; the caller rolls back when the count is more than it may
+/// tombstone.
 pub async fn tombstone_unseen(
     conn: &mut PgConnection,
     run_id: i64,
     scope: &Scope,
 ) -> Result<Tombstoned, sqlx::Error> {
-    let external_id = match scope {
-        Scope::AllCustomers => None,
-        Scope::ExternalId(id) => Some(id.as_str()),
+    let (external_id, customer_number) = match scope {
+        Scope::AllCustomers => (None, None),
+        Scope::ExternalId(id) => (Some(id.as_str()), None),
+        Scope::CustomerContracts(number) => (None, Some(number.as_str())),
     };
+    // `$2` (one customer's contracts) counts no customer: none can be tombstoned.
     let mirrored: i64 = sqlx::query_scalar(
         r#"
         WITH customers AS (
             SELECT customer_number FROM mirror.rabot_customers
              WHERE deleted_at IS NULL AND ($1::text IS NULL OR external_id = $1)
+               AND $2::text IS NULL
         )
         SELECT (SELECT count(*) FROM customers)
              + (SELECT count(*) FROM mirror.rabot_contracts k
                  WHERE k.deleted_at IS NULL
-                   AND ($1::text IS NULL OR k.customer_number IN (SELECT customer_number FROM customers)))
+                   AND ($1::text IS NULL OR k.customer_number IN (SELECT customer_number FROM customers))
+                   AND ($2::text IS NULL OR k.customer_number = $2))
         "#,
     )
     .bind(external_id)
+    .bind(customer_number)
     .fetch_one(&mut *conn)
     .await?;
-    // The scratch table was just filled and autovacuum has not analysed it: without fresh
-    // statistics the planner picks a nested loop that took 15 s instead of 45 ms at 20k customers.
-    sqlx::query("ANALYZE sync.rabot_seen")
-        .execute(&mut *conn)
-        .await?;
+    if customer_number.is_none() {
+        // The scratch table was just filled and autovacuum has not analysed it: without fresh
+        // statistics the planner picks a nested loop that took 15 s instead of 45 ms at 20k
+        // customers. One customer's few contracts are found by key whatever the plan.
+        sqlx::query("ANALYZE sync.rabot_seen")
+            .execute(&mut *conn)
+            .await?;
+    }
     // `$2 IS NULL` selects every customer; otherwise only those of the external id. A row
     // written since this run started was written by another run that saw it (the link mirror
-    // runs beside the scheduled one), so only older rows can be gone.
-    let customers: i64 = sqlx::query_scalar(
-        r#"
+    // and targeted refreshes run beside the scheduled one), so only older rows can be gone.
+    let customers: i64 = if customer_number.is_some() {
+        0
+    } else {
+        sqlx::query_scalar(
+            r#"
         WITH gone AS (
             UPDATE mirror.rabot_customers m SET deleted_at = now()
              WHERE m.deleted_at IS NULL
@@ -245,11 +273,12 @@ pub async fn tombstone_unseen(
         )
         SELECT count(*) FROM gone
         "#,
-    )
-    .bind(run_id)
-    .bind(external_id)
-    .fetch_one(&mut *conn)
-    .await?;
+        )
+        .bind(run_id)
+        .bind(external_id)
+        .fetch_one(&mut *conn)
+        .await?
+    };
     let contracts: i64 = sqlx::query_scalar(
         r#"
         WITH gone AS (
@@ -258,6 +287,7 @@ pub async fn tombstone_unseen(
                AND k.changed_at < (SELECT started_at FROM sync.runs WHERE id = $1)
                AND ($2::text IS NULL OR k.customer_number IN
                        (SELECT customer_number FROM mirror.rabot_customers WHERE external_id = $2))
+               AND ($3::text IS NULL OR k.customer_number = $3)
                AND NOT EXISTS (SELECT 1 FROM sync.rabot_seen s
                                 WHERE s.run_id = $1 AND s.customer_number = k.customer_number
                                   AND s.contract_number = k.contract_number)
@@ -268,6 +298,7 @@ pub async fn tombstone_unseen(
     )
     .bind(run_id)
     .bind(external_id)
+    .bind(customer_number)
     .fetch_one(&mut *conn)
     .await?;
     Ok(Tombstoned {

@@ -12,21 +12,24 @@ use uuid::Uuid;
 pub const CHANNEL: &str = "partner_sync";
 
 /// Stores one row per job and notifies every listening daemon, in one transaction (NOTIFY is
-/// delivered at commit, after the rows are visible).
+/// delivered at commit, after the rows are visible). `customer` is the one customer a targeted
+/// refresh names (see [`customer_of`]).
 pub async fn request(
     pool: &PgPool,
     id: Uuid,
     jobs: &[&str],
     requested_by: &str,
+    customer: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "INSERT INTO sync.trigger_requests (id, job, requested_by)
-         SELECT $1, job, $3 FROM unnest($2::text[]) AS job",
+        "INSERT INTO sync.trigger_requests (id, job, requested_by, customer)
+         SELECT $1, job, $3, $4 FROM unnest($2::text[]) AS job",
     )
     .bind(id)
     .bind(jobs)
     .bind(requested_by)
+    .bind(customer)
     .execute(&mut *tx)
     .await?;
     sqlx::query("SELECT pg_notify($1, $2)")
@@ -66,6 +69,21 @@ pub async fn unclaimed(pool: &PgPool, within: Duration) -> Result<Vec<Uuid>, sql
     .bind(within.as_secs_f64())
     .fetch_all(pool)
     .await
+}
+
+/// The customer request `id` names for `job`; `None` when the row names none (or is gone).
+pub async fn customer_of(
+    pool: &PgPool,
+    id: Uuid,
+    job: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let customer: Option<Option<String>> =
+        sqlx::query_scalar("SELECT customer FROM sync.trigger_requests WHERE id = $1 AND job = $2")
+            .bind(id)
+            .bind(job)
+            .fetch_optional(pool)
+            .await?;
+    Ok(customer.flatten())
 }
 
 pub async fn record_run(

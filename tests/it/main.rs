@@ -3,6 +3,7 @@
 mod bank;
 mod cli;
 mod common;
+mod customer_refresh;
 mod daemon;
 mod energyzero;
 mod energyzero_client;
