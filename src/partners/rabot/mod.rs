@@ -209,6 +209,10 @@ impl RabotClient {
     /// `DELETE /customers/{customerNumber}/link`.
     pub async fn delete_link(&self, customer_number: &str) -> Result<(), RabotError> {
         let url = self.url(&["customers", customer_number, "link"]);
+        wire::addressable(customer_number).map_err(|detail| RabotError::Protocol {
+            path: "/customers/{customerNumber}/link".to_owned(),
+            detail,
+        })?;
         Ok(self.api.delete(&url).await?)
     }
 

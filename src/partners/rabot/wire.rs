@@ -103,6 +103,7 @@ impl Customer {
     pub fn from_wire(raw: Value) -> Result<Self, String> {
         let customer_number = str_field(&raw, "customerNumber")
             .ok_or_else(|| "customer without customerNumber".to_owned())?;
+        addressable(&customer_number)?;
         Ok(Self {
             customer_number,
             external_id: str_field(&raw, "externalIdentifier"),
@@ -118,6 +119,18 @@ impl Customer {
             raw,
         })
     }
+}
+
+/// Whether a customer number can be sent as a path segment (`/customers/{n}/contracts`). `.` and
+/// `..` are read by every URL parser as "here" and "the parent", however they are encoded, so
+/// such a customer could only be asked for at another path: it is set aside instead.
+pub fn addressable(customer_number: &str) -> Result<(), String> {
+    if matches!(customer_number, "" | "." | "..") {
+        return Err(format!(
+            "customer number {customer_number:?} cannot be sent in a URL path"
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +181,18 @@ impl Contract {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_not_customer_numbers() {
+        for number in ["", ".", ".."] {
+            let raw = serde_json::json!({ "customerNumber": number });
+            assert!(Customer::from_wire(raw).is_err(), "{number:?}");
+        }
+        for number in ["...", ".a", "C-1", "a/b"] {
+            let raw = serde_json::json!({ "customerNumber": number });
+            assert!(Customer::from_wire(raw).is_ok(), "{number:?}");
+        }
+    }
     use serde_json::json;
 
     #[test]
