@@ -17,7 +17,7 @@ use crate::events::{Control, Trigger, TriggerCause, notify, signals};
 use crate::grants::{self, RabobankGrants, RefreshTasks};
 use crate::jobs::{self, JobName, ScheduledJob};
 use crate::links::RabotLinks;
-use crate::server::{self, Partners, ServerLimits, ServerState};
+use crate::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use crate::settings::Settings;
 use crate::store;
 use crate::store::trigger_requests;
@@ -141,6 +141,7 @@ pub async fn run_daemon(
     }
     let tracker = TaskTracker::new();
     let (partners_tx, partners_rx) = watch::channel(partners);
+    let (scrape_tx, scrape_rx) = watch::channel(ScrapeSettings::from_settings(&settings));
     let (control_tx, mut control) = mpsc::channel(64);
     let server_state = ServerState {
         pool: pool.clone(),
@@ -150,6 +151,7 @@ pub async fn run_daemon(
         link_done_url: settings.server.link_done_url.clone(),
         metrics: crate::metrics::install(),
         stuck_after: settings.daemon.stuck_after,
+        scrape: scrape_rx,
     };
     let limits = ServerLimits::from_settings(&settings);
     tracker.spawn(server::serve(
@@ -215,6 +217,7 @@ pub async fn run_daemon(
                 {
                     std::mem::replace(&mut current, next).retire().await;
                     partners_tx.send_replace(next_partners);
+                    scrape_tx.send_replace(ScrapeSettings::from_settings(&next_settings));
                     settings = next_settings;
                 }
             }

@@ -1,6 +1,7 @@
 //! Command line: parse, load settings, and hand over to the library. Exit codes: 0 success,
 //! 1 a failed run or other error, 2 unusable settings.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,8 +87,9 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
         timeout: std::time::Duration,
     },
-    /// Jobs (last run, status, duration, counts, next run), grants and recent failures. With
-    /// JOBs: only those jobs' rows and failures. A partner name stands for its scheduled job:
+    /// A table per partner: each job's last run, result, duration, rows, next run and
+    /// freshness; Rabobank's grants; recent failures. With JOBs: only those jobs (and their
+    /// partners' tables) and their failures. A partner name stands for its scheduled job:
     /// rabot = rabot_mirror, energyzero = energyzero_mirror, rabobank = rabobank_token_rotation.
     Status {
         /// Partner or job names; none = every job.
@@ -586,7 +588,11 @@ async fn show_status(settings: &Settings, jobs: &[JobName], json: bool) -> anyho
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.render_table());
+        let colour = status::colour_wanted(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
+        print!("{}", report.render_table(colour));
     }
     Ok(())
 }

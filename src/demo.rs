@@ -21,7 +21,7 @@ use crate::jobs::energyzero_mirror::EnergyzeroMirror;
 use crate::jobs::rabot_mirror::RabotMirror;
 use crate::links::{LinkSpec, RabotLinks};
 use crate::sandbox::{self, Sandbox, SandboxOptions};
-use crate::server::{self, Partners, ServerLimits, ServerState};
+use crate::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use crate::settings::{Settings, mask_url_password};
 use crate::store::runs::{RunCounts, RunStatus};
 use crate::{app, store};
@@ -250,6 +250,7 @@ async fn link_a_customer(
         link_done_url: String::new(),
         metrics: crate::metrics::install(),
         stuck_after: settings.daemon.stuck_after,
+        scrape: watch::channel(ScrapeSettings::from_settings(settings)).1,
     };
     let stop_server = shutdown.child_token();
     let served = tokio::spawn(server::serve(

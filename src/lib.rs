@@ -6,6 +6,7 @@ pub mod cli;
 pub mod crypto;
 pub mod demo;
 pub mod events;
+pub mod freshness;
 pub mod grants;
 pub mod http;
 pub mod jobs;

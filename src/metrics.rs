@@ -1,9 +1,11 @@
 //! Prometheus metrics: their names, the process-wide recorder, and the small helpers the rest of
 //! the code calls. Until [`install`] runs (CLI `sync`, `demo`) the helpers record nothing.
 //!
-//! Per-grant gauges are not kept in the process-wide recorder: they are read from the database
-//! at every scrape and rendered by a recorder of their own ([`render_grant_gauges`]), so a grant
-//! that is gone or no longer active disappears from the output instead of keeping its last value.
+//! Grant and job-freshness gauges are not kept in the process-wide recorder: they are read from
+//! the database at every scrape and rendered by a recorder of their own
+//! ([`render_grant_gauges`], [`render_job_gauges`]), so a grant that is gone or no longer active
+//! disappears from the output instead of keeping its last value, and every replica reports the
+//! same freshness whichever of them ran the job.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use ::metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use reqwest::StatusCode;
 
-use crate::store::grants::RefreshExpiry;
+use crate::store::grants::{GrantStateCount, RefreshExpiry};
 use crate::store::runs::{RunCounts, RunStatus};
 
 /// Finished runs, labels `job` and `status` (`succeeded`, `failed`, `cancelled`).
@@ -40,6 +42,30 @@ pub const GRANTS_IN_DOUBT: &str = "partner_sync_grants_in_doubt";
 /// `grant_id` and `label`; present only for grants in doubt.
 pub const GRANT_IN_DOUBT_SINCE: &str =
     "partner_sync_grant_refresh_in_doubt_since_timestamp_seconds";
+
+/// Unix time the job's last complete pass ended: status `succeeded` and no partial failure
+/// recorded (`sync.runs.error` IS NULL). Label `job`; absent until the job's first complete
+/// pass. Read from the database at every scrape, like the other job gauges below.
+pub const LAST_SUCCESS: &str = "partner_sync_last_success_timestamp_seconds";
+/// Seconds from [`LAST_SUCCESS`] to now, by the database's clock; label `job`.
+pub const LAST_SUCCESS_AGE: &str = "partner_sync_last_success_age_seconds";
+/// 1 when a scheduled, enabled job's [`LAST_SUCCESS_AGE`] exceeds [`STALE_THRESHOLD`] or it
+/// never had a complete pass, else 0; label `job` (jobs without a schedule have none).
+pub const STALE: &str = "partner_sync_stale";
+/// The stale threshold in force for a scheduled job: `<partner>.stale_after`, or 2 × the
+/// schedule's interval; label `job`.
+pub const STALE_THRESHOLD: &str = "partner_sync_stale_threshold_seconds";
+/// Failed runs since the job's last succeeded run; label `job`.
+pub const CONSECUTIVE_FAILURES: &str = "partner_sync_job_consecutive_failures";
+/// Refreshes an active grant's consent still allows (the bank's limit minus those done);
+/// labels `provider`, `grant_id` and `label`.
+pub const GRANT_REFRESHES_REMAINING: &str = "partner_sync_grant_refreshes_remaining";
+/// Seconds until an active grant's consent ends (negative: ended); present only when the end
+/// is known (PSD2: 180 days after `consented_on`; Premium consents last until revoked).
+pub const GRANT_CONSENT_EXPIRES_IN: &str = "partner_sync_grant_consent_expires_in_seconds";
+/// Grants per `provider` and `state` (`active`, `in_doubt`, `refreshing`, `needs_reconsent`,
+/// `revoked`, as `partner-sync grants` shows them); states no grant is in are absent.
+pub const GRANTS: &str = "partner_sync_grants";
 
 /// The `kind` values of [`RUN_ROWS`].
 pub const ROW_KINDS: [&str; 6] = [
@@ -167,17 +193,89 @@ pub fn token_requested(partner: &'static str) {
     counter!(TOKEN_REQUESTS, "partner" => partner).increment(1);
 }
 
-/// [`GRANT_REFRESH_EXPIRES_IN`], [`GRANTS_IN_DOUBT`] and [`GRANT_IN_DOUBT_SINCE`] for `grants`
-/// (the active ones), in the Prometheus text format, rendered by a recorder used for this one
-/// scrape.
-pub fn render_grant_gauges(grants: &[RefreshExpiry]) -> String {
+/// The values of one job's freshness gauges, as a scrape read them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobGauges {
+    pub job: &'static str,
+    /// [`LAST_SUCCESS`] and [`LAST_SUCCESS_AGE`]; `None` before the first complete pass.
+    pub last_success: Option<(f64, f64)>,
+    /// [`STALE`] and [`STALE_THRESHOLD`]; `None` for a job without a schedule.
+    pub stale: Option<(bool, f64)>,
+    pub consecutive_failures: i64,
+}
+
+/// A recorder used for one scrape only: what `record` sets is rendered and then dropped, so
+/// a row that is gone from the database is gone from the output too.
+fn render_scrape(record: impl FnOnce()) -> String {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    ::metrics::with_local_recorder(&recorder, || {
+    ::metrics::with_local_recorder(&recorder, record);
+    handle.render()
+}
+
+/// The freshness gauges ([`LAST_SUCCESS`] to [`CONSECUTIVE_FAILURES`]) of `jobs`.
+pub fn render_job_gauges(jobs: &[JobGauges]) -> String {
+    render_scrape(|| {
+        describe_gauge!(
+            LAST_SUCCESS,
+            Unit::Seconds,
+            "Unix time the job's last complete pass ended (succeeded, no partial failure)."
+        );
+        describe_gauge!(
+            LAST_SUCCESS_AGE,
+            Unit::Seconds,
+            "Seconds since the job's last complete pass ended (database clock)."
+        );
+        describe_gauge!(
+            STALE,
+            "1 when a scheduled job's last complete pass is older than its threshold, or it never had one."
+        );
+        describe_gauge!(
+            STALE_THRESHOLD,
+            Unit::Seconds,
+            "Age after which the job is stale: <partner>.stale_after, or 2 x the schedule's interval."
+        );
+        describe_gauge!(
+            CONSECUTIVE_FAILURES,
+            "Failed runs since the job's last succeeded run."
+        );
+        for job in jobs {
+            let label = || [("job", job.job.to_owned())];
+            if let Some((at, age)) = job.last_success {
+                gauge!(LAST_SUCCESS, &label()).set(at);
+                gauge!(LAST_SUCCESS_AGE, &label()).set(age);
+            }
+            if let Some((stale, threshold)) = job.stale {
+                gauge!(STALE, &label()).set(if stale { 1.0 } else { 0.0 });
+                gauge!(STALE_THRESHOLD, &label()).set(threshold);
+            }
+            gauge!(CONSECUTIVE_FAILURES, &label()).set(job.consecutive_failures as f64);
+        }
+    })
+}
+
+/// The per-grant gauges of `grants` (the active ones: [`GRANT_REFRESH_EXPIRES_IN`],
+/// [`GRANT_REFRESHES_REMAINING`] out of `refresh_limit`, [`GRANT_CONSENT_EXPIRES_IN`],
+/// [`GRANT_IN_DOUBT_SINCE`]), [`GRANTS_IN_DOUBT`] per provider, and [`GRANTS`] per state.
+pub fn render_grant_gauges(
+    grants: &[RefreshExpiry],
+    states: &[GrantStateCount],
+    refresh_limit: i32,
+) -> String {
+    render_scrape(|| {
         describe_gauge!(
             GRANT_REFRESH_EXPIRES_IN,
             Unit::Seconds,
             "Seconds until an active grant's refresh token expires (negative: expired)."
+        );
+        describe_gauge!(
+            GRANT_REFRESHES_REMAINING,
+            "Refreshes an active grant's consent still allows."
+        );
+        describe_gauge!(
+            GRANT_CONSENT_EXPIRES_IN,
+            Unit::Seconds,
+            "Seconds until an active grant's consent ends (negative: ended); absent when it lasts until revoked."
         );
         describe_gauge!(
             GRANTS_IN_DOUBT,
@@ -188,6 +286,7 @@ pub fn render_grant_gauges(grants: &[RefreshExpiry]) -> String {
             Unit::Seconds,
             "Unix time since which an active grant's last refresh is in doubt."
         );
+        describe_gauge!(GRANTS, "Grants per provider and state.");
         let mut in_doubt: std::collections::BTreeMap<&str, u32> = Default::default();
         for grant in grants {
             let labels = [
@@ -196,6 +295,11 @@ pub fn render_grant_gauges(grants: &[RefreshExpiry]) -> String {
                 ("label", grant.label.clone().unwrap_or_default()),
             ];
             gauge!(GRANT_REFRESH_EXPIRES_IN, &labels).set(grant.seconds);
+            gauge!(GRANT_REFRESHES_REMAINING, &labels)
+                .set(f64::from(refresh_limit.saturating_sub(grant.refresh_count)));
+            if let Some(seconds) = grant.consent_expires_in {
+                gauge!(GRANT_CONSENT_EXPIRES_IN, &labels).set(seconds);
+            }
             let count = in_doubt.entry(grant.provider.as_str()).or_default();
             if let Some(since) = grant.in_doubt_since {
                 *count += 1;
@@ -205,6 +309,9 @@ pub fn render_grant_gauges(grants: &[RefreshExpiry]) -> String {
         for (provider, count) in in_doubt {
             gauge!(GRANTS_IN_DOUBT, "provider" => provider.to_owned()).set(f64::from(count));
         }
-    });
-    handle.render()
+        for state in states {
+            gauge!(GRANTS, "provider" => state.provider.clone(), "state" => state.state.clone())
+                .set(state.grants as f64);
+        }
+    })
 }

@@ -113,6 +113,35 @@ pub fn following_occurrence(
     next_occurrence(cron, zone, ran.max(now - catch_up))
 }
 
+/// How far ahead [`longest_gap`] looks: a week and a day, so every weekday (and a weekend)
+/// has had its occurrences.
+const GAP_HORIZON: Duration = Duration::from_secs(8 * 86_400);
+/// At most this many occurrences are looked at (an every-second schedule has 691,200 in the
+/// horizon, and all its gaps are the same).
+const GAP_OCCURRENCES: usize = 10_000;
+
+/// The schedule's interval: the longest gap between consecutive occurrences of `cron` (read in
+/// `zone`) in the [`GAP_HORIZON`] after `from`, at most [`GAP_OCCURRENCES`] of them, so a
+/// schedule that runs hourly on weekdays only has an interval of a weekend. A schedule with
+/// fewer than two occurrences in the horizon (monthly, yearly) gets the gap between its next
+/// two; `None` when it has no two occurrences at all.
+pub fn longest_gap(cron: &croner::Cron, zone: Tz, from: DateTime<Utc>) -> Option<Duration> {
+    let mut previous = next_occurrence(cron, zone, from)?;
+    let end = previous + chrono::Duration::from_std(GAP_HORIZON).ok()?;
+    let mut longest = Duration::ZERO;
+    for _ in 0..GAP_OCCURRENCES {
+        let Some(next) = next_occurrence(cron, zone, previous) else {
+            break;
+        };
+        longest = longest.max((next - previous).to_std().unwrap_or_default());
+        if next > end {
+            break;
+        }
+        previous = next;
+    }
+    (!longest.is_zero()).then_some(longest)
+}
+
 /// Claims `occurrence` of `job`; true when this replica is to run it.
 pub async fn claim_tick(
     pool: &PgPool,
@@ -489,6 +518,28 @@ mod tests {
                 &CancellationToken::new()
             )
             .await
+        );
+    }
+
+    #[test]
+    fn the_interval_is_the_longest_gap_between_occurrences() {
+        let gap = |expression: &str, zone: Tz, from: &str| {
+            longest_gap(&parse_cron(expression).unwrap(), zone, at(from)).map(|d| d.as_secs())
+        };
+        let utc = |expression: &str| gap(expression, Tz::UTC, "2026-12-03T10:00:07Z");
+        assert_eq!(utc("0 */15 * * * *"), Some(15 * 60));
+        assert_eq!(utc("0 17 3 * * *"), Some(86_400));
+        assert_eq!(utc("* * * * * *"), Some(1));
+        // Irregular: hourly from 9 to 17 on weekdays waits from Friday 17:00 to Monday 09:00.
+        assert_eq!(utc("0 0 9-17 * * MON-FRI"), Some(64 * 3600));
+        assert_eq!(utc("0 0 9,12 * * *"), Some(21 * 3600));
+        // Fewer than two occurrences in the horizon: the gap between the next two.
+        assert_eq!(utc("0 0 0 1 1 *"), Some(365 * 86_400));
+        assert_eq!(utc("0 0 0 1 * *"), Some(31 * 86_400));
+        // A local daily job across the autumn change: its longest day has 25 hours.
+        assert_eq!(
+            gap("0 0 3 * * *", Amsterdam, "2026-10-22T12:00:00Z"),
+            Some(25 * 3600)
         );
     }
 }

@@ -15,12 +15,10 @@ use uuid::Uuid;
 
 use super::{Job, JobError, JobName, RunContext};
 use crate::grants::{self, RabobankGrants, RefreshError, RefreshNeed, earlier, later};
-use crate::partners::rabobank::PARTNER;
+use crate::partners::rabobank::{PARTNER, REFRESH_LIMIT};
 use crate::settings::Settings;
 use crate::store::grants as store;
 
-/// Refreshes a consent allows.
-pub const REFRESH_LIMIT: i32 = 4096;
 /// Warn when fewer refreshes than this remain (about two years of daily use is far more; this
 /// is about a tenth of the allowance).
 const REFRESH_WARNING_REMAINING: i32 = 400;

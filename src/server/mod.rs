@@ -11,6 +11,8 @@ mod oauth_callback;
 mod ops;
 mod page;
 
+pub use ops::ScrapeSettings;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +61,8 @@ pub struct ServerState {
     pub metrics: PrometheusHandle,
     /// A run still `running` after this long makes `/readyz` answer 503 (`daemon.stuck_after`).
     pub stuck_after: Duration,
+    /// What `/metrics` judges freshness and consent ends by; a watch, so a reload reaches it.
+    pub scrape: watch::Receiver<ScrapeSettings>,
 }
 
 /// How each listener treats its clients: `server.*` limits and `daemon.shutdown_grace`.

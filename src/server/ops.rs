@@ -1,6 +1,7 @@
 //! Probes and metrics for operators: `GET /readyz` (database, migrations, stuck runs) and
-//! `GET /metrics` (Prometheus text). Neither body ever holds a secret: check names, migration
-//! versions, job names and run ids only.
+//! `GET /metrics` (Prometheus text, with the grant and job-freshness gauges read from the
+//! database at each scrape). Neither body ever holds a secret: check names, migration versions,
+//! job names, run ids and grant labels only.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,9 +12,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::ServerState;
+use crate::freshness::{self, Policy};
+use crate::partners::rabobank::REFRESH_LIMIT;
+use crate::settings::Settings;
 use crate::store::{self, grants, runs};
 
-/// How long each readiness query, and the grant query of a scrape, may take.
+/// How long each readiness query, and each part of a scrape read from the database, may take.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// What a passing check reports.
 const OK: &str = "ok";
@@ -29,8 +33,32 @@ struct Readiness {
     stuck_runs: String,
 }
 
+/// What the scrape-time gauges are judged by, from the settings in force (a reload sends new
+/// ones through [`ServerState::scrape`]).
+#[derive(Debug, Clone, Default)]
+pub struct ScrapeSettings {
+    /// The enabled jobs and their stale thresholds.
+    pub jobs: Vec<Policy>,
+    /// How long a consent lasts from `consented_on` (`rabobank.variant`); `None`: until revoked.
+    pub consent_lifetime: Option<Duration>,
+}
+
+impl ScrapeSettings {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            jobs: Policy::enabled(settings),
+            consent_lifetime: settings.rabobank.variant.consent_lifetime(),
+        }
+    }
+}
+
 /// 200 when the database answers, every embedded migration is applied and no run has been
 /// `running` for longer than `daemon.stuck_after`; 503 otherwise.
+///
+/// Freshness is deliberately not a check: when a partner is down, every replica's data goes
+/// stale at once, and an orchestrator would take them all out of service or restart healthy
+/// pods in a loop, which fixes nothing. Staleness is an alert (`partner_sync_stale`), not a
+/// readiness fault.
 pub async fn readyz(State(state): State<ServerState>) -> Response {
     let pool = &state.pool;
     let database = match bounded(sqlx::query("SELECT 1").execute(pool)).await {
@@ -87,13 +115,21 @@ pub async fn readyz(State(state): State<ServerState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// The process's metrics, then the refresh-token expiry of every active grant, read now.
+/// The process's metrics, then the grants' and the jobs' gauges, read now.
 pub async fn metrics(State(state): State<ServerState>) -> Response {
+    let scrape = state.scrape.borrow().clone();
     let mut text = state.metrics.render();
-    match bounded(grants::active_refresh_expiries(&state.pool)).await {
-        Ok(expiries) => text.push_str(&crate::metrics::render_grant_gauges(&expiries)),
-        // The rest is still worth scraping; the missing gauges show the problem.
-        Err(why) => tracing::warn!(error = %why, "cannot read grant expiries for /metrics"),
+    // Each part alone: the rest is still worth scraping, and the missing gauges show the problem.
+    match bounded(grant_gauges(&state.pool, scrape.consent_lifetime)).await {
+        Ok(gauges) => text.push_str(&gauges),
+        Err(why) => tracing::warn!(error = %why, "cannot read the grants for /metrics"),
+    }
+    match bounded(freshness::read(&state.pool, &scrape.jobs)).await {
+        Ok(jobs) => {
+            let gauges: Vec<_> = jobs.iter().map(freshness::Freshness::gauges).collect();
+            text.push_str(&crate::metrics::render_job_gauges(&gauges));
+        }
+        Err(why) => tracing::warn!(error = %why, "cannot read job freshness for /metrics"),
     }
     (
         [(
@@ -103,6 +139,19 @@ pub async fn metrics(State(state): State<ServerState>) -> Response {
         text,
     )
         .into_response()
+}
+
+async fn grant_gauges(
+    pool: &sqlx::PgPool,
+    consent_lifetime: Option<Duration>,
+) -> Result<String, sqlx::Error> {
+    let expiries = grants::active_refresh_expiries(pool, consent_lifetime).await?;
+    let states = grants::state_counts(pool).await?;
+    Ok(crate::metrics::render_grant_gauges(
+        &expiries,
+        &states,
+        REFRESH_LIMIT,
+    ))
 }
 
 /// Runs a query with [`CHECK_TIMEOUT`]; the error, if any, as a short line.

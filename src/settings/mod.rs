@@ -121,6 +121,9 @@ pub struct RabotSettings {
     #[serde(deserialize_with = "list")]
     pub external_ids: Vec<String>,
     pub schedule: String,
+    /// See [`optional_duration`]; `None` = 2 × the schedule's interval.
+    #[serde(with = "optional_duration")]
+    pub stale_after: Option<Duration>,
     pub tombstone_guard: TombstoneGuard,
 }
 
@@ -255,6 +258,9 @@ pub struct RabobankSettings {
     #[serde(with = "humantime_serde")]
     pub rotate_before: Duration,
     pub schedule: String,
+    /// See [`optional_duration`]; `None` = 2 × the schedule's interval.
+    #[serde(with = "optional_duration")]
+    pub stale_after: Option<Duration>,
     #[serde(serialize_with = "serialize_masked_url_text")]
     pub consent_api_base_url: String,
     pub requests_per_second: f64,
@@ -280,6 +286,9 @@ pub struct EnergyzeroSettings {
     pub requests_per_second: f64,
     pub burst: u32,
     pub schedule: String,
+    /// See [`optional_duration`]; `None` = 2 × the schedule's interval.
+    #[serde(with = "optional_duration")]
+    pub stale_after: Option<Duration>,
     pub tombstone_guard: TombstoneGuard,
 }
 
@@ -549,4 +558,33 @@ fn list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
         Written::One(text) => vec![text],
         Written::Many(items) => items,
     })
+}
+
+/// An optional duration (`stale_after`): written `"6h"`, or `""` for none. The empty string
+/// stands for "unset" because the embedded defaults must list every key (the unknown-key check
+/// reads them) and TOML has no null.
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        humantime::parse_duration(text)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("expected a duration such as 6h, or empty"))
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(duration) => s.serialize_str(&humantime::format_duration(*duration).to_string()),
+            None => s.serialize_str(""),
+        }
+    }
 }

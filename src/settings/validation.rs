@@ -87,6 +87,7 @@ impl RabotSettings {
                 "must be at least 1",
             ));
         }
+        validate_stale_after("rabot.stale_after", self.stale_after)?;
         validate_cron("rabot.schedule", &self.schedule)
     }
 }
@@ -135,6 +136,7 @@ impl EnergyzeroSettings {
         }
         self.tombstone_guard
             .validate("energyzero.tombstone_guard.share")?;
+        validate_stale_after("energyzero.stale_after", self.stale_after)?;
         validate_cron("energyzero.schedule", &self.schedule)
     }
 }
@@ -194,6 +196,7 @@ impl RabobankSettings {
                 "must be at least 1",
             ));
         }
+        validate_stale_after("rabobank.stale_after", self.stale_after)?;
         validate_cron("rabobank.schedule", &self.schedule)
     }
 }
@@ -218,6 +221,17 @@ pub(super) fn validate_url(
     }
     if url.host_str().is_none_or(str::is_empty) && !schemes.contains(&"postgres") {
         return Err(SettingsError::invalid(key, "has no host"));
+    }
+    Ok(())
+}
+
+/// A stale threshold of 0 would call every job stale the moment its pass ends.
+fn validate_stale_after(key: &'static str, value: Option<Duration>) -> Result<(), SettingsError> {
+    if value.is_some_and(|d| d.is_zero()) {
+        return Err(SettingsError::invalid(
+            key,
+            "must be longer than 0s (leave it empty for 2 × the schedule's interval)",
+        ));
     }
     Ok(())
 }

@@ -386,13 +386,15 @@ pub async fn active_ids(pool: &PgPool, provider: &str) -> Result<Vec<Uuid>, sqlx
     .await
 }
 
+/// [`GrantSummary::state`] in SQL, for the listing and the per-state counts alike.
+const STATE: &str = "CASE WHEN status <> 'active' THEN status
+                          WHEN refresh_in_doubt_since IS NOT NULL THEN 'in_doubt'
+                          WHEN refresh_started_at IS NOT NULL THEN 'refreshing'
+                          ELSE status END";
+
 pub async fn list(pool: &PgPool) -> Result<Vec<GrantSummary>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, provider, label, status,
-                CASE WHEN status <> 'active' THEN status
-                     WHEN refresh_in_doubt_since IS NOT NULL THEN 'in_doubt'
-                     WHEN refresh_started_at IS NOT NULL THEN 'refreshing'
-                     ELSE status END AS state,
+    sqlx::query_as(&format!(
+        "SELECT id, provider, label, status, {STATE} AS state,
                 refresh_in_doubt_since,
                 CASE WHEN refresh_in_doubt_since IS NULL THEN NULL
                      WHEN refresh_interrupted THEN 'interrupted'
@@ -400,8 +402,25 @@ pub async fn list(pool: &PgPool) -> Result<Vec<GrantSummary>, sqlx::Error> {
                 refresh_started_at,
                 access_expires_at, refresh_expires_at, refresh_count,
                 consent_id, consent_status, consented_on, last_refreshed_at, last_error, created_at
-           FROM sync.oauth_grants ORDER BY provider, created_at, id",
-    )
+           FROM sync.oauth_grants ORDER BY provider, created_at, id"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+/// How many grants of a provider are in one [`GrantSummary::state`].
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GrantStateCount {
+    pub provider: String,
+    pub state: String,
+    pub grants: i64,
+}
+
+pub async fn state_counts(pool: &PgPool) -> Result<Vec<GrantStateCount>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT provider, {STATE} AS state, count(*) AS grants
+           FROM sync.oauth_grants GROUP BY 1, 2 ORDER BY 1, 2"
+    ))
     .fetch_all(pool)
     .await
 }
@@ -416,15 +435,27 @@ pub struct RefreshExpiry {
     pub seconds: f64,
     /// Unix time since which the grant's last refresh is in doubt, if it is.
     pub in_doubt_since: Option<f64>,
+    pub refresh_count: i32,
+    /// Seconds from now until the consent ends; `None` when that is not known.
+    pub consent_expires_in: Option<f64>,
 }
 
-pub async fn active_refresh_expiries(pool: &PgPool) -> Result<Vec<RefreshExpiry>, sqlx::Error> {
+/// The active grants' expiries. A consent lasting `consent_lifetime` from `consented_on` ends
+/// then; with `None` (consents last until revoked), or no `consented_on`, its end is unknown.
+pub async fn active_refresh_expiries(
+    pool: &PgPool,
+    consent_lifetime: Option<Duration>,
+) -> Result<Vec<RefreshExpiry>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, provider, label,
                 extract(epoch FROM refresh_expires_at - now())::float8 AS seconds,
-                extract(epoch FROM refresh_in_doubt_since)::float8 AS in_doubt_since
+                extract(epoch FROM refresh_in_doubt_since)::float8 AS in_doubt_since,
+                refresh_count,
+                extract(epoch FROM consented_on + make_interval(secs => $1) - now())::float8
+                    AS consent_expires_in
            FROM sync.oauth_grants WHERE status = 'active' ORDER BY provider, id",
     )
+    .bind(consent_lifetime.map(|d| d.as_secs_f64()))
     .fetch_all(pool)
     .await
 }

@@ -243,3 +243,45 @@ pub async fn stuck(
     .fetch_all(pool)
     .await
 }
+
+/// What `sync.runs` says about how recent a job's data is.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRecency {
+    pub job: String,
+    /// When the job's last complete pass ended: status `succeeded` and no partial failure
+    /// recorded (`error` IS NULL). `None` when it never had one.
+    pub last_success_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Seconds from then to now, by the database's clock.
+    pub last_success_age_s: Option<f64>,
+    /// Failed runs since the job's last `succeeded` run (partial successes included), or since
+    /// its first run when none succeeded; cancelled and running ones are not counted.
+    pub consecutive_failures: i64,
+}
+
+/// [`JobRecency`] of each job in `jobs`, in that order (a job with no run at all too). Each
+/// lookup walks the `(job, started_at)` index backwards from the newest run, so the scrape
+/// stays cheap however long the history grows. Runs of one job never overlap (its lock), so
+/// the latest by start is the latest by end.
+pub async fn recency(pool: &PgPool, jobs: &[&str]) -> Result<Vec<JobRecency>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT j.job, complete.finished_at AS last_success_at,
+                extract(epoch FROM now() - complete.finished_at)::float8 AS last_success_age_s,
+                (SELECT count(*) FROM sync.runs f
+                  WHERE f.job = j.job AND f.status = 'failed'
+                    AND (f.started_at, f.id) > (COALESCE(ok.started_at, '-infinity'),
+                                                COALESCE(ok.id, 0))) AS consecutive_failures
+           FROM unnest($1::text[]) WITH ORDINALITY AS j(job, position)
+           LEFT JOIN LATERAL (
+                SELECT finished_at FROM sync.runs r
+                 WHERE r.job = j.job AND r.status = 'succeeded' AND r.error IS NULL
+                 ORDER BY r.started_at DESC, r.id DESC LIMIT 1) complete ON true
+           LEFT JOIN LATERAL (
+                SELECT started_at, id FROM sync.runs r
+                 WHERE r.job = j.job AND r.status = 'succeeded'
+                 ORDER BY r.started_at DESC, r.id DESC LIMIT 1) ok ON true
+          ORDER BY j.position",
+    )
+    .bind(jobs)
+    .fetch_all(pool)
+    .await
+}

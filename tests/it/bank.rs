@@ -9,7 +9,7 @@ use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
 use partner_sync::grants::RabobankGrants;
 use partner_sync::jobs::rabobank_rotation::RabobankRotation;
 use partner_sync::sandbox::{Sandbox, SandboxOptions};
-use partner_sync::server::{self, Partners, ServerLimits, ServerState};
+use partner_sync::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use partner_sync::settings::Settings;
 use partner_sync::store::runs::{RunCounts, RunStatus};
 use reqwest::StatusCode;
@@ -123,6 +123,7 @@ impl Bank {
             link_done_url: String::new(),
             metrics: partner_sync::metrics::install(),
             stuck_after: settings.daemon.stuck_after,
+            scrape: tokio::sync::watch::channel(ScrapeSettings::from_settings(&settings)).1,
         };
         let limits = ServerLimits::from_settings(&settings);
         tokio::spawn(server::serve(

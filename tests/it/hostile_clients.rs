@@ -9,7 +9,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use partner_sync::links::RabotLinks;
-use partner_sync::server::{self, Partners, ServerLimits, ServerState};
+use partner_sync::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -356,6 +356,7 @@ async fn serve_here(
         link_done_url: String::new(),
         metrics: partner_sync::metrics::install(),
         stuck_after: settings.daemon.stuck_after,
+        scrape: tokio::sync::watch::channel(ScrapeSettings::from_settings(&settings)).1,
     };
     let stop = CancellationToken::new();
     tokio::spawn(server::serve(

@@ -50,6 +50,7 @@ async fn serve(pool: PgPool, stuck_after: Duration) -> Server {
         link_done_url: String::new(),
         metrics: m::install(),
         stuck_after,
+        scrape: tokio::sync::watch::channel(Default::default()).1,
     };
     let defaults = partner_sync::settings::Settings::load_from(None, Vec::new()).unwrap();
     tokio::spawn(server::serve(

@@ -28,6 +28,8 @@ use crate::settings::{HttpSettings, RabobankSettings, RabobankVariant};
 pub use wire::{ConsentDetails, RabobankTokenFields};
 
 pub const PARTNER: &str = "rabobank";
+/// Refreshes one consent allows; then only a new consent goes on.
+pub const REFRESH_LIMIT: i32 = 4096;
 
 type TokenAnswer = StandardTokenResponse<RabobankTokenFields, BasicTokenType>;
 type OAuthClient = oauth2::Client<

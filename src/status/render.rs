@@ -1,0 +1,561 @@
+//! The tables of `status` (one per partner), `grants` and `links`. Every text that came from
+//! outside goes through [`printable`].
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::table::{Align, Cell, Table, Tone};
+use super::{JobStatus, StatusReport};
+use crate::jobs::JobName;
+use crate::partners::rabobank::{PARTNER as RABOBANK, REFRESH_LIMIT};
+use crate::store::grants::GrantSummary;
+use crate::store::links::LinkRow;
+use crate::store::runs::RunRow;
+
+/// The partners in the order `status` shows them: (`JobName::partner`, heading).
+const PARTNERS: [(&str, &str); 3] = [
+    ("rabot", "RABOT"),
+    ("energyzero", "ENERGYZERO"),
+    ("rabobank", "RABOBANK"),
+];
+const INDENT: usize = 2;
+
+/// `text` safe to print on a terminal: control characters (newlines, escape sequences, C1
+/// codes) and the invisible characters that reorder text (bidi overrides, zero-width marks)
+/// are written as Rust escapes (`\n`, `\u{1b}`), everything else as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A point in time as the report shows it, with its zone.
+fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `4096` → `4,096`.
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn took(duration: Duration) -> String {
+    if duration < Duration::from_secs(60) {
+        format!("{:.1}s", duration.as_secs_f64())
+    } else {
+        humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
+    }
+}
+
+/// "in 29 days", "in <1 day", or "expired" (red).
+fn days_left(until: DateTime<Utc>, now: DateTime<Utc>) -> Cell {
+    let seconds = (until - now).num_seconds();
+    match seconds / 86_400 {
+        _ if seconds <= 0 => Cell::new("expired", Tone::Bad),
+        0 => Cell::plain("in <1 day"),
+        1 => Cell::plain("in 1 day"),
+        days => Cell::plain(format!("in {} days", thousands(days))),
+    }
+}
+
+impl StatusReport {
+    /// One table per partner (of the jobs in the report), the grants under Rabobank, then the
+    /// recent failures. `colour`: see [`super::colour_wanted`].
+    pub fn render_table(&self, colour: bool) -> String {
+        let mut out = format!("partner-sync status at {}\n", when(self.generated_at));
+        for (partner, heading) in PARTNERS {
+            let jobs: Vec<&JobStatus> = self
+                .jobs
+                .iter()
+                .filter(|j| j.freshness.facts.job.partner() == partner)
+                .collect();
+            let Some(first) = jobs.first() else {
+                continue;
+            };
+            out.push('\n');
+            out.push_str(heading);
+            if !first.enabled {
+                out.push_str(&format!(" (off: {partner}.enabled = false)"));
+            }
+            out.push('\n');
+            out.push_str(&self.jobs_table(&jobs).render(INDENT, colour));
+            if partner == RABOBANK {
+                out.push('\n');
+                if self.grants.is_empty() {
+                    out.push_str("  no grants: connect one with `partner-sync rabobank authorize`\n");
+                } else {
+                    out.push_str(&self.grants_table().render(INDENT, colour));
+                }
+            }
+        }
+        out.push_str("\nRECENT FAILURES\n");
+        if self.recent_failures.is_empty() {
+            out.push_str("  (none)\n");
+        }
+        for r in &self.recent_failures {
+            out.push_str(&format!(
+                "  {} {} run {} ({}): {}\n",
+                when(r.started_at),
+                printable(&r.job),
+                r.id,
+                printable(&r.cause),
+                printable(r.error.as_deref().unwrap_or(""))
+            ));
+        }
+        out
+    }
+
+    fn jobs_table(&self, jobs: &[&JobStatus]) -> Table {
+        let mut table = Table::new(&[
+            ("JOB", Align::Left),
+            ("LAST RUN", Align::Left),
+            ("RESULT", Align::Left),
+            ("DURATION", Align::Right),
+            ("INSERTED", Align::Right),
+            ("UPDATED", Align::Right),
+            ("TOMBSTONED", Align::Right),
+            ("NEXT RUN", Align::Left),
+            ("FRESHNESS", Align::Left),
+        ]);
+        for job in jobs {
+            let run = job.last_run.as_ref();
+            let count = |n: fn(&RunRow) -> i64| Cell::plain(run.map_or("-".into(), |r| thousands(n(r))));
+            table.row(vec![
+                Cell::plain(job.job),
+                Cell::plain(run.map_or("never".into(), |r| when(r.started_at))),
+                result(job),
+                Cell::plain(run.and_then(RunRow::duration).map_or("-".into(), took)),
+                count(|r| r.inserted),
+                count(|r| r.updated),
+                count(|r| r.deleted),
+                Cell::plain(next_run(job)),
+                freshness(job),
+            ]);
+        }
+        table
+    }
+
+    fn grants_table(&self) -> Table {
+        let mut table = Table::new(&[
+            ("GRANT", Align::Left),
+            ("STATE", Align::Left),
+            ("REFRESH TOKEN", Align::Left),
+            ("CONSENT", Align::Left),
+            ("REFRESHES LEFT", Align::Right),
+            ("LAST ERROR", Align::Left),
+        ]);
+        let now = self.generated_at;
+        for g in self.grants.iter().filter(|g| g.provider == RABOBANK) {
+            let active = g.status == "active";
+            let state = match &g.in_doubt_reason {
+                Some(reason) => format!("{} ({reason})", g.state),
+                None => g.state.clone(),
+            };
+            let tone = match g.state.as_str() {
+                "active" => Tone::Good,
+                "refreshing" => Tone::Plain,
+                _ => Tone::Bad,
+            };
+            let consent = match (self.consent_lifetime, g.consented_on) {
+                _ if !active => Cell::plain("-"),
+                (None, _) => Cell::plain("until revoked"),
+                (Some(lifetime), Some(on)) => match chrono::Duration::from_std(lifetime) {
+                    Ok(lifetime) => days_left(on + lifetime, now),
+                    Err(_) => Cell::plain("unknown"),
+                },
+                (Some(_), None) => Cell::plain("unknown"),
+            };
+            let remaining = REFRESH_LIMIT.saturating_sub(g.refresh_count).max(0);
+            table.row(vec![
+                Cell::plain(printable(&grant_name(g))),
+                Cell::new(printable(&state), tone),
+                if active {
+                    days_left(g.refresh_expires_at, now)
+                } else {
+                    Cell::plain("-")
+                },
+                consent,
+                Cell::new(
+                    format!(
+                        "{} of {}",
+                        thousands(remaining.into()),
+                        thousands(REFRESH_LIMIT.into())
+                    ),
+                    if remaining == 0 { Tone::Bad } else { Tone::Plain },
+                ),
+                Cell::plain(printable(g.last_error.as_deref().unwrap_or(""))),
+            ]);
+        }
+        table
+    }
+}
+
+/// The run's status, `partial` for a success that recorded failed items, and for a failure how
+/// many in a row.
+fn result(job: &JobStatus) -> Cell {
+    let Some(run) = &job.last_run else {
+        return Cell::plain("-");
+    };
+    match run.status.as_str() {
+        "succeeded" if run.error.is_some() => Cell::new("partial", Tone::Warn),
+        "succeeded" => Cell::new("succeeded", Tone::Good),
+        "failed" => match job.freshness.facts.consecutive_failures {
+            n if n > 1 => Cell::new(format!("failed ({n} in a row)"), Tone::Bad),
+            _ => Cell::new("failed", Tone::Bad),
+        },
+        other => Cell::plain(printable(other)),
+    }
+}
+
+fn next_run(job: &JobStatus) -> String {
+    match (&job.next_run_at, &job.schedule) {
+        _ if !job.enabled => "-".into(),
+        (Some(at), _) => when(*at),
+        (None, None) if job.freshness.facts.job == JobName::RabotLinkMirror => "on a link".into(),
+        _ => "-".into(),
+    }
+}
+
+/// "fresh as of …" (green), "STALE since …" or "never" (red, for a job that should have run);
+/// a job without a threshold shows when its data is from, uncoloured.
+fn freshness(job: &JobStatus) -> Cell {
+    let f = &job.freshness;
+    match (f.stale, f.facts.last_success_at, f.stale_since) {
+        (Some(true), _, Some(since)) => {
+            Cell::new(format!("STALE since {}", when(since)), Tone::Bad)
+        }
+        (Some(true), _, None) => Cell::new("never", Tone::Bad),
+        (Some(false), Some(at), _) => Cell::new(format!("fresh as of {}", when(at)), Tone::Good),
+        (_, Some(at), _) => Cell::plain(format!("as of {}", when(at))),
+        (_, None, _) => Cell::plain("never"),
+    }
+}
+
+fn grant_name(g: &GrantSummary) -> String {
+    g.label
+        .clone()
+        .unwrap_or_else(|| g.id.to_string()[..8].to_owned())
+}
+
+/// The grants as a table: label, state (`in_doubt` with its time and reason), expiries, refresh
+/// count, consent, last error.
+pub fn render_grants(grants: &[GrantSummary]) -> String {
+    let when = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M").to_string();
+    let mut out = format!(
+        "{:<20} {:<16} {:<32} {:<17} {:<17} {:>9} {:<38} LAST ERROR\n",
+        "LABEL",
+        "STATUS",
+        "IN DOUBT SINCE",
+        "ACCESS EXPIRES",
+        "REFRESH EXPIRES",
+        "REFRESHES",
+        "CONSENT"
+    );
+    for g in grants {
+        let in_doubt = match (g.refresh_in_doubt_since, &g.in_doubt_reason) {
+            (Some(since), Some(reason)) => {
+                format!("{} UTC ({reason})", since.format("%Y-%m-%d %H:%M:%S"))
+            }
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "{:<20} {:<16} {:<32} {:<17} {:<17} {:>9} {:<38} {}\n",
+            printable(&grant_name(g)),
+            printable(&g.state),
+            in_doubt,
+            when(g.access_expires_at),
+            when(g.refresh_expires_at),
+            g.refresh_count,
+            printable(g.consent_id.as_deref().unwrap_or("")),
+            printable(g.last_error.as_deref().unwrap_or("")),
+        ));
+    }
+    out
+}
+
+pub fn render_links(links: &[LinkRow]) -> String {
+    let when = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "{:<36} {:<9} {:<24} {:<12} {:<16} {:<16} DETAIL\n",
+        "LINK", "STATUS", "EXTERNAL ID", "CUSTOMER", "CREATED", "COMPLETED"
+    );
+    for link in links {
+        out.push_str(&format!(
+            "{:<36} {:<9} {:<24} {:<12} {:<16} {:<16} {}\n",
+            link.id,
+            printable(&link.status),
+            printable(&link.external_id),
+            printable(link.customer_number.as_deref().unwrap_or("")),
+            when(Some(link.created_at)),
+            when(link.completed_at),
+            printable(
+                link.error_description
+                    .as_deref()
+                    .or(link.error_name.as_deref())
+                    .unwrap_or("")
+            ),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::freshness::Freshness;
+    use crate::status::JobFreshness;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn run(job: &str, status: &str, error: Option<&str>) -> RunRow {
+        RunRow {
+            id: 7,
+            job: job.to_owned(),
+            cause: "schedule".to_owned(),
+            status: status.to_owned(),
+            started_at: at("2026-12-03T09:45:00Z"),
+            finished_at: Some(at("2026-12-03T09:45:02.5Z")),
+            pages: 1,
+            requests: 3,
+            fetched: 1500,
+            inserted: 1200,
+            updated: 3,
+            unchanged: 297,
+            deleted: 1,
+            skipped: 0,
+            failed: 0,
+            error: error.map(str::to_owned),
+            host: "h".to_owned(),
+        }
+    }
+
+    fn job(
+        name: JobName,
+        enabled: bool,
+        last_run: Option<RunRow>,
+        freshness: Freshness,
+    ) -> JobStatus {
+        let scheduled = enabled && name.is_scheduled();
+        JobStatus {
+            job: name.as_str(),
+            enabled,
+            schedule: scheduled.then(|| "0 */15 * * * *".to_owned()),
+            next_run_at: scheduled.then(|| at("2026-12-03T10:15:00Z")),
+            last_run,
+            freshness: JobFreshness::from(freshness),
+        }
+    }
+
+    fn facts(job: JobName, stale_after: Option<u64>, age: Option<f64>, failures: i64) -> Freshness {
+        Freshness {
+            job,
+            stale_after: stale_after.map(Duration::from_secs),
+            last_success_at: age.map(|_| at("2026-12-03T09:30:02Z")),
+            last_success_age: age,
+            consecutive_failures: failures,
+        }
+    }
+
+    fn grant(label: &str, state: &str, refresh_count: i32, error: Option<&str>) -> GrantSummary {
+        GrantSummary {
+            id: uuid::Uuid::nil(),
+            provider: RABOBANK.to_owned(),
+            label: Some(label.to_owned()),
+            status: if state == "needs_reconsent" { state } else { "active" }.to_owned(),
+            state: state.to_owned(),
+            refresh_in_doubt_since: None,
+            in_doubt_reason: None,
+            refresh_started_at: None,
+            access_expires_at: at("2026-12-03T11:00:00Z"),
+            refresh_expires_at: at("2026-12-23T10:00:00Z"),
+            refresh_count,
+            consent_id: None,
+            consent_status: None,
+            consented_on: Some(at("2026-11-03T10:00:00Z")),
+            last_refreshed_at: None,
+            last_error: error.map(str::to_owned),
+            created_at: at("2026-11-03T10:00:00Z"),
+        }
+    }
+
+    fn report() -> StatusReport {
+        StatusReport {
+            jobs: vec![
+                job(
+                    JobName::RabotMirror,
+                    true,
+                    Some(run("rabot_mirror", "failed", Some("boom"))),
+                    facts(JobName::RabotMirror, Some(1800), Some(2700.0), 2),
+                ),
+                job(
+                    JobName::RabotLinkMirror,
+                    true,
+                    None,
+                    facts(JobName::RabotLinkMirror, None, None, 0),
+                ),
+                job(
+                    JobName::EnergyzeroMirror,
+                    false,
+                    None,
+                    facts(JobName::EnergyzeroMirror, None, None, 0),
+                ),
+                job(
+                    JobName::RabobankTokenRotation,
+                    true,
+                    Some(run("rabobank_token_rotation", "succeeded", None)),
+                    facts(JobName::RabobankTokenRotation, Some(172_800), Some(60.0), 0),
+                ),
+            ],
+            grants: vec![
+                grant("Household 17", "active", 95, None),
+                grant("Old\u{1b}[2J", "needs_reconsent", 4096, Some("invalid_grant\nFAKE")),
+            ],
+            recent_failures: vec![run("rabot_mirror", "failed", Some("boom"))],
+            generated_at: at("2026-12-03T10:00:00Z"),
+            consent_lifetime: Some(Duration::from_secs(180 * 86_400)),
+        }
+    }
+
+    /// The line of `table` that starts (after the indent) with `first`.
+    fn line<'a>(table: &'a str, first: &str) -> &'a str {
+        table
+            .lines()
+            .find(|l| l.trim_start().starts_with(first))
+            .unwrap_or_else(|| panic!("no line for {first}:\n{table}"))
+    }
+
+    #[test]
+    fn a_table_per_partner_with_results_freshness_and_grants() {
+        let table = report().render_table(false);
+        assert!(!table.contains('\u{1b}'), "{table}");
+        assert!(table.starts_with("partner-sync status at 2026-12-03 10:00:00 UTC\n"));
+        let rabot = table.find("\nRABOT\n").expect("a RABOT table");
+        let energyzero = table
+            .find("\nENERGYZERO (off: energyzero.enabled = false)\n")
+            .expect("an EnergyZero table, marked off");
+        let rabobank = table.find("\nRABOBANK\n").expect("a Rabobank table");
+        assert!(rabot < energyzero && energyzero < rabobank);
+
+        let mirror = line(&table, "rabot_mirror ");
+        for part in [
+            "2026-12-03 09:45:00 UTC",
+            "failed (2 in a row)",
+            "2.5s",
+            "1,200",
+            "2026-12-03 10:15:00 UTC",
+            "STALE since 2026-12-03 10:00:02 UTC",
+        ] {
+            assert!(mirror.contains(part), "{part:?} in {mirror:?}");
+        }
+        let link = line(&table, "rabot_link_mirror");
+        assert!(link.contains("on a link") && link.ends_with("never"), "{link}");
+        let energyzero = line(&table, "energyzero_mirror");
+        assert_eq!(
+            energyzero.split_whitespace().skip(1).collect::<Vec<_>>(),
+            ["never", "-", "-", "-", "-", "-", "-", "never"]
+        );
+        let rotation = line(&table, "rabobank_token_rotation");
+        assert!(
+            rotation.contains("succeeded")
+                && rotation.ends_with("fresh as of 2026-12-03 09:30:02 UTC"),
+            "{rotation}"
+        );
+
+        let household = line(&table, "Household 17");
+        for part in ["active", "in 20 days", "in 150 days", "4,001 of 4,096"] {
+            assert!(household.contains(part), "{part:?} in {household:?}");
+        }
+        // Partner text is escaped; a grant that needs a new consent has no expiries to show.
+        let old = line(&table, "Old\\u{1b}[2J");
+        assert_eq!(
+            old.split_whitespace().skip(1).collect::<Vec<_>>(),
+            ["needs_reconsent", "-", "-", "0", "of", "4,096", "invalid_grant\\nFAKE"]
+        );
+        assert!(table.contains("\nRECENT FAILURES\n  2026-12-03 09:45:00 UTC rabot_mirror run 7 (schedule): boom\n"));
+        // The columns line up: every RABOT row's RESULT starts where its header does.
+        let header = line(&table[rabot..], "JOB");
+        let column = header.find("RESULT").unwrap();
+        assert_eq!(mirror.find("failed"), Some(column));
+    }
+
+    #[test]
+    fn colour_marks_failures_and_staleness_red_and_successes_green() {
+        let coloured = report().render_table(true);
+        let red = "\u{1b}[1m\u{1b}[31m";
+        let green = "\u{1b}[32m";
+        let mirror = line(&coloured, "rabot_mirror ");
+        assert!(mirror.contains(&format!("{red}failed (2 in a row)")), "{mirror:?}");
+        assert!(mirror.contains(&format!("{red}STALE since")), "{mirror:?}");
+        let rotation = line(&coloured, "rabobank_token_rotation");
+        assert!(rotation.contains(&format!("{green}succeeded")), "{rotation:?}");
+        assert!(rotation.contains(&format!("{green}fresh as of")), "{rotation:?}");
+        // Without the escape codes it is the plain table.
+        let stripped = coloured
+            .replace(red, "")
+            .replace(green, "")
+            .replace("\u{1b}[33m", "")
+            .replace("\u{1b}[0m", "");
+        assert_eq!(stripped, report().render_table(false));
+    }
+
+    #[test]
+    fn numbers_and_days_read_like_a_report() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(4096), "4,096");
+        assert_eq!(thousands(-1_234_567), "-1,234,567");
+        let now = at("2026-12-03T10:00:00Z");
+        let days = |t: &str| days_left(at(t), now).text;
+        assert_eq!(days("2026-12-03T09:00:00Z"), "expired");
+        assert_eq!(days("2026-12-03T20:00:00Z"), "in <1 day");
+        assert_eq!(days("2026-12-04T20:00:00Z"), "in 1 day");
+        assert_eq!(days("2027-01-02T10:00:00Z"), "in 30 days");
+        assert_eq!(took(Duration::from_millis(2500)), "2.5s");
+        assert_eq!(took(Duration::from_secs(3723)), "1h 2m 3s");
+    }
+
+    #[test]
+    fn control_and_reordering_characters_are_escaped() {
+        assert_eq!(printable("plain tekst, é"), "plain tekst, é");
+        assert_eq!(
+            printable("red\u{1b}[31m\nFAKE\tline\r\u{7f}\u{9b}"),
+            "red\\u{1b}[31m\\nFAKE\\tline\\r\\u{7f}\\u{9b}"
+        );
+        assert_eq!(printable("a\u{202e}b"), "a\\u{202e}b");
+    }
+}
