@@ -102,7 +102,7 @@ impl Freshness {
             last_success: self
                 .last_success_at
                 .zip(self.last_success_age)
-                .map(|(at, age)| (at.timestamp_millis() as f64 / 1000.0, age)),
+                .map(|(at, age)| (at.timestamp_micros() as f64 / 1e6, age)),
             stale: self
                 .stale()
                 .zip(self.stale_after)

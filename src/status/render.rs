@@ -110,7 +110,9 @@ impl StatusReport {
             if partner == RABOBANK {
                 out.push('\n');
                 if self.grants.is_empty() {
-                    out.push_str("  no grants: connect one with `partner-sync rabobank authorize`\n");
+                    out.push_str(
+                        "  no grants: connect one with `partner-sync rabobank authorize`\n",
+                    );
                 } else {
                     out.push_str(&self.grants_table().render(INDENT, colour));
                 }
@@ -147,7 +149,8 @@ impl StatusReport {
         ]);
         for job in jobs {
             let run = job.last_run.as_ref();
-            let count = |n: fn(&RunRow) -> i64| Cell::plain(run.map_or("-".into(), |r| thousands(n(r))));
+            let count =
+                |n: fn(&RunRow) -> i64| Cell::plain(run.map_or("-".into(), |r| thousands(n(r))));
             table.row(vec![
                 Cell::plain(job.job),
                 Cell::plain(run.map_or("never".into(), |r| when(r.started_at))),
@@ -209,7 +212,11 @@ impl StatusReport {
                         thousands(remaining.into()),
                         thousands(REFRESH_LIMIT.into())
                     ),
-                    if remaining == 0 { Tone::Bad } else { Tone::Plain },
+                    if remaining == 0 {
+                        Tone::Bad
+                    } else {
+                        Tone::Plain
+                    },
                 ),
                 Cell::plain(printable(g.last_error.as_deref().unwrap_or(""))),
             ]);
@@ -396,7 +403,12 @@ mod tests {
             id: uuid::Uuid::nil(),
             provider: RABOBANK.to_owned(),
             label: Some(label.to_owned()),
-            status: if state == "needs_reconsent" { state } else { "active" }.to_owned(),
+            status: if state == "needs_reconsent" {
+                state
+            } else {
+                "active"
+            }
+            .to_owned(),
             state: state.to_owned(),
             refresh_in_doubt_since: None,
             in_doubt_reason: None,
@@ -443,7 +455,12 @@ mod tests {
             ],
             grants: vec![
                 grant("Household 17", "active", 95, None),
-                grant("Old\u{1b}[2J", "needs_reconsent", 4096, Some("invalid_grant\nFAKE")),
+                grant(
+                    "Old\u{1b}[2J",
+                    "needs_reconsent",
+                    4096,
+                    Some("invalid_grant\nFAKE"),
+                ),
             ],
             recent_failures: vec![run("rabot_mirror", "failed", Some("boom"))],
             generated_at: at("2026-12-03T10:00:00Z"),
@@ -483,7 +500,10 @@ mod tests {
             assert!(mirror.contains(part), "{part:?} in {mirror:?}");
         }
         let link = line(&table, "rabot_link_mirror");
-        assert!(link.contains("on a link") && link.ends_with("never"), "{link}");
+        assert!(
+            link.contains("on a link") && link.ends_with("never"),
+            "{link}"
+        );
         let energyzero = line(&table, "energyzero_mirror");
         assert_eq!(
             energyzero.split_whitespace().skip(1).collect::<Vec<_>>(),
@@ -504,9 +524,19 @@ mod tests {
         let old = line(&table, "Old\\u{1b}[2J");
         assert_eq!(
             old.split_whitespace().skip(1).collect::<Vec<_>>(),
-            ["needs_reconsent", "-", "-", "0", "of", "4,096", "invalid_grant\\nFAKE"]
+            [
+                "needs_reconsent",
+                "-",
+                "-",
+                "0",
+                "of",
+                "4,096",
+                "invalid_grant\\nFAKE"
+            ]
         );
-        assert!(table.contains("\nRECENT FAILURES\n  2026-12-03 09:45:00 UTC rabot_mirror run 7 (schedule): boom\n"));
+        assert!(table.contains(
+            "\nRECENT FAILURES\n  2026-12-03 09:45:00 UTC rabot_mirror run 7 (schedule): boom\n"
+        ));
         // The columns line up: every RABOT row's RESULT starts where its header does.
         let header = line(&table[rabot..], "JOB");
         let column = header.find("RESULT").unwrap();
@@ -519,11 +549,20 @@ mod tests {
         let red = "\u{1b}[1m\u{1b}[31m";
         let green = "\u{1b}[32m";
         let mirror = line(&coloured, "rabot_mirror ");
-        assert!(mirror.contains(&format!("{red}failed (2 in a row)")), "{mirror:?}");
+        assert!(
+            mirror.contains(&format!("{red}failed (2 in a row)")),
+            "{mirror:?}"
+        );
         assert!(mirror.contains(&format!("{red}STALE since")), "{mirror:?}");
         let rotation = line(&coloured, "rabobank_token_rotation");
-        assert!(rotation.contains(&format!("{green}succeeded")), "{rotation:?}");
-        assert!(rotation.contains(&format!("{green}fresh as of")), "{rotation:?}");
+        assert!(
+            rotation.contains(&format!("{green}succeeded")),
+            "{rotation:?}"
+        );
+        assert!(
+            rotation.contains(&format!("{green}fresh as of")),
+            "{rotation:?}"
+        );
         // Without the escape codes it is the plain table.
         let stripped = coloured
             .replace(red, "")

@@ -71,7 +71,7 @@ async fn get(url: &str) -> (StatusCode, String) {
 }
 
 /// `/readyz`: its status and JSON body.
-async fn readyz(base: &str) -> (StatusCode, serde_json::Value) {
+pub async fn readyz(base: &str) -> (StatusCode, serde_json::Value) {
     let (status, body) = get(&format!("{base}/readyz")).await;
     let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     (status, json)
@@ -150,7 +150,7 @@ fn parse(text: &str) -> Vec<Sample> {
 }
 
 /// The value of the sample named `name` with exactly `labels`.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let wanted: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -440,8 +440,39 @@ async fn metrics_show_runs_requests_tokens_and_grant_expiry() {
     assert!((DAY - 60.0..=DAY).contains(&aged), "{aged}");
 }
 
+/// A Premium consent lasts until revoked: it has a refresh budget but no consent end.
+#[tokio::test]
+async fn premium_grants_have_no_consent_end_gauge() {
+    let bank = Bank::start_with(
+        small_sandbox(1),
+        &[("PARTNER_SYNC__RABOBANK__VARIANT", "premium")],
+    )
+    .await;
+    let grant = bank.connect("premium-grant").await;
+    let samples = scrape(&bank.ops_url).await;
+    let labels = [
+        ("provider", "rabobank"),
+        ("grant_id", &grant.to_string()),
+        ("label", "premium-grant"),
+    ];
+    assert_eq!(
+        value(&samples, m::GRANT_REFRESHES_REMAINING, &labels),
+        Some(4096.0)
+    );
+    assert_eq!(value(&samples, m::GRANT_CONSENT_EXPIRES_IN, &labels), None);
+    assert!(value(&samples, m::GRANT_REFRESH_EXPIRES_IN, &labels).is_some());
+    assert_eq!(
+        value(
+            &samples,
+            m::GRANTS,
+            &[("provider", "rabobank"), ("state", "active")]
+        ),
+        Some(1.0)
+    );
+}
+
 /// A daemon process that is killed if the test ends before stopping it.
-struct Daemon(std::process::Child);
+pub struct Daemon(pub std::process::Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {

@@ -105,6 +105,12 @@ fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
             "0",
             "server.max_connections",
         ),
+        (
+            "PARTNER_SYNC__RABOT__STALE_AFTER",
+            "0s",
+            "rabot.stale_after",
+        ),
+        ("PARTNER_SYNC__RABOT__STALE_AFTER", "soon", "stale_after"),
     ];
     for (key, value, named) in cases {
         let mut env = ENABLED.to_vec();
@@ -132,7 +138,11 @@ fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
 fn check_config_prints_effective_settings_with_secrets_masked() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("partner-sync.toml");
-    std::fs::write(&file, "[rabot]\npage_size = 250\nconcurrency = 2\n").unwrap();
+    std::fs::write(
+        &file,
+        "[rabot]\npage_size = 250\nconcurrency = 2\nstale_after = \"90m\"\n",
+    )
+    .unwrap();
     let mut env = ENABLED.to_vec();
     env.push((
         "DATABASE_URL",
@@ -154,6 +164,11 @@ fn check_config_prints_effective_settings_with_secrets_masked() {
     assert!(
         stdout.contains("concurrency = 6"),
         "environment wins over the file: {stdout}"
+    );
+    // An optional duration: set in the file for RABOT, unset (empty) for the others.
+    assert!(
+        stdout.contains("stale_after = \"1h 30m\"") && stdout.contains("stale_after = \"\""),
+        "{stdout}"
     );
     assert!(
         stdout.contains("\"EXT-1\"") && stdout.contains("\"EXT-2\""),
@@ -315,6 +330,11 @@ fn rabobank_settings_are_validated_and_the_token_key_is_never_shown() {
             "PARTNER_SYNC__DAEMON__STUCK_AFTER",
             "0s",
             "daemon.stuck_after",
+        ),
+        (
+            "PARTNER_SYNC__RABOBANK__STALE_AFTER",
+            "0s",
+            "rabobank.stale_after",
         ),
     ];
     for (key, value, named) in cases {
