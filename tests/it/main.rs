@@ -20,6 +20,6 @@ pub mod rabobank;
 mod rabot_mirror;
 mod schedule;
 mod secrets;
-mod status;
 mod settings;
+mod status;
 mod token_cache;
