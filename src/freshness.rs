@@ -51,7 +51,7 @@ pub fn stale_after(settings: &Settings, job: JobName) -> Option<Duration> {
         JobName::RabotMirror => settings.rabot.stale_after,
         JobName::EnergyzeroMirror => settings.energyzero.stale_after,
         JobName::RabobankTokenRotation => settings.rabobank.stale_after,
-        JobName::RabotLinkMirror => None,
+        JobName::RabotLinkMirror | JobName::RabotCustomerRefresh => None,
     };
     configured.or_else(|| {
         let cron = parse_cron(&expression).ok()?;
@@ -184,7 +184,19 @@ mod tests {
         // Events only, or off.
         assert_eq!(minutes(JobName::RabotLinkMirror), None);
         assert_eq!(minutes(JobName::RabobankTokenRotation), None);
-        assert_eq!(Policy::enabled(&defaults).len(), 2);
+        assert_eq!(minutes(JobName::RabotCustomerRefresh), None);
+        // Only RABOT is on: its jobs, scheduled or not.
+        assert_eq!(
+            Policy::enabled(&defaults)
+                .iter()
+                .map(|p| p.job)
+                .collect::<Vec<_>>(),
+            JobName::ALL
+                .iter()
+                .copied()
+                .filter(|&j| j.partner() == "rabot")
+                .collect::<Vec<_>>()
+        );
 
         let daily = settings(&[("PARTNER_SYNC__RABOT__SCHEDULE", "0 17 3 * * *")]);
         assert_eq!(

@@ -247,6 +247,9 @@ fn next_run(job: &JobStatus) -> String {
         _ if !job.enabled => "-".into(),
         (Some(at), _) => when(*at),
         (None, None) if job.freshness.facts.job == JobName::RabotLinkMirror => "on a link".into(),
+        (None, None) if job.freshness.facts.job == JobName::RabotCustomerRefresh => {
+            "on request".into()
+        }
         _ => "-".into(),
     }
 }
