@@ -65,8 +65,7 @@ pub struct Freshness {
     #[serde(skip)]
     pub job: JobName,
     /// The threshold in force; `None`: never judged stale.
-    #[serde(with = "seconds")]
-    #[serde(rename = "stale_after_s")]
+    #[serde(rename = "stale_after_s", with = "seconds")]
     pub stale_after: Option<Duration>,
     /// When the last complete pass ended.
     pub last_success_at: Option<DateTime<Utc>>,
