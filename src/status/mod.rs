@@ -13,6 +13,7 @@ mod table;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -33,6 +34,10 @@ pub struct StatusReport {
     pub recent_failures: Vec<RunRow>,
     /// The clock the report's "days left" are counted from.
     pub generated_at: DateTime<Utc>,
+    /// `daemon.timezone`: the zone schedules are read in and the table shows times in (the
+    /// JSON's times stay UTC).
+    #[serde(serialize_with = "zone_name")]
+    pub timezone: Tz,
     /// How long a Rabobank consent lasts from `consented_on` (`rabobank.variant`).
     #[serde(skip)]
     pub consent_lifetime: Option<Duration>,
@@ -112,6 +117,11 @@ pub async fn report(
         grants: grants::list(pool).await?,
         recent_failures: runs::recent_failures(pool, &only_names, RECENT_FAILURES).await?,
         generated_at: now,
+        timezone: settings.daemon.timezone,
         consent_lifetime: settings.rabobank.variant.consent_lifetime(),
     })
+}
+
+fn zone_name<S: serde::Serializer>(zone: &Tz, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(zone.name())
 }

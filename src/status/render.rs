@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 
 use super::table::{Align, Cell, Table, Tone};
 use super::{JobStatus, StatusReport};
@@ -46,9 +47,12 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// A point in time as the report shows it, with its zone.
-fn when(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+/// A point in time as the report shows it: in `daemon.timezone`, the zone the schedules are
+/// read in, with the zone's abbreviation (`CET`, `CEST`, `UTC`).
+fn when(t: DateTime<Utc>, zone: Tz) -> String {
+    t.with_timezone(&zone)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
 }
 
 /// `4096` → `4,096`.
@@ -90,7 +94,10 @@ impl StatusReport {
     /// One table per partner (of the jobs in the report), the grants under Rabobank, then the
     /// recent failures. `colour`: see [`super::colour_wanted`].
     pub fn render_table(&self, colour: bool) -> String {
-        let mut out = format!("partner-sync status at {}\n", when(self.generated_at));
+        let mut out = format!(
+            "partner-sync status at {}\n",
+            when(self.generated_at, self.timezone)
+        );
         for (partner, heading) in PARTNERS {
             let jobs: Vec<&JobStatus> = self
                 .jobs
@@ -125,7 +132,7 @@ impl StatusReport {
         for r in &self.recent_failures {
             out.push_str(&format!(
                 "  {} {} run {} ({}): {}\n",
-                when(r.started_at),
+                when(r.started_at, self.timezone),
                 printable(&r.job),
                 r.id,
                 printable(&r.cause),
@@ -153,14 +160,14 @@ impl StatusReport {
                 |n: fn(&RunRow) -> i64| Cell::plain(run.map_or("-".into(), |r| thousands(n(r))));
             table.row(vec![
                 Cell::plain(job.job),
-                Cell::plain(run.map_or("never".into(), |r| when(r.started_at))),
+                Cell::plain(run.map_or("never".into(), |r| when(r.started_at, self.timezone))),
                 result(job),
                 Cell::plain(run.and_then(RunRow::duration).map_or("-".into(), took)),
                 count(|r| r.inserted),
                 count(|r| r.updated),
                 count(|r| r.deleted),
-                Cell::plain(next_run(job)),
-                freshness(job),
+                Cell::plain(next_run(job, self.timezone)),
+                freshness(job, self.timezone),
             ]);
         }
         table
@@ -242,10 +249,10 @@ fn result(job: &JobStatus) -> Cell {
     }
 }
 
-fn next_run(job: &JobStatus) -> String {
+fn next_run(job: &JobStatus, zone: Tz) -> String {
     match (&job.next_run_at, &job.schedule) {
         _ if !job.enabled => "-".into(),
-        (Some(at), _) => when(*at),
+        (Some(at), _) => when(*at, zone),
         (None, None) if job.freshness.facts.job == JobName::RabotLinkMirror => "on a link".into(),
         (None, None) if job.freshness.facts.job == JobName::RabotCustomerRefresh => {
             "on request".into()
@@ -256,15 +263,17 @@ fn next_run(job: &JobStatus) -> String {
 
 /// "fresh as of …" (green), "STALE since …" or "never" (red, for a job that should have run);
 /// a job without a threshold shows when its data is from, uncoloured.
-fn freshness(job: &JobStatus) -> Cell {
+fn freshness(job: &JobStatus, zone: Tz) -> Cell {
     let f = &job.freshness;
     match (f.stale, f.facts.last_success_at, f.stale_since) {
         (Some(true), _, Some(since)) => {
-            Cell::new(format!("STALE since {}", when(since)), Tone::Bad)
+            Cell::new(format!("STALE since {}", when(since, zone)), Tone::Bad)
         }
         (Some(true), _, None) => Cell::new("never", Tone::Bad),
-        (Some(false), Some(at), _) => Cell::new(format!("fresh as of {}", when(at)), Tone::Good),
-        (_, Some(at), _) => Cell::plain(format!("as of {}", when(at))),
+        (Some(false), Some(at), _) => {
+            Cell::new(format!("fresh as of {}", when(at, zone)), Tone::Good)
+        }
+        (_, Some(at), _) => Cell::plain(format!("as of {}", when(at, zone))),
         (_, None, _) => Cell::plain("never"),
     }
 }
@@ -467,6 +476,7 @@ mod tests {
             ],
             recent_failures: vec![run("rabot_mirror", "failed", Some("boom"))],
             generated_at: at("2026-12-03T10:00:00Z"),
+            timezone: Tz::UTC,
             consent_lifetime: Some(Duration::from_secs(180 * 86_400)),
         }
     }
@@ -544,6 +554,22 @@ mod tests {
         let header = line(&table[rabot..], "JOB");
         let column = header.find("RESULT").unwrap();
         assert_eq!(mirror.find("failed"), Some(column));
+    }
+
+    #[test]
+    fn times_are_shown_in_the_schedules_zone() {
+        let table = StatusReport {
+            timezone: chrono_tz::Europe::Amsterdam,
+            ..report()
+        }
+        .render_table(false);
+        assert!(table.starts_with("partner-sync status at 2026-12-03 11:00:00 CET\n"));
+        let mirror = line(&table, "rabot_mirror ");
+        assert!(
+            mirror.contains("2026-12-03 11:15:00 CET"),
+            "next run: {mirror}"
+        );
+        assert!(!mirror.contains("UTC"), "{mirror}");
     }
 
     #[test]
