@@ -102,11 +102,11 @@ fn enabled_jobs(settings: &Settings, refreshes: &RefreshTasks) -> anyhow::Result
         rabobank: RabobankGrants::with_refresh_tasks(settings, refreshes.clone())?,
         rabot: RabotLinks::from_settings(settings)?,
     };
-    let jobs = jobs::registry(
+    let jobs = jobs::registry(&jobs::RunnerParts {
         settings,
-        partners.rabobank.as_ref(),
-        partners.rabot.as_ref(),
-    )?;
+        rabobank: partners.rabobank.as_ref(),
+        rabot: partners.rabot.as_ref(),
+    })?;
     anyhow::ensure!(
         !jobs.is_empty(),
         "no partner is enabled: set rabot.enabled, rabobank.enabled or energyzero.enabled to true \

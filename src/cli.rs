@@ -191,12 +191,9 @@ impl TypedValueParser for JobNameParser {
     }
 
     fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        let partners = JobName::PARTNER_NAMES
-            .iter()
-            .map(|&(partner, job)| PossibleValue::new(partner).help(format!("stands for {job}")));
-        let jobs = JobName::ALL
-            .iter()
-            .map(|&job| PossibleValue::new(job.as_str()).help(job_help(job)));
+        let partners = JobName::aliases()
+            .map(|(partner, job)| PossibleValue::new(partner).help(format!("stands for {job}")));
+        let jobs = JobName::all().map(|job| PossibleValue::new(job.as_str()).help(job.spec().help));
         Some(Box::new(partners.chain(jobs)))
     }
 }
@@ -261,16 +258,6 @@ impl Command {
             )),
             _ => None,
         }
-    }
-}
-
-fn job_help(job: JobName) -> &'static str {
-    match job {
-        JobName::RabotMirror => "RABOT customers and contracts, on rabot.schedule",
-        JobName::RabotLinkMirror => "RABOT customers linked since the last pass",
-        JobName::RabotCustomerRefresh => "one RABOT customer now: `resync rabot --customer ID`",
-        JobName::RabobankTokenRotation => "Rabobank token rotation, on rabobank.schedule",
-        JobName::EnergyzeroMirror => "EnergyZero contracts, on energyzero.schedule",
     }
 }
 
@@ -395,12 +382,14 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 async fn run_job_once(settings: Settings, job: JobName) -> anyhow::Result<()> {
     let rabobank = RabobankGrants::from_settings(&settings)?;
     let rabot = RabotLinks::from_settings(&settings)?;
-    let scheduled = jobs::registry(&settings, rabobank.as_ref(), rabot.as_ref())?
-        .into_iter()
-        .find(|j| j.job.name() == job)
-        .ok_or_else(|| {
-            anyhow::anyhow!("{job} is not enabled: set {}.enabled = true", job.partner())
-        })?;
+    let scheduled = jobs::registry(&jobs::RunnerParts {
+        settings: &settings,
+        rabobank: rabobank.as_ref(),
+        rabot: rabot.as_ref(),
+    })?
+    .into_iter()
+    .find(|j| j.job.name() == job)
+    .ok_or_else(|| anyhow::anyhow!("{job} is not enabled: set {}.enabled = true", job.partner()))?;
     let pool = app::open_database(&settings).await?;
     let shutdown = CancellationToken::new();
     signals::spawn_shutdown_handler(shutdown.clone())?;
@@ -526,7 +515,7 @@ async fn resync(
     } else if jobs.is_empty() {
         // The mirror jobs these settings enable: waiting for one no daemon runs would only
         // time out. Settings that enable none (a bare ops shell) still ask for every mirror.
-        let mirrors = JobName::ALL.iter().copied().filter(|j| j.is_mirror());
+        let mirrors = JobName::all().filter(|j| j.is_mirror());
         let enabled: Vec<JobName> = mirrors
             .clone()
             .filter(|&j| jobs::is_enabled(settings, j))

@@ -34,10 +34,9 @@ impl Policy {
 
     /// The policies of the jobs `settings` enable.
     pub fn enabled(settings: &Settings) -> Vec<Self> {
-        JobName::ALL
-            .iter()
-            .filter(|&&job| jobs::is_enabled(settings, job))
-            .map(|&job| Self::of(settings, job))
+        JobName::all()
+            .filter(|&job| jobs::is_enabled(settings, job))
+            .map(|job| Self::of(settings, job))
             .collect()
     }
 }
@@ -47,13 +46,7 @@ impl Policy {
 /// schedule.
 pub fn stale_after(settings: &Settings, job: JobName) -> Option<Duration> {
     let expression = jobs::schedule_of(settings, job)?;
-    let configured = match job {
-        JobName::RabotMirror => settings.rabot.stale_after,
-        JobName::EnergyzeroMirror => settings.energyzero.stale_after,
-        JobName::RabobankTokenRotation => settings.rabobank.stale_after,
-        JobName::RabotLinkMirror | JobName::RabotCustomerRefresh => None,
-    };
-    configured.or_else(|| {
+    (job.spec().stale_after)(settings).or_else(|| {
         let cron = parse_cron(&expression).ok()?;
         Some(2 * longest_gap(&cron, settings.daemon.timezone, Utc::now())?)
     })
@@ -190,9 +183,7 @@ mod tests {
                 .iter()
                 .map(|p| p.job)
                 .collect::<Vec<_>>(),
-            JobName::ALL
-                .iter()
-                .copied()
+            JobName::all()
                 .filter(|&j| j.partner() == "rabot")
                 .collect::<Vec<_>>()
         );

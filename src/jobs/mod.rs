@@ -7,6 +7,7 @@ pub mod rabot_customer_refresh;
 pub mod rabot_mirror;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sqlx::PgPool;
@@ -18,7 +19,8 @@ use crate::links::RabotLinks;
 use crate::settings::Settings;
 use crate::store::runs::RunCounts;
 
-/// Stable job names: they appear in `sync.runs.job`, logs, and advisory-lock keys.
+/// Stable job names: they appear in `sync.runs.job`, logs, and advisory-lock keys. What each
+/// job is (its name, partner, settings, schedule, runner) is written once, in [`JOBS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobName {
     RabotMirror,
@@ -28,85 +30,226 @@ pub enum JobName {
     EnergyzeroMirror,
 }
 
+/// What starts a job's runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsOn {
+    /// Its cron schedule (and signals, `resync`, `sync`, start-up with `run_on_start`).
+    Schedule,
+    /// Each completed customer link.
+    Link,
+    /// One request each (`resync rabot --customer ID`): requests run one by one, never
+    /// coalesced, and a run waits for the job lock rather than being skipped while another
+    /// replica runs the job (that run does other work).
+    Request,
+}
+
+/// What the job runners are built from: the clients the daemon's HTTP callbacks share with
+/// the jobs (one client and rate limit per partner).
+pub struct RunnerParts<'a> {
+    pub settings: &'a Settings,
+    /// Present when Rabobank is enabled.
+    pub rabobank: Option<&'a Arc<RabobankGrants>>,
+    /// Present when RABOT is enabled.
+    pub rabot: Option<&'a Arc<RabotLinks>>,
+}
+
+/// Builds a job's runner; `None` when its partner's clients are not there (the partner is off).
+pub type BuildRunner = fn(&RunnerParts<'_>) -> anyhow::Result<Option<Arc<dyn Job>>>;
+
+/// One job, described once: the dispatcher, `sync`, `resync`, `status`, metrics labels,
+/// freshness and validation all read this.
+pub struct JobSpec {
+    pub job: JobName,
+    /// The stable name (see [`JobName`]).
+    pub name: &'static str,
+    /// The partner, which is also the settings section holding `enabled`, `schedule` and
+    /// `stale_after`.
+    pub partner: &'static str,
+    /// The partner name that stands for this job on the command line, if any.
+    pub alias: Option<&'static str>,
+    /// One line for `--help`.
+    pub help: &'static str,
+    pub runs_on: RunsOn,
+    /// Copies partner data on a schedule: SIGUSR1 and a bare `resync` run it.
+    pub mirror: bool,
+    pub enabled: fn(&Settings) -> bool,
+    /// The cron expression, for a job that runs on a schedule.
+    pub schedule: Option<fn(&Settings) -> &str>,
+    /// `<partner>.stale_after` as configured.
+    pub stale_after: fn(&Settings) -> Option<Duration>,
+    /// The runner, when its partner's clients are there.
+    pub build: BuildRunner,
+}
+
+/// Every job, in the order `status` and `--help` list them.
+pub static JOBS: [JobSpec; 5] = [
+    JobSpec {
+        job: JobName::RabotMirror,
+        name: "rabot_mirror",
+        partner: "rabot",
+        alias: Some("rabot"),
+        help: "RABOT customers and contracts, on rabot.schedule",
+        runs_on: RunsOn::Schedule,
+        mirror: true,
+        enabled: |s| s.rabot.enabled,
+        schedule: Some(|s| &s.rabot.schedule),
+        stale_after: |s| s.rabot.stale_after,
+        build: |parts| {
+            Ok(parts.rabot.map(|rabot| {
+                Arc::new(rabot_mirror::RabotMirror::scheduled(
+                    parts.settings,
+                    rabot.client().clone(),
+                )) as Arc<dyn Job>
+            }))
+        },
+    },
+    // Triggered by each completed link, never by the clock: the scheduled mirror catches up
+    // links whose trigger was lost (a replica stopped, or the job was busy elsewhere).
+    JobSpec {
+        job: JobName::RabotLinkMirror,
+        name: "rabot_link_mirror",
+        partner: "rabot",
+        alias: None,
+        help: "RABOT customers linked since the last pass",
+        runs_on: RunsOn::Link,
+        mirror: false,
+        enabled: |s| s.rabot.enabled,
+        schedule: None,
+        stale_after: |_| None,
+        build: |parts| {
+            Ok(parts.rabot.map(|rabot| {
+                Arc::new(rabot_mirror::RabotMirror::newly_linked(
+                    parts.settings,
+                    rabot.client().clone(),
+                )) as Arc<dyn Job>
+            }))
+        },
+    },
+    JobSpec {
+        job: JobName::RabotCustomerRefresh,
+        name: "rabot_customer_refresh",
+        partner: "rabot",
+        alias: None,
+        help: "one RABOT customer now: `resync rabot --customer ID`",
+        runs_on: RunsOn::Request,
+        mirror: false,
+        enabled: |s| s.rabot.enabled,
+        schedule: None,
+        stale_after: |_| None,
+        build: |parts| {
+            Ok(parts.rabot.map(|rabot| {
+                Arc::new(rabot_customer_refresh::RabotCustomerRefresh::new(
+                    parts.settings,
+                    rabot.client().clone(),
+                )) as Arc<dyn Job>
+            }))
+        },
+    },
+    JobSpec {
+        job: JobName::RabobankTokenRotation,
+        name: "rabobank_token_rotation",
+        partner: "rabobank",
+        alias: Some("rabobank"),
+        help: "Rabobank token rotation, on rabobank.schedule",
+        runs_on: RunsOn::Schedule,
+        mirror: false,
+        enabled: |s| s.rabobank.enabled,
+        schedule: Some(|s| &s.rabobank.schedule),
+        stale_after: |s| s.rabobank.stale_after,
+        build: |parts| {
+            Ok(parts.rabobank.map(|grants| {
+                Arc::new(rabobank_rotation::RabobankRotation::new(
+                    parts.settings,
+                    grants.clone(),
+                )) as Arc<dyn Job>
+            }))
+        },
+    },
+    JobSpec {
+        job: JobName::EnergyzeroMirror,
+        name: "energyzero_mirror",
+        partner: "energyzero",
+        alias: Some("energyzero"),
+        help: "EnergyZero contracts, on energyzero.schedule",
+        runs_on: RunsOn::Schedule,
+        mirror: true,
+        enabled: |s| s.energyzero.enabled,
+        schedule: Some(|s| &s.energyzero.schedule),
+        stale_after: |s| s.energyzero.stale_after,
+        build: |parts| {
+            if !parts.settings.energyzero.enabled {
+                return Ok(None);
+            }
+            let job = energyzero_mirror::EnergyzeroMirror::new(parts.settings)?;
+            Ok(Some(Arc::new(job) as Arc<dyn Job>))
+        },
+    },
+];
+
 impl JobName {
-    pub const ALL: &[JobName] = &[
-        JobName::RabotMirror,
-        JobName::RabotLinkMirror,
-        JobName::RabotCustomerRefresh,
-        JobName::RabobankTokenRotation,
-        JobName::EnergyzeroMirror,
-    ];
+    /// Every job, in [`JOBS`] order.
+    pub fn all() -> impl Iterator<Item = JobName> + Clone {
+        JOBS.iter().map(|spec| spec.job)
+    }
+
+    pub fn spec(self) -> &'static JobSpec {
+        // `JOBS` lists every variant (a unit test checks), so the search always finds it.
+        JOBS.iter()
+            .find(|spec| spec.job == self)
+            .unwrap_or(&JOBS[0])
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            JobName::RabotMirror => "rabot_mirror",
-            JobName::RabotLinkMirror => "rabot_link_mirror",
-            JobName::RabotCustomerRefresh => "rabot_customer_refresh",
-            JobName::RabobankTokenRotation => "rabobank_token_rotation",
-            JobName::EnergyzeroMirror => "energyzero_mirror",
-        }
+        self.spec().name
     }
 
     pub fn parse(name: &str) -> Option<JobName> {
-        Self::ALL.iter().copied().find(|job| job.as_str() == name)
+        JOBS.iter()
+            .find(|spec| spec.name == name)
+            .map(|spec| spec.job)
     }
 
-    /// Partner names the commands accept for a job, each standing for that partner's
-    /// scheduled job (RABOT's link mirror runs only when a link completes, so `rabot` is its
-    /// scheduled mirror).
-    pub const PARTNER_NAMES: &[(&str, JobName)] = &[
-        ("rabot", JobName::RabotMirror),
-        ("energyzero", JobName::EnergyzeroMirror),
-        ("rabobank", JobName::RabobankTokenRotation),
-    ];
+    /// Partner names the commands accept, each standing for that partner's scheduled job
+    /// (RABOT's link mirror runs only when a link completes, so `rabot` is its scheduled
+    /// mirror).
+    pub fn aliases() -> impl Iterator<Item = (&'static str, JobName)> {
+        JOBS.iter().filter_map(|spec| Some((spec.alias?, spec.job)))
+    }
 
     /// A job as an operator names it on the command line: a partner name (see
-    /// [`Self::PARTNER_NAMES`]) or a job name.
+    /// [`Self::aliases`]) or a job name.
     pub fn from_cli_name(name: &str) -> Option<JobName> {
-        Self::PARTNER_NAMES
-            .iter()
-            .find(|(partner, _)| *partner == name)
-            .map(|&(_, job)| job)
+        Self::aliases()
+            .find(|(alias, _)| *alias == name)
+            .map(|(_, job)| job)
             .or_else(|| Self::parse(name))
     }
 
     /// Every name [`Self::from_cli_name`] accepts: partner names first, then job names.
     pub fn cli_names() -> impl Iterator<Item = &'static str> {
-        Self::PARTNER_NAMES
-            .iter()
-            .map(|&(partner, _)| partner)
-            .chain(Self::ALL.iter().map(|job| job.as_str()))
+        Self::aliases()
+            .map(|(alias, _)| alias)
+            .chain(JOBS.iter().map(|spec| spec.name))
     }
 
     /// Jobs that copy partner data on a schedule (SIGUSR1 and a bare `resync` run these).
     pub fn is_mirror(self) -> bool {
-        matches!(self, JobName::RabotMirror | JobName::EnergyzeroMirror)
+        self.spec().mirror
     }
 
     /// Jobs with a cron schedule; the others run only when an event asks (a completed link, a
     /// customer's refresh requested).
     pub fn is_scheduled(self) -> bool {
-        !matches!(
-            self,
-            JobName::RabotLinkMirror | JobName::RabotCustomerRefresh
-        )
+        self.spec().runs_on == RunsOn::Schedule
     }
 
-    /// Jobs whose every run is one request's own work (the customer it names): such requests
-    /// run one by one, never coalesced, and a run waits for the job lock rather than being
-    /// skipped while another replica runs the job (that run does other work).
+    /// Jobs whose every run is one request's own work: see [`RunsOn::Request`].
     pub fn serves_one_request_per_run(self) -> bool {
-        matches!(self, JobName::RabotCustomerRefresh)
+        self.spec().runs_on == RunsOn::Request
     }
 
     pub fn partner(self) -> &'static str {
-        match self {
-            JobName::RabotMirror | JobName::RabotLinkMirror | JobName::RabotCustomerRefresh => {
-                "rabot"
-            }
-            JobName::RabobankTokenRotation => "rabobank",
-            JobName::EnergyzeroMirror => "energyzero",
-        }
+        self.spec().partner
     }
 }
 
@@ -178,26 +321,13 @@ pub trait Job: Send + Sync {
 
 /// Whether the settings enable the job.
 pub fn is_enabled(settings: &Settings, job: JobName) -> bool {
-    match job {
-        JobName::RabotMirror | JobName::RabotLinkMirror | JobName::RabotCustomerRefresh => {
-            settings.rabot.enabled
-        }
-        JobName::RabobankTokenRotation => settings.rabobank.enabled,
-        JobName::EnergyzeroMirror => settings.energyzero.enabled,
-    }
+    (job.spec().enabled)(settings)
 }
 
 /// The job's cron expression when the settings enable it and it runs on a schedule.
 pub fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
-    if !is_enabled(settings, job) {
-        return None;
-    }
-    match job {
-        JobName::RabotMirror => Some(settings.rabot.schedule.clone()),
-        JobName::RabotLinkMirror | JobName::RabotCustomerRefresh => None,
-        JobName::RabobankTokenRotation => Some(settings.rabobank.schedule.clone()),
-        JobName::EnergyzeroMirror => Some(settings.energyzero.schedule.clone()),
-    }
+    let schedule = job.spec().schedule?;
+    is_enabled(settings, job).then(|| schedule(settings).to_owned())
 }
 
 /// A job with the cron expression that triggers it; `None` for a job only events trigger.
@@ -207,55 +337,16 @@ pub struct ScheduledJob {
     pub schedule: Option<String>,
 }
 
-/// The jobs the settings enable. `rabobank` is the grant keeper the daemon's callback also
-/// uses (present when Rabobank is enabled), so both share one client and rate limit; `rabot`
-/// likewise carries the RABOT client that linking uses (present when RABOT is enabled).
-pub fn registry(
-    settings: &Settings,
-    rabobank: Option<&Arc<RabobankGrants>>,
-    rabot: Option<&Arc<RabotLinks>>,
-) -> anyhow::Result<Vec<ScheduledJob>> {
+/// The jobs the settings enable, each built from `parts` (see [`JobSpec::build`]).
+pub fn registry(parts: &RunnerParts<'_>) -> anyhow::Result<Vec<ScheduledJob>> {
     let mut jobs = Vec::new();
-    if let Some(rabot) = rabot {
-        jobs.push(ScheduledJob {
-            job: Arc::new(rabot_mirror::RabotMirror::scheduled(
-                settings,
-                rabot.client().clone(),
-            )),
-            schedule: Some(settings.rabot.schedule.clone()),
-        });
-        // Triggered by each completed link, never by the clock: the scheduled mirror catches
-        // up links whose trigger was lost (a replica stopped, or the job was busy elsewhere).
-        jobs.push(ScheduledJob {
-            job: Arc::new(rabot_mirror::RabotMirror::newly_linked(
-                settings,
-                rabot.client().clone(),
-            )),
-            schedule: None,
-        });
-        // Triggered by `resync rabot --customer ID` only.
-        jobs.push(ScheduledJob {
-            job: Arc::new(rabot_customer_refresh::RabotCustomerRefresh::new(
-                settings,
-                rabot.client().clone(),
-            )),
-            schedule: None,
-        });
-    }
-    if let Some(grants) = rabobank {
-        jobs.push(ScheduledJob {
-            job: Arc::new(rabobank_rotation::RabobankRotation::new(
-                settings,
-                grants.clone(),
-            )),
-            schedule: Some(settings.rabobank.schedule.clone()),
-        });
-    }
-    if settings.energyzero.enabled {
-        jobs.push(ScheduledJob {
-            job: Arc::new(energyzero_mirror::EnergyzeroMirror::new(settings)?),
-            schedule: Some(settings.energyzero.schedule.clone()),
-        });
+    for spec in &JOBS {
+        if let Some(job) = (spec.build)(parts)? {
+            jobs.push(ScheduledJob {
+                job,
+                schedule: schedule_of(parts.settings, spec.job),
+            });
+        }
     }
     Ok(jobs)
 }
@@ -265,15 +356,64 @@ mod tests {
     use super::*;
 
     #[test]
-    fn job_names_are_unique_and_snake_case() {
-        let names: std::collections::BTreeSet<_> =
-            JobName::ALL.iter().map(|j| j.as_str()).collect();
-        assert_eq!(names.len(), JobName::ALL.len());
+    fn the_table_lists_every_job_once_under_a_unique_snake_case_name() {
+        let variants: std::collections::BTreeSet<_> = JobName::all().collect();
+        assert_eq!(variants.len(), JOBS.len(), "a job listed twice");
+        for spec in &JOBS {
+            assert_eq!(spec.job.spec().name, spec.name);
+            assert!(
+                spec.name.starts_with(spec.partner),
+                "{} of {}",
+                spec.name,
+                spec.partner
+            );
+            assert_eq!(
+                spec.schedule.is_some(),
+                spec.runs_on == RunsOn::Schedule,
+                "{}",
+                spec.name
+            );
+        }
+        // Every variant is in the table. (A new variant breaks this match, the reminder to
+        // add it to the list below and to `JOBS`.)
+        let in_table = |job: JobName| match job {
+            JobName::RabotMirror
+            | JobName::RabotLinkMirror
+            | JobName::RabotCustomerRefresh
+            | JobName::RabobankTokenRotation
+            | JobName::EnergyzeroMirror => JOBS.iter().any(|spec| spec.job == job),
+        };
+        for job in [
+            JobName::RabotMirror,
+            JobName::RabotLinkMirror,
+            JobName::RabotCustomerRefresh,
+            JobName::RabobankTokenRotation,
+            JobName::EnergyzeroMirror,
+        ] {
+            assert!(in_table(job), "{job:?} is not in JOBS");
+        }
+        let names: std::collections::BTreeSet<_> = JOBS.iter().map(|spec| spec.name).collect();
+        assert_eq!(names.len(), JOBS.len());
         assert!(
             names
                 .iter()
                 .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
         );
+    }
+
+    #[test]
+    fn every_default_schedule_parses() {
+        let defaults = Settings::load_from(None, std::iter::empty()).unwrap();
+        for spec in &JOBS {
+            if let Some(schedule) = spec.schedule {
+                let expression = schedule(&defaults);
+                assert!(
+                    crate::events::schedule::parse_cron(expression).is_ok(),
+                    "{}: {expression:?}",
+                    spec.name
+                );
+            }
+        }
     }
 
     #[test]
@@ -287,10 +427,10 @@ mod tests {
             JobName::from_cli_name("rabobank"),
             Some(JobName::RabobankTokenRotation)
         );
-        for &job in JobName::ALL {
+        for job in JobName::all() {
             assert_eq!(JobName::from_cli_name(job.as_str()), Some(job));
         }
-        for &(partner, job) in JobName::PARTNER_NAMES {
+        for (partner, job) in JobName::aliases() {
             assert_eq!(job.partner(), partner);
             assert!(job.is_scheduled());
         }

@@ -84,9 +84,7 @@ pub async fn report(
 ) -> Result<StatusReport, sqlx::Error> {
     let latest = runs::latest_per_job(pool).await?;
     let now = Utc::now();
-    let selected: Vec<JobName> = JobName::ALL
-        .iter()
-        .copied()
+    let selected: Vec<JobName> = JobName::all()
         .filter(|job| only.is_empty() || only.contains(job))
         .collect();
     let policies: Vec<Policy> = selected

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 
 use super::table::{Align, Cell, Table, Tone};
 use super::{JobStatus, StatusReport};
-use crate::jobs::JobName;
+use crate::jobs::RunsOn;
 use crate::partners::rabobank::{PARTNER as RABOBANK, REFRESH_LIMIT};
 use crate::store::grants::GrantSummary;
 use crate::store::links::LinkRow;
@@ -253,10 +253,11 @@ fn next_run(job: &JobStatus, zone: Tz) -> String {
     match (&job.next_run_at, &job.schedule) {
         _ if !job.enabled => "-".into(),
         (Some(at), _) => when(*at, zone),
-        (None, None) if job.freshness.facts.job == JobName::RabotLinkMirror => "on a link".into(),
-        (None, None) if job.freshness.facts.job == JobName::RabotCustomerRefresh => {
-            "on request".into()
-        }
+        (None, None) => match job.freshness.facts.job.spec().runs_on {
+            RunsOn::Link => "on a link".into(),
+            RunsOn::Request => "on request".into(),
+            RunsOn::Schedule => "-".into(),
+        },
         _ => "-".into(),
     }
 }
@@ -353,6 +354,7 @@ pub fn render_links(links: &[LinkRow]) -> String {
 mod tests {
     use super::*;
     use crate::freshness::Freshness;
+    use crate::jobs::JobName;
     use crate::status::JobFreshness;
 
     fn at(text: &str) -> DateTime<Utc> {

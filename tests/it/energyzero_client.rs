@@ -32,11 +32,15 @@ fn settings_have_the_documented_defaults_and_validation_names_the_key() {
         .expect("valid settings");
     assert_eq!(ok.energyzero.user_ids, vec!["u-1", "u-2"]);
     // Enabling EnergyZero alone gives the daemon a job to run.
-    let names: Vec<JobName> = jobs::registry(&ok, None, None)
-        .unwrap()
-        .iter()
-        .map(|j| j.job.name())
-        .collect();
+    let names: Vec<JobName> = jobs::registry(&jobs::RunnerParts {
+        settings: &ok,
+        rabobank: None,
+        rabot: None,
+    })
+    .unwrap()
+    .iter()
+    .map(|j| j.job.name())
+    .collect();
     assert_eq!(names, vec![JobName::EnergyzeroMirror]);
     assert!(JobName::EnergyzeroMirror.is_mirror());
     assert_eq!(
