@@ -7,24 +7,32 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Dependencies only change with Cargo.toml/Cargo.lock: build them against stub sources in their
-# own layer. Cargo reads every target the manifest declares (the lib, the bin and the
-# `mirror_pass` bench), so each needs a stub file; tests/ is only auto-discovered and may be absent.
+# The simulated partners (`partner-sync sandbox`, `demo`) are a default cargo feature, which the
+# compose trial uses; a production image leaves them out:
+#   docker build --build-arg FEATURES=--no-default-features -t partner-sync .
+ARG FEATURES=
+# Dependencies only change with the manifests and Cargo.lock: build them against stub sources in
+# their own layer. Cargo reads every target the manifests declare (the lib, the bin, the
+# `mirror_pass` bench and the sandbox crate), so each needs a stub file; tests/ is only
+# auto-discovered and may be absent.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
+COPY crates/partner-sync-sandbox/Cargo.toml crates/partner-sync-sandbox/
+RUN mkdir -p src benches crates/partner-sync-sandbox/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
+ && touch src/lib.rs crates/partner-sync-sandbox/src/lib.rs \
  && echo 'fn main() {}' > benches/mirror_pass.rs \
- && cargo build --release --locked \
- && rm -rf src benches
+ && cargo build --release --locked -p partner-sync $FEATURES \
+ && rm -rf src benches crates/partner-sync-sandbox/src
 # Compile-time inputs: config/default.toml (include_str!) and migrations/ (sqlx::migrate!) are
 # embedded in the binary, and benches/ must exist for the manifest's [[bench]].
 COPY src src
+COPY crates crates
 COPY migrations migrations
 COPY config config
 COPY benches benches
-# The stub artefacts are newer than the copied sources; touching makes cargo rebuild the crate.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin partner-sync
+# The stub artefacts are newer than the copied sources; touching makes cargo rebuild the crates.
+RUN touch src/main.rs src/lib.rs crates/partner-sync-sandbox/src/lib.rs \
+ && cargo build --release --locked -p partner-sync --bin partner-sync $FEATURES
 
 # Same Debian release as the build image, so the binary finds the glibc it was linked against.
 FROM debian:bookworm-slim AS runtime

@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use partner_sync::partners::rabot::Contract;
-use partner_sync::sandbox::SandboxOptions;
 use partner_sync::store;
+use partner_sync_sandbox::SandboxOptions;
 use sqlx::{Connection, PgConnection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");

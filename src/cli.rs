@@ -2,6 +2,7 @@
 //! 1 a failed run or other error, 2 unusable settings.
 
 use std::io::IsTerminal as _;
+#[cfg(feature = "sandbox")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,16 +13,19 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "sandbox")]
+use crate::demo;
 use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
 use crate::grants::{self, RabobankGrants, RefreshTasks};
 use crate::jobs::{self, JobName, rabot_customer_refresh};
 use crate::links::{LinkSpec, RabotLinks};
+#[cfg(feature = "sandbox")]
 use crate::sandbox::{self, SandboxOptions};
 use crate::settings::{LogFormat, Settings};
 use crate::store::runs::{RunCounts, RunStatus};
-use crate::{app, demo, resync, status, store, telemetry};
+use crate::{app, resync, status, store, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +64,7 @@ pub enum Command {
     /// Validate the settings and print them with every secret masked.
     CheckConfig,
     /// Serve the simulated partner APIs for trials and tests.
+    #[cfg(feature = "sandbox")]
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8089")]
         listen: SocketAddr,
@@ -141,6 +146,7 @@ pub enum Command {
         json: bool,
     },
     /// Mirror a generated RABOT sandbox into the database named by DATABASE_URL, and report.
+    #[cfg(feature = "sandbox")]
     Demo {
         #[arg(long, default_value_t = 1000)]
         customers: usize,
@@ -292,8 +298,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let format = cli.log_format.unwrap_or(settings.log.format);
     // The demo talks to a person: only warnings interleave with its report.
     let default_filter = match cli.command {
-        Command::Demo { .. }
-        | Command::CheckConfig
+        #[cfg(feature = "sandbox")]
+        Command::Demo { .. } => "warn",
+        Command::CheckConfig
         | Command::Status { .. }
         | Command::Grants { .. }
         | Command::Links { .. }
@@ -350,7 +357,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             print!("{}", settings.to_masked_toml());
             Ok(())
         }
+        #[cfg(feature = "sandbox")]
         Command::Sandbox { listen, options } => serve_sandbox(listen, options).await,
+        #[cfg(feature = "sandbox")]
         Command::Demo {
             customers,
             contracts_per_customer,
@@ -614,6 +623,7 @@ async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "sandbox")]
 async fn serve_sandbox(listen: SocketAddr, options: SandboxOptions) -> anyhow::Result<()> {
     let sandbox = sandbox::start(options, listen).await?;
     println!("{}", sandbox.describe());

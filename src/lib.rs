@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod crypto;
+#[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod events;
 pub mod freshness;
@@ -14,7 +15,9 @@ pub mod links;
 pub mod metrics;
 pub mod partners;
 pub mod resync;
-pub mod sandbox;
+/// The simulated partners (the `partner-sync-sandbox` crate), for `sandbox` and `demo`.
+#[cfg(feature = "sandbox")]
+pub use partner_sync_sandbox as sandbox;
 pub mod server;
 pub mod settings;
 pub mod status;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use partner_sync::sandbox::Sandbox;
+use partner_sync_sandbox::Sandbox;
 
 use crate::common::*;
 use crate::daemon::{NEVER, spawn_daemon, stop, wait_for_log};

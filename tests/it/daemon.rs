@@ -3,7 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use partner_sync::sandbox::SandboxOptions;
+use partner_sync_sandbox::SandboxOptions;
 
 use crate::common::*;
 

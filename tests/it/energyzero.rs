@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use partner_sync::jobs::energyzero_mirror::EnergyzeroMirror;
-use partner_sync::sandbox::{Sandbox, SandboxOptions};
 use partner_sync::settings::Settings;
 use partner_sync::store::runs::{RunCounts, RunStatus};
+use partner_sync_sandbox::{Sandbox, SandboxOptions};
 use sqlx::PgPool;
 
 use crate::common::*;
@@ -563,7 +563,7 @@ async fn sync_energyzero_at_trace_level_logs_no_secret_or_token() {
 
 #[tokio::test]
 async fn a_401_renews_the_user_token_and_a_401_on_impersonation_renews_the_partner_token() {
-    use partner_sync::sandbox::Fault;
+    use partner_sync_sandbox::Fault;
 
     let db = TestDb::new().await;
     let sandbox = start_sandbox(ez_sandbox(2)).await;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use partner_sync::grants::RabobankGrants;
 use partner_sync::metrics as m;
-use partner_sync::sandbox::Fault;
 use partner_sync::settings::Settings;
+use partner_sync_sandbox::Fault;
 use reqwest::StatusCode;
 
 use crate::common::*;

@@ -43,7 +43,7 @@ impl Drop for Daemon {
 impl Daemon {
     /// The daemon over `sandbox` with the admin endpoint on and `overrides`, started by `spawn`.
     async fn start(
-        sandbox: &partner_sync::sandbox::Sandbox,
+        sandbox: &partner_sync_sandbox::Sandbox,
         db: &TestDb,
         overrides: &[(&str, &str)],
         spawn: impl FnOnce(Vec<(String, String)>, &std::path::Path) -> Child,
@@ -332,7 +332,7 @@ async fn half_sent_requests_do_not_hold_shutdown_past_the_grace_period() {
 
 /// This process's public server over `sandbox`, with `limits`; the admin endpoint is on.
 async fn serve_here(
-    sandbox: &partner_sync::sandbox::Sandbox,
+    sandbox: &partner_sync_sandbox::Sandbox,
     db: &TestDb,
     limits: ServerLimits,
 ) -> (SocketAddr, CancellationToken) {

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use partner_sync::sandbox::{Fault, SandboxOptions};
 use partner_sync::store::runs::RunStatus;
+use partner_sync_sandbox::{Fault, SandboxOptions};
 
 use crate::common::*;
 

@@ -7,7 +7,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use partner_sync::links::{LinkAnswer, LinkSpec, RabotLinks};
-use partner_sync::sandbox::{Fault, LinkableCustomer, RABOT_CUSTOMER_PASSWORD, Sandbox};
+use partner_sync_sandbox::{Fault, LinkableCustomer, RABOT_CUSTOMER_PASSWORD, Sandbox};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -680,7 +680,7 @@ async fn rabot_unreachable_during_the_check_leaves_the_link_pending_for_a_retry(
         .decide(&d.authorization_url("OUR-4").await, &customer, "approve")
         .await;
     // Every attempt of the check's customer listing fails (PARTNER_SYNC__HTTP__MAX_ATTEMPTS=3).
-    d.sandbox.inject_fault(partner_sync::sandbox::Fault {
+    d.sandbox.inject_fault(partner_sync_sandbox::Fault {
         path_contains: "/customers".into(),
         status: 503,
         retry_after: None,

@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use partner_sync::sandbox::{Deletions, Fault, Sandbox, Tamper, TamperFault};
 use partner_sync::settings::Settings;
 use partner_sync::store::runs::RunStatus;
+use partner_sync_sandbox::{Deletions, Fault, Sandbox, Tamper, TamperFault};
 use sqlx::PgPool;
 
 use crate::common::*;

@@ -4,7 +4,7 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use partner_sync::sandbox::SandboxOptions;
+use partner_sync_sandbox::SandboxOptions;
 
 use crate::common::*;
 use crate::daemon::{NEVER, free_port, spawn_daemon, stop, wait_for, wait_for_log};
@@ -19,7 +19,7 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
-fn quiet_env(sandbox: &partner_sync::sandbox::Sandbox, db: &TestDb) -> Vec<(String, String)> {
+fn quiet_env(sandbox: &partner_sync_sandbox::Sandbox, db: &TestDb) -> Vec<(String, String)> {
     let mut env = sandbox_env(sandbox, &db.url);
     env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), NEVER.into()));
     env

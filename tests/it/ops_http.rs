@@ -11,9 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use partner_sync::metrics as m;
-use partner_sync::sandbox::Fault;
 use partner_sync::server::{self, Partners, ServerLimits, ServerState};
 use partner_sync::store::runs::RunStatus;
+use partner_sync_sandbox::Fault;
 use reqwest::StatusCode;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;

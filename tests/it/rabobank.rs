@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use partner_sync::grants::{RefreshError, RefreshNeed};
-use partner_sync::sandbox::{Fault, SandboxOptions};
 use partner_sync::store::runs::RunStatus;
+use partner_sync_sandbox::{Fault, SandboxOptions};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use uuid::Uuid;

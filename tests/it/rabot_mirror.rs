@@ -1,7 +1,7 @@
 //! The RABOT mirror job end to end: sandbox over HTTP → runner → PostgreSQL.
 
-use partner_sync::sandbox::{Fault, SandboxOptions};
 use partner_sync::store::runs::RunStatus;
+use partner_sync_sandbox::{Fault, SandboxOptions};
 
 use crate::common::*;
 

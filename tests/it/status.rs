@@ -13,7 +13,7 @@ async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
     let sandbox = start_sandbox(small_sandbox(3)).await;
     let settings = settings(&sandbox, &db, &[]);
     mirror_pass(&settings, &db.pool).await;
-    sandbox.inject_fault(partner_sync::sandbox::Fault {
+    sandbox.inject_fault(partner_sync_sandbox::Fault {
         path_contains: "/customers".into(),
         status: 400,
         retry_after: None,

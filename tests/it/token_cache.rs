@@ -6,8 +6,8 @@ use futures::TryStreamExt;
 use partner_sync::http::authorized::ApiError;
 use partner_sync::http::token_cache::AuthError;
 use partner_sync::partners::rabot::RabotClient;
-use partner_sync::sandbox::{Fault, SandboxOptions};
 use partner_sync::store::runs::RunStatus;
+use partner_sync_sandbox::{Fault, SandboxOptions};
 use secrecy::ExposeSecret;
 
 use crate::common::*;
@@ -15,7 +15,7 @@ use crate::common::*;
 async fn client_for(
     sandbox_options: SandboxOptions,
     overrides: &[(&str, &str)],
-) -> (partner_sync::sandbox::Sandbox, RabotClient) {
+) -> (partner_sync_sandbox::Sandbox, RabotClient) {
     let sandbox = start_sandbox(sandbox_options).await;
     let client = rabot_client(&sandbox, overrides);
     (sandbox, client)

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use partner_sync::sandbox::{Deletions, Fault, Sandbox, Tamper, TamperFault};
 use partner_sync::store::runs::RunStatus;
+use partner_sync_sandbox::{Deletions, Fault, Sandbox, Tamper, TamperFault};
 use rand::Rng as _;
 use rand::SeedableRng as _;
 use sqlx::PgPool;

@@ -320,7 +320,7 @@ impl Rabot {
         true
     }
 
-    pub(in crate::sandbox) fn linkable_customers(&self) -> Vec<LinkableCustomer> {
+    pub(crate) fn linkable_customers(&self) -> Vec<LinkableCustomer> {
         lock(&self.customers)
             .hidden
             .iter()
@@ -333,7 +333,7 @@ impl Rabot {
             .collect()
     }
 
-    pub(in crate::sandbox) fn relations(&self, customer_number: &str) -> Option<Vec<String>> {
+    pub(crate) fn relations(&self, customer_number: &str) -> Option<Vec<String>> {
         let customers = lock(&self.customers);
         let customer = customers.get(customer_number)?;
         Some(
@@ -369,12 +369,12 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::sandbox::SandboxOptions;
-    use crate::sandbox::tests::{started, token};
+    use crate::SandboxOptions;
+    use crate::tests::{started, token};
 
     async fn create(
         client: &reqwest::Client,
-        sandbox: &crate::sandbox::Sandbox,
+        sandbox: &crate::Sandbox,
         body: Value,
     ) -> (StatusCode, Value) {
         let token = token(client, sandbox).await;

@@ -1007,8 +1007,8 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::sandbox::tests::{started, token};
-    use crate::sandbox::{Sandbox, SandboxOptions};
+    use crate::tests::{started, token};
+    use crate::{Sandbox, SandboxOptions};
 
     async fn get(
         client: &reqwest::Client,

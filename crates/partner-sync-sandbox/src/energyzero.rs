@@ -1147,8 +1147,8 @@ fn address(rng: &mut Prng) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::tests::started;
-    use crate::sandbox::{Fault, Sandbox, SandboxOptions};
+    use crate::tests::started;
+    use crate::{Fault, Sandbox, SandboxOptions};
 
     const ME_QUERY: &str = "query Me($first: Int, $after: String) {
         me {

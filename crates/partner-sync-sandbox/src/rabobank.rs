@@ -1150,8 +1150,8 @@ fn iban(country: &str, bban: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::tests::started;
-    use crate::sandbox::{Fault, Sandbox, SandboxOptions, start};
+    use crate::tests::started;
+    use crate::{Fault, Sandbox, SandboxOptions, start};
 
     const REDIRECT: &str = "https://app.example/rabobank/callback?tenant=7";
     const SCOPE: &str = "ais.balances.read ais.transactions.read-90days";
