@@ -5,20 +5,14 @@
 //!
 //! Its own test binary: it runs for tens of seconds and restarts daemons many times.
 
-#[allow(dead_code)]
-#[path = "it/bank.rs"]
-mod bank;
-#[allow(dead_code)]
-#[path = "it/common.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
-use tokio::process::Child;
 
-use bank::{Bank, bank_processed, rabobank_env, refresh_marks, signal, spawn_binary};
-use common::{count, small_sandbox};
+use common::bank::{Bank, bank_processed, rabobank_env, refresh_marks};
+use common::{Daemon, count, small_sandbox};
 
 const GRANTS: usize = 20;
 const ROTATIONS: i64 = 200;
@@ -29,38 +23,8 @@ const WINDOW: Duration = Duration::from_millis(700);
 /// The whole test; it usually needs well under a minute.
 const LIMIT: Duration = Duration::from_secs(180);
 
-struct Replica {
-    child: Child,
-    started: u32,
-}
-
-/// Starts replica `index` for the `started`-th time and waits until it handles signals (a
-/// SIGTERM before that would kill it like SIGKILL).
-async fn spawn(
-    index: usize,
-    started: u32,
-    env: &[(String, String)],
-    dir: &std::path::Path,
-) -> Replica {
-    let log = dir.join(format!("replica-{index}-{started}.log"));
-    let child = spawn_binary(&["run"], env, &log);
-    let since = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("daemon running")
-    {
-        assert!(
-            since.elapsed() < Duration::from_secs(20),
-            "replica did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Replica { child, started }
-}
-
 /// The replica whose process runs the rotation now (`sync.runs.host` ends with its pid).
-async fn rotating_replica(bank: &Bank, replicas: &[Replica; 2]) -> Option<usize> {
+async fn rotating_replica(bank: &Bank, replicas: &[Daemon; 2]) -> Option<usize> {
     let host: Option<String> = sqlx::query_scalar(
         "SELECT host FROM sync.runs WHERE job = 'rabobank_token_rotation' AND status = 'running'
           ORDER BY id DESC LIMIT 1",
@@ -69,7 +33,7 @@ async fn rotating_replica(bank: &Bank, replicas: &[Replica; 2]) -> Option<usize>
     .await
     .unwrap();
     let pid: u32 = host?.rsplit(':').next()?.parse().ok()?;
-    replicas.iter().position(|r| r.child.id() == Some(pid))
+    replicas.iter().position(|r| r.pid() == Some(pid))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,10 +61,9 @@ async fn two_replicas_stopped_and_killed_at_random_lose_no_grant_and_reuse_no_to
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    let dir = tempfile::tempdir().unwrap();
     let mut replicas = [
-        spawn(0, 0, &env, dir.path()).await,
-        spawn(1, 0, &env, dir.path()).await,
+        Daemon::run_ready(env.clone()).await,
+        Daemon::run_ready(env.clone()).await,
     ];
     let rotations = "SELECT coalesce(sum(refresh_count), 0)::bigint FROM sync.oauth_grants";
 
@@ -135,30 +98,24 @@ async fn two_replicas_stopped_and_killed_at_random_lose_no_grant_and_reuse_no_to
         }
         let replica = &mut replicas[victim];
         if hard {
-            signal(&replica.child, libc::SIGKILL);
-            replica.child.wait().await.unwrap();
+            replica.kill().await;
             sigkills += 1;
         } else {
-            signal(&replica.child, libc::SIGTERM);
-            let exited = tokio::time::timeout(Duration::from_secs(30), replica.child.wait())
-                .await
-                .expect("a SIGTERM stop is bounded")
-                .unwrap();
-            let log = dir
-                .path()
-                .join(format!("replica-{victim}-{}.log", replica.started));
-            let logged = std::fs::read_to_string(log).unwrap_or_default();
-            assert!(exited.success(), "{logged}");
+            // A stop that takes longer is ended with SIGKILL, which is not a success.
+            let exited = replica.stop(Duration::from_secs(30)).await;
+            let logged = replica.log();
+            assert!(
+                exited.status.success(),
+                "a SIGTERM stop is bounded: {logged}"
+            );
             assert!(!logged.contains("did not finish in time"), "{logged}");
             sigterms += 1;
         }
         bank.sandbox.set_rabobank_token_answer_delay(ANSWER_DELAY);
-        let next = replica.started + 1;
-        *replica = spawn(victim, next, &env, dir.path()).await;
+        *replica = Daemon::run_ready(env.clone()).await;
     }
-    for replica in &mut replicas {
-        signal(&replica.child, libc::SIGTERM);
-        assert!(replica.child.wait().await.unwrap().success());
+    for replica in replicas {
+        replica.stop_cleanly().await;
     }
     // What a start-up or a rotation would notice: marks whose process is gone.
     partner_sync::grants::record_interrupted_refreshes(&bank.db.pool)

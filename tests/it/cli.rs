@@ -125,7 +125,7 @@ async fn every_command_naming_jobs_lists_and_accepts_the_same_names() {
         "energyzero_mirror",
     ];
     for command in ["sync", "resync", "status"] {
-        let help = run_binary(&[command, "--help"], Vec::new()).await;
+        let help = run_binary(&[command, "--help"], Vec::<(String, String)>::new()).await;
         let stdout = String::from_utf8_lossy(&help.stdout);
         assert!(help.status.success(), "{command}: {stdout}");
         for name in NAMES {
@@ -140,7 +140,7 @@ async fn every_command_naming_jobs_lists_and_accepts_the_same_names() {
             "{command} --help says what a partner name runs: {stdout}"
         );
 
-        let unknown = run_binary(&[command, "rabot_mirrors"], Vec::new()).await;
+        let unknown = run_binary(&[command, "rabot_mirrors"], Vec::<(String, String)>::new()).await;
         let stderr = String::from_utf8_lossy(&unknown.stderr);
         assert_eq!(unknown.status.code(), Some(2), "{command}: {stderr}");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use partner_sync_sandbox::Sandbox;
 
 use crate::common::*;
-use crate::daemon::{NEVER, spawn_daemon, stop, wait_for_log};
 
 /// What a refresh may change of a row: its content, when it changed, whether it is tombstoned.
 type RowState = (Vec<u8>, DateTime<Utc>, Option<DateTime<Utc>>);
@@ -47,18 +46,7 @@ struct Fixture {
     db: TestDb,
     sandbox: Sandbox,
     env: Vec<(String, String)>,
-    /// Taken by [`Fixture::stop`]; a test that fails first kills it on drop.
-    daemon: Option<std::process::Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-        }
-    }
+    daemon: Daemon,
 }
 
 impl Fixture {
@@ -73,31 +61,25 @@ impl Fixture {
         );
         let mut env = sandbox_env(&sandbox, &db.url);
         env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), NEVER.into()));
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("daemon.log");
-        let daemon = spawn_daemon(env.clone(), &log);
+        let daemon = Daemon::run(env.clone());
         assert!(
-            wait_for_log(
-                &log,
-                "listening for resync requests",
-                Duration::from_secs(20)
-            )
-            .await,
+            daemon
+                .wait_for_log("listening for resync requests", Duration::from_secs(20))
+                .await,
             "{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            daemon.log()
         );
         Self {
             db,
             sandbox,
             env,
-            daemon: Some(daemon),
-            _dir: dir,
+            daemon,
         }
     }
 
     /// SIGTERM: the daemon must stop cleanly.
-    async fn stop(mut self) {
-        stop(self.daemon.take().expect("the daemon runs")).await;
+    async fn stop(self) {
+        self.daemon.stop_cleanly().await;
     }
 
     /// `resync rabot --customer ID --wait`: exit code and stdout.
@@ -359,7 +341,7 @@ async fn customer_goes_with_the_rabot_job_only() {
         &["resync", "rabot_customer_refresh"],
         &["sync", "rabot_customer_refresh"],
     ] {
-        let out = run_binary(args, Vec::new()).await;
+        let out = run_binary(args, Vec::<(String, String)>::new()).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("--customer"), "{args:?}: {stderr}");
@@ -370,7 +352,11 @@ async fn customer_goes_with_the_rabot_job_only() {
 async fn hostile_ids_are_refused_or_fail_cleanly_and_never_reach_another_path() {
     let long = "9".repeat(10_000);
     for id in [long.as_str(), "bad\u{1b}[2Jid", "line\nbreak", ""] {
-        let out = run_binary(&["resync", "rabot", "--customer", id], Vec::new()).await;
+        let out = run_binary(
+            &["resync", "rabot", "--customer", id],
+            Vec::<(String, String)>::new(),
+        )
+        .await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains("printable characters"), "{stderr}");
@@ -423,7 +409,7 @@ async fn hostile_ids_are_refused_or_fail_cleanly_and_never_reach_another_path() 
         .await
         .unwrap();
     assert!(
-        crate::daemon::wait_for(
+        wait_for(
             &f.db,
             "SELECT count(*) FROM sync.runs WHERE job = 'rabot_customer_refresh' AND status = 'failed' AND error LIKE '%printable characters%'",
             1,
@@ -504,7 +490,7 @@ async fn a_refresh_waits_for_one_running_elsewhere() {
     let refresh = f.refresh(&target);
     let release = async {
         assert!(
-            crate::daemon::wait_for(
+            wait_for(
                 &f.db,
                 "SELECT count(*) FROM sync.trigger_requests WHERE claimed_by IS NOT NULL",
                 1,

@@ -4,6 +4,8 @@
 use partner_sync::jobs::{self, JobName};
 use partner_sync::settings::Settings;
 
+use crate::common::run_binary;
+
 #[test]
 fn settings_have_the_documented_defaults_and_validation_names_the_key() {
     let defaults = Settings::load_from(None, Vec::new()).expect("defaults are valid");
@@ -198,18 +200,16 @@ async fn odd_token_answers_are_read_and_broken_pagination_fails_the_user_not_loo
     assert_eq!(client.partner_tokens().token_requests(), 1);
 }
 
-#[test]
-fn the_daemon_without_partners_names_energyzero_enabled_among_the_switches() {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"));
-    command.arg("run").env_remove("DATABASE_URL");
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PARTNER_SYNC")) {
-        command.env_remove(key);
-    }
-    let out = command
-        .env("PARTNER_SYNC__SERVER__LISTEN", "127.0.0.1:0")
-        .env("PARTNER_SYNC__SERVER__OPS_LISTEN", "127.0.0.1:0")
-        .output()
-        .expect("binary runs");
+#[tokio::test]
+async fn the_daemon_without_partners_names_energyzero_enabled_among_the_switches() {
+    let out = run_binary(
+        &["run"],
+        [
+            ("PARTNER_SYNC__SERVER__LISTEN", "127.0.0.1:0"),
+            ("PARTNER_SYNC__SERVER__OPS_LISTEN", "127.0.0.1:0"),
+        ],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("energyzero.enabled"), "{stderr}");

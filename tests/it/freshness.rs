@@ -12,8 +12,7 @@ use partner_sync_sandbox::Fault;
 use reqwest::StatusCode;
 
 use crate::common::*;
-use crate::daemon::{free_port, logged_address, spawn_daemon, wait_for};
-use crate::ops_http::{Daemon, Sample, readyz, scrape, value};
+use crate::ops_http::{Sample, readyz, scrape, value};
 
 const DAY: f64 = 86_400.0;
 
@@ -33,14 +32,6 @@ async fn finished_at(db: &TestDb, job: &str, status: &str) -> f64 {
     .fetch_one(&db.pool)
     .await
     .unwrap()
-}
-
-fn sigusr1(daemon: &Daemon) {
-    let status = std::process::Command::new("kill")
-        .args(["-USR1", &daemon.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// A consent approved at the sandbox bank and stored by the daemon's callback.
@@ -78,17 +69,15 @@ async fn the_daemon_reports_freshness_failures_staleness_and_grants() {
             ("PARTNER_SYNC__DAEMON__RUN_ON_START", "true"),
             // Neither schedule fires while the test looks (yearly; daily at 03:17): runs come
             // from the start-up and from SIGUSR1 only.
-            ("PARTNER_SYNC__RABOT__SCHEDULE", crate::daemon::NEVER),
+            ("PARTNER_SYNC__RABOT__SCHEDULE", NEVER),
             ("PARTNER_SYNC__RABOT__STALE_AFTER", "1h"),
             ("PARTNER_SYNC__RABOBANK__SCHEDULE", "0 17 3 * * *"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("daemon.log");
-    let mut daemon = Daemon(spawn_daemon(env.clone(), &log));
-    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
-    let base = logged_address(&log, "operations server listening").await;
+    let daemon = Daemon::run(env.clone());
+    let logged = || daemon.log();
+    let base = daemon.logged_address("operations server listening").await;
     let succeeded = |job: &str| {
         format!("SELECT count(*) FROM sync.runs WHERE job = '{job}' AND status = 'succeeded'")
     };
@@ -153,7 +142,7 @@ async fn the_daemon_reports_freshness_failures_staleness_and_grants() {
             retry_after: None,
             times: 1,
         });
-        sigusr1(&daemon);
+        daemon.signal(Signal::Usr1);
         let failed =
             "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND status = 'failed'";
         assert!(
@@ -297,8 +286,5 @@ async fn the_daemon_reports_freshness_failures_staleness_and_grants() {
         "states no grant is in are left out"
     );
 
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &daemon.0.id().to_string()])
-        .status();
-    assert!(daemon.0.wait().unwrap().success(), "{}", logged());
+    daemon.stop_cleanly().await;
 }

@@ -4,8 +4,6 @@
 //! the server in this process where only its timeouts are looked at.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use partner_sync::links::RabotLinks;
@@ -15,38 +13,25 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
-use crate::daemon::{
-    NEVER, logged_address, sigterm, spawn_daemon, spawn_daemon_with, wait_exit, wait_for_log,
-};
 
 const ADMIN_TOKEN: &str = "hostile-clients-admin-token";
 const MIB: u64 = 1024 * 1024;
 
-/// A daemon that is killed if the test ends before it stops.
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
+/// A daemon and the addresses its listeners bound.
+struct Served {
+    daemon: Daemon,
     public: SocketAddr,
     ops: SocketAddr,
-    _dir: tempfile::TempDir,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Daemon {
-    /// The daemon over `sandbox` with the admin endpoint on and `overrides`, started by `spawn`.
+impl Served {
+    /// The daemon over `sandbox` with the admin endpoint on and `overrides`, its command
+    /// changed by `configure` first.
     async fn start(
         sandbox: &partner_sync_sandbox::Sandbox,
         db: &TestDb,
         overrides: &[(&str, &str)],
-        spawn: impl FnOnce(Vec<(String, String)>, &std::path::Path) -> Child,
+        configure: impl FnOnce(&mut tokio::process::Command),
     ) -> Self {
         let mut env = sandbox_env(sandbox, &db.url);
         env.push((
@@ -59,34 +44,30 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("daemon.log");
-        let child = spawn(env, &log);
+        let daemon = Daemon::command(&["run"])
+            .envs(env)
+            .configure(configure)
+            .start();
         let address =
             |url: String| -> SocketAddr { url.trim_start_matches("http://").parse().unwrap() };
-        let public = address(logged_address(&log, "HTTP server listening").await);
-        let ops = address(logged_address(&log, "operations server listening").await);
-        assert!(
-            wait_for_log(&log, "daemon running", Duration::from_secs(20)).await,
-            "{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        let public = address(daemon.logged_address("HTTP server listening").await);
+        let ops = address(daemon.logged_address("operations server listening").await);
+        daemon.wait_ready().await;
         Self {
-            child,
-            log,
+            daemon,
             public,
             ops,
-            _dir: dir,
         }
     }
 
     fn logged(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log()
     }
 
     /// The largest resident set the process has had, from `/proc/<pid>/status` (VmHWM).
     fn peak_rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let pid = self.daemon.pid().expect("the daemon runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let kib: u64 = status
             .lines()
             .find_map(|line| line.strip_prefix("VmHWM:"))
@@ -157,23 +138,21 @@ async fn idle_connections_beyond_the_file_limit_do_not_stop_healthz() {
     let db = TestDb::new().await;
     let sandbox = start_sandbox(small_sandbox(1)).await;
     // The daemon as shipped (default server.* limits) in a process allowed 1,024 open files.
-    let daemon = Daemon::start(&sandbox, &db, &[], |env, log| {
-        spawn_daemon_with(env, log, |command| {
-            // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
-            unsafe {
-                command.pre_exec(|| {
-                    let limit = libc::rlimit {
-                        rlim_cur: 1024,
-                        rlim_max: 1024,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        })
+    let daemon = Served::start(&sandbox, &db, &[], |command| {
+        // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 1024,
+                    rlim_max: 1024,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
     })
     .await;
 
@@ -209,7 +188,7 @@ async fn a_600_mib_body_is_refused_413_without_being_held_in_memory() {
     const BODY: u64 = 600 * MIB;
     let db = TestDb::new().await;
     let sandbox = start_sandbox(small_sandbox(1)).await;
-    let daemon = Daemon::start(&sandbox, &db, &[], spawn_daemon).await;
+    let daemon = Served::start(&sandbox, &db, &[], |_| {}).await;
 
     // Announced: refused from the header, before any of it is read.
     let answer = exchange(daemon.public, &link_request_head(Some(BODY))).await;
@@ -260,7 +239,7 @@ async fn half_sent_requests_do_not_hold_shutdown_past_the_grace_period() {
     let db = TestDb::new().await;
     let sandbox = start_sandbox(small_sandbox(1)).await;
     // Timeouts far beyond the grace period: only the stop itself may end these requests.
-    let daemon = Daemon::start(
+    let daemon = Served::start(
         &sandbox,
         &db,
         &[
@@ -268,7 +247,7 @@ async fn half_sent_requests_do_not_hold_shutdown_past_the_grace_period() {
             ("PARTNER_SYNC__SERVER__HEADER_READ_TIMEOUT", "5m"),
             ("PARTNER_SYNC__SERVER__REQUEST_TIMEOUT", "5m"),
         ],
-        spawn_daemon,
+        |_| {},
     )
     .await;
     let mut daemon = daemon;
@@ -305,9 +284,14 @@ async fn half_sent_requests_do_not_hold_shutdown_past_the_grace_period() {
         .unwrap();
     late_body.write_all(&body[..5]).await.unwrap();
 
-    sigterm(&daemon.child);
+    daemon.daemon.signal(Signal::Term);
     let stopping = Instant::now();
-    assert!(wait_for_log(&daemon.log, "stopping", Duration::from_secs(5)).await);
+    assert!(
+        daemon
+            .daemon
+            .wait_for_log("stopping", Duration::from_secs(5))
+            .await
+    );
     late_body.write_all(&body[5..]).await.unwrap();
     let answer = response_head(&mut late_body).await;
     assert!(
@@ -317,9 +301,12 @@ async fn half_sent_requests_do_not_hold_shutdown_past_the_grace_period() {
     );
 
     let margin = Duration::from_millis(1500);
-    let (_, status) = wait_exit(&mut daemon.child, GRACE + Duration::from_secs(10))
+    let status = daemon
+        .daemon
+        .wait(GRACE + Duration::from_secs(10))
         .await
-        .expect("the daemon exits");
+        .expect("the daemon exits")
+        .status;
     let took = stopping.elapsed();
     assert!(status.success(), "{status:?}\n{}", daemon.logged());
     assert!(

@@ -3,7 +3,6 @@
 //! redirect back to the daemon, which records the answer once and mirrors the customer at once.
 
 use std::collections::HashMap;
-use std::process::Child;
 use std::time::Duration;
 
 use partner_sync::links::{LinkAnswer, LinkSpec, RabotLinks};
@@ -12,7 +11,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::daemon::{NEVER, free_port, spawn_daemon, stop, wait_for, wait_for_log};
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -21,10 +19,9 @@ struct LinkDaemon {
     db: TestDb,
     env: Vec<(String, String)>,
     public_url: String,
-    daemon: Child,
+    daemon: Daemon,
     /// Follows no redirect, like a test of where each one points.
     browser: reqwest::Client,
-    dir: tempfile::TempDir,
 }
 
 impl LinkDaemon {
@@ -45,14 +42,7 @@ impl LinkDaemon {
             .chain(overrides.iter().map(|(k, v)| (*k, v.to_string())))
             .map(|(k, v)| (k.to_owned(), v)),
         );
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("daemon.log");
-        let daemon = spawn_daemon(env.clone(), &log);
-        assert!(
-            wait_for_log(&log, "daemon running", Duration::from_secs(20)).await,
-            "{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        let daemon = Daemon::run_ready(env.clone()).await;
         Self {
             sandbox,
             db,
@@ -63,7 +53,6 @@ impl LinkDaemon {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
-            dir,
         }
     }
 
@@ -251,10 +240,10 @@ async fn an_approved_link_is_recorded_once_and_the_customer_mirrored_at_once() {
         .and_then(|rest| rest.split('/').next())
         .unwrap();
     assert!(secret.len() >= 43, "{back}");
-    let log = std::fs::read_to_string(d.dir.path().join("daemon.log")).unwrap();
+    let log = d.daemon.log();
     assert!(log.contains("customer link completed"), "{log}");
     assert!(!log.contains(secret) && !log.contains(ADMIN_TOKEN));
-    stop(d.daemon).await;
+    d.daemon.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -317,7 +306,7 @@ async fn a_refusal_is_recorded_with_its_reason_and_redirects_to_the_platform() {
         (listed["status"].as_str(), listed["external_id"].as_str()),
         (Some("denied"), Some("OUR-9"))
     );
-    stop(d.daemon).await;
+    d.daemon.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -399,7 +388,7 @@ async fn unknown_expired_malformed_and_unauthorised_requests_change_nothing() {
         count(&d.db.pool, "SELECT count(*) FROM sync.customer_links").await,
         1
     );
-    stop(d.daemon).await;
+    d.daemon.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -469,7 +458,7 @@ async fn linked_customers_are_a_scope_and_unlinking_stops_their_refresh() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
-    stop(d.daemon).await;
+    d.daemon.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -636,12 +625,12 @@ async fn forged_customer_numbers_are_refused_recorded_and_the_real_redirect_stil
     );
     assert_eq!(d.offer(&back, &owner).await.0, StatusCode::GONE);
     assert_eq!(d.refusals().await.len(), forgeries.len());
-    let log = std::fs::read_to_string(d.dir.path().join("daemon.log")).unwrap();
+    let log = d.daemon.log();
     assert!(
         log.contains("refused a customer number for a link") && !log.contains(secret),
         "{log}"
     );
-    stop(d.daemon).await;
+    d.daemon.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -669,7 +658,7 @@ async fn a_failure_secret_on_the_success_path_is_unknown_and_links_nobody() {
         d.offer(&success, &customer.customer_number).await.0,
         StatusCode::NOT_FOUND
     );
-    stop(d.daemon).await;
+    d.daemon.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -703,7 +692,7 @@ async fn rabot_unreachable_during_the_check_leaves_the_link_pending_for_a_retry(
         (status.as_str(), number.as_deref()),
         ("linked", Some(customer.customer_number.as_str()))
     );
-    stop(d.daemon).await;
+    d.daemon.stop_cleanly().await;
 }
 
 /// RABOT answers 503 to `POST /customers/link` (it may have stored the link before failing):
@@ -756,5 +745,5 @@ async fn a_link_request_rabot_failed_is_sent_once_and_the_operator_told_to_start
         count(&d.db.pool, "SELECT count(*) FROM sync.customer_links").await,
         1
     );
-    stop(d.daemon).await;
+    d.daemon.stop_cleanly().await;
 }

@@ -1,7 +1,7 @@
 //! Integration tests: one binary (one link step) for all of them.
 
-mod bank;
 mod cli;
+#[path = "../common/mod.rs"]
 mod common;
 mod customer_refresh;
 mod daemon;

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::daemon::{NEVER, logged_address};
 use crate::ops_http::{Sample, scrape};
 use crate::rabobank::{Bank, rabobank_env};
 
@@ -109,10 +108,8 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exposed_once_each_job_r
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("daemon.log");
-    let _daemon = crate::bank::spawn_binary(&["run"], &env, &log);
-    let base = logged_address(&log, "operations server listening").await;
+    let daemon = Daemon::run(env);
+    let base = daemon.logged_address("operations server listening").await;
 
     let succeeded = |samples: &[Sample], job: &str| {
         samples.iter().any(|s| {
@@ -130,7 +127,7 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exposed_once_each_job_r
         assert!(
             started.elapsed() < Duration::from_secs(90),
             "not every job succeeded: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            daemon.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

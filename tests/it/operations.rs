@@ -1,23 +1,11 @@
 //! Operating the real binary: SIGUSR1/SIGUSR2 resyncs, SIGHUP reloads, `resync --wait`
 //! through NOTIFY, and two daemons sharing one database.
 
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use partner_sync_sandbox::SandboxOptions;
 
 use crate::common::*;
-use crate::daemon::{NEVER, free_port, spawn_daemon, stop, wait_for, wait_for_log};
-
-const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 fn quiet_env(sandbox: &partner_sync_sandbox::Sandbox, db: &TestDb) -> Vec<(String, String)> {
     let mut env = sandbox_env(sandbox, &db.url);
@@ -33,24 +21,21 @@ async fn sigusr1_resyncs_within_two_seconds_and_a_burst_gives_at_most_two_runs()
         ..small_sandbox(5)
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("daemon.log");
-    let daemon = spawn_daemon(quiet_env(&sandbox, &db), &log);
-    assert!(wait_for_log(&log, "daemon running", Duration::from_secs(20)).await);
+    let daemon = Daemon::run_ready(quiet_env(&sandbox, &db)).await;
 
-    signal(&daemon, "USR1");
+    daemon.signal(Signal::Usr1);
     let signalled = "SELECT count(*) FROM sync.runs WHERE cause = 'signal'";
     assert!(
         wait_for(&db, signalled, 1, Duration::from_secs(2)).await,
         "a run within 2 s: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        daemon.log()
     );
     let done = "SELECT count(*) FROM sync.runs WHERE status <> 'running'";
     assert!(wait_for(&db, done, 1, Duration::from_secs(20)).await);
 
     // 100 signals while nothing runs: the first starts a run, the rest coalesce into one more.
     for _ in 0..100 {
-        signal(&daemon, "USR1");
+        daemon.signal(Signal::Usr1);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(wait_for(&db, done, 2, Duration::from_secs(20)).await);
@@ -59,16 +44,13 @@ async fn sigusr1_resyncs_within_two_seconds_and_a_burst_gives_at_most_two_runs()
     assert!((2..=3).contains(&runs), "1 + at most 2 runs, got {runs}");
 
     // SIGUSR2 without Rabobank: a warning, no run, still alive.
-    signal(&daemon, "USR2");
+    daemon.signal(Signal::Usr2);
     assert!(
-        wait_for_log(
-            &log,
-            "token rotation is not enabled",
-            Duration::from_secs(5)
-        )
-        .await
+        daemon
+            .wait_for_log("token rotation is not enabled", Duration::from_secs(5))
+            .await
     );
-    stop(daemon).await;
+    daemon.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -80,19 +62,19 @@ async fn sighup_refuses_an_invalid_file_and_applies_a_changed_schedule() {
     std::fs::write(&file, format!("[rabot]\nschedule = \"{NEVER}\"\n")).unwrap();
     let mut env = sandbox_env(&sandbox, &db.url);
     env.push(("PARTNER_SYNC_CONFIG".into(), file.to_str().unwrap().into()));
-    let log = dir.path().join("daemon.log");
-    let daemon = spawn_daemon(env, &log);
-    assert!(wait_for_log(&log, "daemon running", Duration::from_secs(20)).await);
+    let daemon = Daemon::run_ready(env).await;
 
     std::fs::write(&file, "[rabot]\nschedule = \"every minute\"\n").unwrap();
-    signal(&daemon, "HUP");
+    daemon.signal(Signal::Hup);
     assert!(
-        wait_for_log(&log, "new configuration refused", Duration::from_secs(5)).await,
+        daemon
+            .wait_for_log("new configuration refused", Duration::from_secs(5))
+            .await,
         "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        daemon.log()
     );
     // Still running the old settings: answers a resync.
-    signal(&daemon, "USR1");
+    daemon.signal(Signal::Usr1);
     assert!(
         wait_for(
             &db,
@@ -112,8 +94,12 @@ async fn sighup_refuses_an_invalid_file_and_applies_a_changed_schedule() {
     );
 
     std::fs::write(&file, "[rabot]\nschedule = \"* * * * * *\"\n").unwrap();
-    signal(&daemon, "HUP");
-    assert!(wait_for_log(&log, "configuration reloaded", Duration::from_secs(5)).await);
+    daemon.signal(Signal::Hup);
+    assert!(
+        daemon
+            .wait_for_log("configuration reloaded", Duration::from_secs(5))
+            .await
+    );
     assert!(
         wait_for(
             &db,
@@ -124,31 +110,24 @@ async fn sighup_refuses_an_invalid_file_and_applies_a_changed_schedule() {
         .await,
         "the new every-second schedule applies"
     );
-    stop(daemon).await;
+    daemon.stop_cleanly().await;
 }
 
 #[tokio::test]
 async fn two_daemons_run_each_tick_once_and_resync_wait_goes_through_notify() {
     let db = TestDb::new().await;
     let sandbox = start_sandbox(small_sandbox(5)).await;
-    let dir = tempfile::tempdir().unwrap();
     let mut env = sandbox_env(&sandbox, &db.url);
     env.push((
         "PARTNER_SYNC__RABOT__SCHEDULE".into(),
         "*/2 * * * * *".into(),
     ));
-    let daemons = [
-        spawn_daemon(env.clone(), &dir.path().join("a.log")),
-        spawn_daemon(env.clone(), &dir.path().join("b.log")),
-    ];
-    for name in ["a.log", "b.log"] {
+    let daemons = [Daemon::run(env.clone()), Daemon::run(env.clone())];
+    for daemon in &daemons {
         assert!(
-            wait_for_log(
-                &dir.path().join(name),
-                "listening for resync requests",
-                Duration::from_secs(20)
-            )
-            .await
+            daemon
+                .wait_for_log("listening for resync requests", Duration::from_secs(20))
+                .await
         );
     }
     let window_start = chrono::Utc::now();
@@ -179,7 +158,7 @@ async fn two_daemons_run_each_tick_once_and_resync_wait_goes_through_notify() {
     assert_eq!(claimed, 1);
 
     for daemon in daemons {
-        stop(daemon).await;
+        daemon.stop_cleanly().await;
     }
     // Every even second between the window's start and its end is one tick; each ran once.
     let ticks: Vec<(chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
@@ -216,10 +195,7 @@ async fn resync_wait_without_a_daemon_says_so() {
         count(&db.pool, "SELECT count(*) FROM sync.trigger_requests WHERE job = 'rabot_mirror' AND claimed_by IS NULL").await,
         1
     );
-    let bad = Command::new(BIN)
-        .args(["resync", "no_such_job"])
-        .output()
-        .unwrap();
+    let bad = run_binary(&["resync", "no_such_job"], Vec::<(String, String)>::new()).await;
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("rabot_mirror"));
 }
@@ -232,21 +208,10 @@ async fn a_replica_killed_mid_run_leaves_the_other_able_to_run_the_job() {
         ..small_sandbox(20)
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let env = quiet_env(&sandbox, &db);
-    let mut victim = spawn_daemon(env.clone(), &dir.path().join("victim.log"));
-    let survivor = spawn_daemon(env.clone(), &dir.path().join("survivor.log"));
-    for name in ["victim.log", "survivor.log"] {
-        assert!(
-            wait_for_log(
-                &dir.path().join(name),
-                "daemon running",
-                Duration::from_secs(20)
-            )
-            .await
-        );
-    }
-    signal(&victim, "USR1");
+    let mut victim = Daemon::run_ready(env.clone()).await;
+    let survivor = Daemon::run_ready(env.clone()).await;
+    victim.signal(Signal::Usr1);
     assert!(
         wait_for(
             &db,
@@ -256,14 +221,13 @@ async fn a_replica_killed_mid_run_leaves_the_other_able_to_run_the_job() {
         )
         .await
     );
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    victim.kill().await;
 
     // PostgreSQL frees the dead replica's lock once it notices the closed connection; a signal
     // that arrives before that finds the job running elsewhere and is skipped, so ask again.
     let mut succeeded = false;
     for _ in 0..30 {
-        signal(&survivor, "USR1");
+        survivor.signal(Signal::Usr1);
         if wait_for(
             &db,
             "SELECT count(*) FROM sync.runs WHERE status = 'succeeded'",
@@ -276,11 +240,7 @@ async fn a_replica_killed_mid_run_leaves_the_other_able_to_run_the_job() {
             break;
         }
     }
-    assert!(
-        succeeded,
-        "{}",
-        std::fs::read_to_string(dir.path().join("survivor.log")).unwrap_or_default()
-    );
+    assert!(succeeded, "{}", survivor.log());
     let (status, error): (String, Option<String>) =
         sqlx::query_as("SELECT status, error FROM sync.runs ORDER BY id LIMIT 1")
             .fetch_one(&db.pool)
@@ -288,7 +248,7 @@ async fn a_replica_killed_mid_run_leaves_the_other_able_to_run_the_job() {
             .unwrap();
     assert_eq!(status, "failed", "the killed run is visibly not succeeded");
     assert!(error.unwrap().contains("abandoned"));
-    stop(survivor).await;
+    survivor.stop_cleanly().await;
 }
 
 /// Picks a port that is free now, for a daemon whose public URL must be known before it starts.
@@ -317,21 +277,23 @@ async fn sighup_can_enable_a_partner_and_its_callback() {
         format!("127.0.0.1:{port}"),
     ));
     env.push(("PARTNER_SYNC_CONFIG".into(), file.to_str().unwrap().into()));
-    let log = dir.path().join("daemon.log");
-    let daemon = spawn_daemon(env, &log);
-    assert!(wait_for_log(&log, "daemon running", Duration::from_secs(20)).await);
+    let daemon = Daemon::run_ready(env).await;
 
     let callback = format!("{public_url}/oauth/rabobank/callback");
     let http = reqwest::Client::new();
     assert_eq!(http.get(&callback).send().await.unwrap().status(), 404);
 
     std::fs::write(&file, "[rabobank]\nenabled = true\n").unwrap();
-    signal(&daemon, "HUP");
-    assert!(wait_for_log(&log, "configuration reloaded", Duration::from_secs(5)).await);
+    daemon.signal(Signal::Hup);
+    assert!(
+        daemon
+            .wait_for_log("configuration reloaded", Duration::from_secs(5))
+            .await
+    );
     // The callback now exists (a request without a state is refused, not unknown).
     assert_eq!(http.get(&callback).send().await.unwrap().status(), 400);
     // And the rotation job with it.
-    signal(&daemon, "USR2");
+    daemon.signal(Signal::Usr2);
     assert!(
         wait_for(
             &db,
@@ -341,9 +303,9 @@ async fn sighup_can_enable_a_partner_and_its_callback() {
         )
         .await,
         "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        daemon.log()
     );
-    stop(daemon).await;
+    daemon.stop_cleanly().await;
 }
 
 /// `resync` takes partner names like `sync` does: `rabot` (and `rabot_mirror` with it, once)
@@ -353,18 +315,13 @@ async fn resync_rabot_wait_runs_the_mirror_on_the_daemon_and_exits_0() {
     let db = TestDb::new().await;
     let sandbox = start_sandbox(small_sandbox(3)).await;
     let env = quiet_env(&sandbox, &db);
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("daemon.log");
-    let daemon = spawn_daemon(env.clone(), &log);
+    let daemon = Daemon::run(env.clone());
     assert!(
-        wait_for_log(
-            &log,
-            "listening for resync requests",
-            Duration::from_secs(20)
-        )
-        .await,
+        daemon
+            .wait_for_log("listening for resync requests", Duration::from_secs(20))
+            .await,
         "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        daemon.log()
     );
 
     let out = run_binary(
@@ -404,7 +361,7 @@ async fn resync_rabot_wait_runs_the_mirror_on_the_daemon_and_exits_0() {
         count(&db.pool, "SELECT count(*) FROM mirror.rabot_customers").await,
         3
     );
-    stop(daemon).await;
+    daemon.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -415,23 +372,18 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
         ..small_sandbox(60)
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let mut env = quiet_env(&sandbox, &db);
     // One customer's contracts at a time: a pass takes over ten seconds.
     env.push(("PARTNER_SYNC__RABOT__CONCURRENCY".into(), "1".into()));
-    let log = dir.path().join("daemon.log");
-    let daemon = spawn_daemon(env.clone(), &log);
+    let daemon = Daemon::run(env.clone());
     assert!(
-        wait_for_log(
-            &log,
-            "listening for resync requests",
-            Duration::from_secs(20)
-        )
-        .await
+        daemon
+            .wait_for_log("listening for resync requests", Duration::from_secs(20))
+            .await
     );
 
     // Cut every connection the daemon has, mid-run: the run fails, the lock goes with it.
-    signal(&daemon, "USR1");
+    daemon.signal(Signal::Usr1);
     assert!(
         wait_for(
             &db,
@@ -461,7 +413,7 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
         )
         .await,
         "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        daemon.log()
     );
 
     let error: String = sqlx::query_scalar("SELECT error FROM sync.runs WHERE status = 'failed'")
@@ -477,7 +429,7 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
         "{}{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&log).unwrap_or_default()
+        daemon.log()
     );
     assert_eq!(
         count(
@@ -487,7 +439,7 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
         .await,
         1
     );
-    stop(daemon).await;
+    daemon.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -505,18 +457,14 @@ async fn sighup_keeps_resync_requests_queued_behind_a_running_pass() {
     let mut env = sandbox_env(&sandbox, &db.url);
     env.push(("PARTNER_SYNC__RABOT__CONCURRENCY".into(), "1".into()));
     env.push(("PARTNER_SYNC_CONFIG".into(), file.to_str().unwrap().into()));
-    let log = dir.path().join("daemon.log");
-    let daemon = spawn_daemon(env.clone(), &log);
+    let daemon = Daemon::run(env.clone());
     assert!(
-        wait_for_log(
-            &log,
-            "listening for resync requests",
-            Duration::from_secs(20)
-        )
-        .await
+        daemon
+            .wait_for_log("listening for resync requests", Duration::from_secs(20))
+            .await
     );
 
-    signal(&daemon, "USR1");
+    daemon.signal(Signal::Usr1);
     let running = "SELECT count(*) FROM sync.runs WHERE status = 'running'";
     assert!(wait_for(&db, running, 1, Duration::from_secs(5)).await);
     let resync = |env: Vec<(String, String)>| {
@@ -533,8 +481,12 @@ async fn sighup_keeps_resync_requests_queued_behind_a_running_pass() {
     let claimed = "SELECT count(*) FROM sync.trigger_requests WHERE claimed_by IS NOT NULL";
     assert!(wait_for(&db, claimed, 1, Duration::from_secs(10)).await);
     std::fs::write(&file, "[rabot]\nschedule = \"0 0 0 1 2 *\"\n").unwrap();
-    signal(&daemon, "HUP");
-    assert!(wait_for_log(&log, "configuration reloaded", Duration::from_secs(5)).await);
+    daemon.signal(Signal::Hup);
+    assert!(
+        daemon
+            .wait_for_log("configuration reloaded", Duration::from_secs(5))
+            .await
+    );
     // A request claimed after the reload, while the old configuration's pass still runs.
     let after = resync(env.clone());
     assert!(wait_for(&db, claimed, 2, Duration::from_secs(10)).await);
@@ -551,7 +503,7 @@ async fn sighup_keeps_resync_requests_queued_behind_a_running_pass() {
             out.status.success() && stdout.contains("succeeded"),
             "{stdout}{}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
+            daemon.log()
         );
     }
     // Both requests answered by one run, after the first pass, neither skipped.
@@ -578,7 +530,7 @@ async fn sighup_keeps_resync_requests_queued_behind_a_running_pass() {
             .map(|(c, s)| (c.to_owned(), s.to_owned()))
             .to_vec()
     );
-    stop(daemon).await;
+    daemon.stop_cleanly().await;
 }
 
 /// SIGHUP with a settings file that does not parse: the JSON log says where the error is and
@@ -592,24 +544,18 @@ async fn sighup_with_a_broken_file_logs_where_but_never_the_line() {
     std::fs::write(&file, format!("[rabot]\nschedule = \"{NEVER}\"\n")).unwrap();
     let mut env = sandbox_env(&sandbox, &db.url);
     env.push(("PARTNER_SYNC_CONFIG".into(), file.to_str().unwrap().into()));
-    let log = dir.path().join("daemon.log");
-    let mut daemon = spawn_daemon(env, &log);
-    if !wait_for_log(&log, "daemon running", Duration::from_secs(20)).await {
-        let _ = daemon.kill();
-        panic!("{}", std::fs::read_to_string(&log).unwrap_or_default());
-    }
+    let daemon = Daemon::run_ready(env).await;
 
     std::fs::write(
         &file,
         format!("[rabot]\nschedule = \"{NEVER}\"\nclient_secret = \"reload-s3cr3t\n"),
     )
     .unwrap();
-    signal(&daemon, "HUP");
-    let refused_logged =
-        wait_for_log(&log, "new configuration refused", Duration::from_secs(5)).await;
-    // Stopped before any assertion, so a failure leaves no daemon behind.
-    stop(daemon).await;
-    let text = std::fs::read_to_string(&log).unwrap();
+    daemon.signal(Signal::Hup);
+    let refused_logged = daemon
+        .wait_for_log("new configuration refused", Duration::from_secs(5))
+        .await;
+    let text = daemon.stop_cleanly().await;
     assert!(refused_logged, "{text}");
     assert!(!text.contains("reload-s3cr3t"), "{text}");
     let refused: serde_json::Value = text

@@ -7,7 +7,6 @@
 //! the real-daemon test has a process of its own and checks exact values.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use partner_sync::metrics as m;
@@ -20,7 +19,6 @@ use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
-use crate::daemon::{logged_address, spawn_daemon};
 use crate::rabobank::Bank;
 
 const DAY: f64 = 86_400.0;
@@ -471,18 +469,6 @@ async fn premium_grants_have_no_consent_end_gauge() {
     );
 }
 
-/// A daemon process that is killed if the test ends before stopping it.
-pub struct Daemon(pub std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// The daemon as shipped: `run` wires the recorder, and its server answers the probes and
 /// metrics with exactly what this process did.
 #[tokio::test]
@@ -492,16 +478,14 @@ async fn the_daemon_serves_probes_and_exact_metrics() {
     let mut env = sandbox_env(&sandbox, &db.url);
     env.push(("PARTNER_SYNC__DAEMON__RUN_ON_START".into(), "true".into()));
     // The schedule must not add a run while the test looks: once a year.
-    env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), "0 0 0 1 1 *".into()));
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("daemon.log");
-    let mut daemon = Daemon(spawn_daemon(env, &log));
-    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), NEVER.into()));
+    let daemon = Daemon::run(env);
+    let logged = || daemon.log();
 
     // The addresses it bound (port 0 picks them) are in the log.
     let started = Instant::now();
-    let base = logged_address(&log, "operations server listening").await;
-    let public = logged_address(&log, "HTTP server listening").await;
+    let base = daemon.logged_address("operations server listening").await;
+    let public = daemon.logged_address("HTTP server listening").await;
     assert_ne!(base, public);
 
     let runs = |samples: &[Sample]| {
@@ -532,10 +516,7 @@ async fn the_daemon_serves_probes_and_exact_metrics() {
         );
     }
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.0.id().to_string()])
-        .status();
-    assert!(daemon.0.wait().unwrap().success(), "{}", logged());
+    daemon.stop_cleanly().await;
 
     // One start-up run, nothing else.
     assert_eq!(runs(&samples), Some(1.0));

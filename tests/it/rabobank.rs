@@ -16,8 +16,8 @@ use crate::common::*;
 const OTHER_TOKEN_KEY: &str = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM=";
 const DAY: Duration = Duration::from_secs(86_400);
 
-pub use crate::bank::{Bank, rabobank_env};
-use crate::bank::{bank_processed, refresh_marks, signal, spawn_binary};
+pub use crate::common::bank::{Bank, rabobank_env};
+use crate::common::bank::{bank_processed, refresh_marks};
 
 fn bank_options() -> SandboxOptions {
     small_sandbox(1)
@@ -598,17 +598,7 @@ async fn two_daemons_rotating_ten_grants_a_hundred_times_never_reuse_a_token() {
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"))
-            .arg("run")
-            .env_remove("RUST_LOG")
-            .envs(env.clone())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("daemon starts")
-    };
-    let mut daemons = [spawn(), spawn()];
+    let daemons = [Daemon::run(env.clone()), Daemon::run(env.clone())];
 
     let rotated_enough = "SELECT count(*) FROM sync.oauth_grants WHERE refresh_count >= 10";
     let started = std::time::Instant::now();
@@ -617,13 +607,8 @@ async fn two_daemons_rotating_ten_grants_a_hundred_times_never_reuse_a_token() {
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for daemon in &daemons {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &daemon.id().to_string()])
-            .status();
-    }
-    for daemon in &mut daemons {
-        assert!(daemon.wait().unwrap().success(), "daemons stop cleanly");
+    for daemon in daemons {
+        daemon.stop_cleanly().await;
     }
 
     assert_eq!(
@@ -671,7 +656,7 @@ fn rotating_env(bank: &Bank, run_on_start: bool) -> Vec<(String, String)> {
     );
     env.extend(
         [
-            ("PARTNER_SYNC__RABOBANK__SCHEDULE", crate::daemon::NEVER),
+            ("PARTNER_SYNC__RABOBANK__SCHEDULE", NEVER),
             ("PARTNER_SYNC__RABOBANK__ROTATE_BEFORE", "400days"),
             ("PARTNER_SYNC__DAEMON__SHUTDOWN_GRACE", "100ms"),
             (
@@ -715,16 +700,11 @@ async fn sigterm_during_an_answered_refresh_saves_the_rotated_token() {
     let id = bank.connect("in-flight").await;
     bank.sandbox
         .set_rabobank_token_answer_delay(Duration::from_millis(1500));
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("daemon.log");
-    let mut daemon = spawn_binary(&["run"], &rotating_env(&bank, true), &log);
+    let daemon = Daemon::run(rotating_env(&bank, true));
 
     // The bank has rotated the token; its answer is 1.5 s away.
     assert!(bank_processed(&bank.sandbox, 1, Duration::from_secs(30)).await);
-    signal(&daemon, libc::SIGTERM);
-    let exited = daemon.wait().await.unwrap();
-    let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(exited.success(), "{logged}");
+    let logged = daemon.stop_cleanly().await;
 
     let marks = refresh_marks(&bank.db.pool, id).await;
     assert_eq!(marks.refresh_count, 1, "{logged}");
@@ -768,15 +748,11 @@ async fn a_kill_after_the_bank_answered_is_reported_in_doubt_at_the_next_start()
     let healthy = bank.connect("healthy").await;
     bank.sandbox
         .set_rabobank_token_answer_delay(Duration::from_secs(30));
-    let dir = tempfile::tempdir().unwrap();
-    let mut rotation = spawn_binary(
-        &["rotate-tokens"],
-        &rotating_env(&bank, false),
-        &dir.path().join("rotation.log"),
-    );
+    let mut rotation = Daemon::command(&["rotate-tokens"])
+        .envs(rotating_env(&bank, false))
+        .start();
     assert!(bank_processed(&bank.sandbox, 1, Duration::from_secs(30)).await);
-    signal(&rotation, libc::SIGKILL);
-    rotation.wait().await.unwrap();
+    rotation.kill().await;
     bank.sandbox.set_rabobank_token_answer_delay(Duration::ZERO);
     let killed = sqlx::query_scalar::<_, Uuid>(
         "SELECT id FROM sync.oauth_grants WHERE refresh_started_at IS NOT NULL",
@@ -790,29 +766,16 @@ async fn a_kill_after_the_bank_answered_is_reported_in_doubt_at_the_next_start()
         .refresh_started_at;
 
     // The next start of a daemon notices it.
-    let log = dir.path().join("daemon.log");
-    let mut daemon = spawn_binary(&["run"], &rotating_env(&bank, false), &log);
-    assert!(
-        crate::daemon::wait_for_log(&log, "daemon running", Duration::from_secs(20)).await,
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    let daemon = Daemon::run_ready(rotating_env(&bank, false)).await;
     let marks = refresh_marks(&bank.db.pool, killed).await;
     assert!(marks.refresh_interrupted, "{marks:?}");
     assert_eq!(marks.refresh_in_doubt_since, started_at);
     assert_eq!((marks.refresh_count, marks.refresh_started_at), (0, None));
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged = daemon.log();
     assert!(logged.contains("interrupted after it was sent"), "{logged}");
 
-    let address = logged
-        .lines()
-        .find_map(|line| {
-            let event: serde_json::Value = serde_json::from_str(line).ok()?;
-            (event["message"] == "operations server listening")
-                .then(|| event["address"].as_str().map(str::to_owned))?
-        })
-        .expect("the daemon logs its address");
-    let metrics = reqwest::get(format!("http://{address}/metrics"))
+    let address = daemon.logged_address("operations server listening").await;
+    let metrics = reqwest::get(format!("{address}/metrics"))
         .await
         .unwrap()
         .text()
@@ -834,8 +797,7 @@ async fn a_kill_after_the_bank_answered_is_reported_in_doubt_at_the_next_start()
         (since - started_at.unwrap().timestamp() as f64).abs() < 2.0,
         "{since_gauge}"
     );
-    signal(&daemon, libc::SIGTERM);
-    assert!(daemon.wait().await.unwrap().success());
+    daemon.stop_cleanly().await;
 
     // `grants`: JSON and table say in_doubt, since when and why.
     let env = rotating_env(&bank, false);

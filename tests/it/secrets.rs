@@ -1,10 +1,8 @@
 //! No secret reaches the logs, even at TRACE level with every dependency's logging on.
 
-use std::process::Command;
+use std::time::Duration;
 
 use crate::common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
 
 #[tokio::test]
 async fn a_full_pass_at_trace_level_logs_no_secret_or_token() {
@@ -61,11 +59,7 @@ async fn a_full_pass_at_trace_level_logs_no_secret_or_token() {
 async fn the_rabobank_flow_at_trace_level_logs_no_secret_or_token() {
     let db = TestDb::new().await;
     let sandbox = start_sandbox(small_sandbox(1)).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let public_url = format!("http://127.0.0.1:{port}");
     let mut env = crate::rabobank::rabobank_env(&sandbox, &db.url, &public_url);
     env.extend(
@@ -81,15 +75,7 @@ async fn the_rabobank_flow_at_trace_level_logs_no_secret_or_token() {
         ]
         .map(|(k, v)| (k.to_owned(), v)),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let daemon_log = dir.path().join("daemon.log");
-    let mut daemon = Command::new(BIN)
-        .arg("run")
-        .envs(env.clone())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&daemon_log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = Daemon::run(env.clone());
 
     let run = |args: &'static [&'static str]| run_binary(args, env.clone());
     let authorize = run(&["rabobank", "authorize", "--label", "trace-test"]).await;
@@ -122,7 +108,7 @@ async fn the_rabobank_flow_at_trace_level_logs_no_secret_or_token() {
                 arrived = Some(answer.status());
                 break;
             }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
     assert_eq!(arrived, Some(reqwest::StatusCode::OK));
@@ -132,17 +118,14 @@ async fn the_rabobank_flow_at_trace_level_logs_no_secret_or_token() {
             rotated = true;
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let grants = run(&["grants"]).await;
     let rotate = run(&["rotate-tokens"]).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    let _ = tokio::task::spawn_blocking(move || daemon.wait()).await;
+    daemon.stop(Duration::from_secs(15)).await;
     let logs = format!(
         "{}{}{}{}{}",
-        std::fs::read_to_string(&daemon_log).unwrap(),
+        daemon.log(),
         String::from_utf8_lossy(&authorize.stderr),
         String::from_utf8_lossy(&grants.stdout),
         String::from_utf8_lossy(&rotate.stderr),

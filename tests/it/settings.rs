@@ -1,26 +1,16 @@
 //! Settings through the real binary: layering, validation (exit 2, one line naming the key),
 //! and `check-config` masking every secret.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use partner_sync::settings::Settings;
 use secrecy::ExposeSecret;
 
-const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
+use crate::common::run_binary;
 
-fn partner_sync(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG");
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PARTNER_SYNC")) {
-        command.env_remove(key);
-    }
-    command
-        .envs(env.iter().copied())
-        .output()
-        .expect("binary runs")
+/// The binary with exactly `env`: [`run_binary`] leaves out the test's own settings.
+async fn partner_sync(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_binary(args, env.iter().copied()).await
 }
 
 const ENABLED: &[(&str, &str)] = &[
@@ -29,8 +19,8 @@ const ENABLED: &[(&str, &str)] = &[
     ("PARTNER_SYNC__RABOT__CLIENT_SECRET", "s3cr3t-value"),
 ];
 
-#[test]
-fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
+#[tokio::test]
+async fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
     let cases: &[(&str, &str, &str)] = &[
         (
             "PARTNER_SYNC__RABOT__SCHEDULE",
@@ -115,7 +105,7 @@ fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
     for (key, value, named) in cases {
         let mut env = ENABLED.to_vec();
         env.push((key, value));
-        let out = partner_sync(&["check-config"], &env);
+        let out = partner_sync(&["check-config"], &env).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{key}={value}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
@@ -126,7 +116,7 @@ fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
         assert!(!stderr.contains("s3cr3t-value"));
     }
     // Disabled partners are not validated: the defaults alone are a valid configuration.
-    let out = partner_sync(&["check-config"], &[]);
+    let out = partner_sync(&["check-config"], &[]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -134,8 +124,8 @@ fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
     );
 }
 
-#[test]
-fn check_config_prints_effective_settings_with_secrets_masked() {
+#[tokio::test]
+async fn check_config_prints_effective_settings_with_secrets_masked() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("partner-sync.toml");
     std::fs::write(
@@ -150,7 +140,7 @@ fn check_config_prints_effective_settings_with_secrets_masked() {
     ));
     env.push(("PARTNER_SYNC__RABOT__CONCURRENCY", "6"));
     env.push(("PARTNER_SYNC__RABOT__EXTERNAL_IDS", "EXT-1, EXT-2"));
-    let out = partner_sync(&["--config", file.to_str().unwrap(), "check-config"], &env);
+    let out = partner_sync(&["--config", file.to_str().unwrap(), "check-config"], &env).await;
     assert!(
         out.status.success(),
         "{}",
@@ -186,19 +176,20 @@ fn check_config_prints_effective_settings_with_secrets_masked() {
         "PARTNER_SYNC__SERVER__ADMIN_TOKEN",
         "admin-s3cr3t-0123456789",
     ));
-    let out = partner_sync(&["check-config"], &env);
+    let out = partner_sync(&["check-config"], &env).await;
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
     assert!(!stdout.contains("admin-s3cr3t"), "{stdout}");
     assert!(stdout.contains("admin_token = \"********\""), "{stdout}");
 }
 
-#[test]
-fn a_missing_config_file_is_a_settings_error() {
+#[tokio::test]
+async fn a_missing_config_file_is_a_settings_error() {
     let out = partner_sync(
         &["--config", "/nonexistent/partner-sync.toml", "check-config"],
         &[],
-    );
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/partner-sync.toml"));
 }
@@ -285,8 +276,8 @@ const RABOBANK: &[(&str, &str)] = &[
     ),
 ];
 
-#[test]
-fn rabobank_settings_are_validated_and_the_token_key_is_never_shown() {
+#[tokio::test]
+async fn rabobank_settings_are_validated_and_the_token_key_is_never_shown() {
     let cases: &[(&str, &str, &str)] = &[
         (
             "PARTNER_SYNC__SECURITY__TOKEN_KEY",
@@ -340,7 +331,7 @@ fn rabobank_settings_are_validated_and_the_token_key_is_never_shown() {
     for (key, value, named) in cases {
         let mut env = RABOBANK.to_vec();
         env.push((key, value));
-        let out = partner_sync(&["check-config"], &env);
+        let out = partner_sync(&["check-config"], &env).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{key}={value}: {stderr}");
         assert!(
@@ -363,7 +354,8 @@ fn rabobank_settings_are_validated_and_the_token_key_is_never_shown() {
             ],
         ]
         .concat(),
-    );
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -386,8 +378,8 @@ fn rabobank_settings_are_validated_and_the_token_key_is_never_shown() {
     );
 }
 
-#[test]
-fn check_config_masks_passwords_in_url_queries_too() {
+#[tokio::test]
+async fn check_config_masks_passwords_in_url_queries_too() {
     let mut env = ENABLED.to_vec();
     env.push((
         "DATABASE_URL",
@@ -397,7 +389,7 @@ fn check_config_masks_passwords_in_url_queries_too() {
         "PARTNER_SYNC__RABOT__TOKEN_URL",
         "https://id:url-pa55word@auth.example/connect/token?api_key=key-pa55word&tenant=t1",
     ));
-    let out = partner_sync(&["check-config"], &env);
+    let out = partner_sync(&["check-config"], &env).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -431,8 +423,8 @@ fn check_config_masks_passwords_in_url_queries_too() {
 
 /// A settings file that does not parse, with a secret on the broken line: `check-config` and
 /// `run` both stop with exit 2 and one line naming the file and the position, never the line.
-#[test]
-fn a_settings_file_syntax_error_names_file_and_position_but_never_the_line() {
+#[tokio::test]
+async fn a_settings_file_syntax_error_names_file_and_position_but_never_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("partner-sync.toml");
     std::fs::write(
@@ -441,7 +433,7 @@ fn a_settings_file_syntax_error_names_file_and_position_but_never_the_line() {
     )
     .unwrap();
     for command in ["check-config", "run"] {
-        let out = partner_sync(&["--config", file.to_str().unwrap(), command], &[]);
+        let out = partner_sync(&["--config", file.to_str().unwrap(), command], &[]).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{command}: {stderr}");
@@ -457,8 +449,8 @@ fn a_settings_file_syntax_error_names_file_and_position_but_never_the_line() {
     }
 }
 
-#[test]
-fn a_settings_type_error_names_the_key_but_never_the_value() {
+#[tokio::test]
+async fn a_settings_type_error_names_the_key_but_never_the_value() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("partner-sync.toml");
     let cases = [
@@ -474,7 +466,7 @@ fn a_settings_type_error_names_the_key_but_never_the_value() {
     ];
     for (text, key) in cases {
         std::fs::write(&file, text).unwrap();
-        let out = partner_sync(&["--config", file.to_str().unwrap(), "check-config"], &[]);
+        let out = partner_sync(&["--config", file.to_str().unwrap(), "check-config"], &[]).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(key), "{key}: {stderr}");
@@ -483,15 +475,15 @@ fn a_settings_type_error_names_the_key_but_never_the_value() {
     // The same from the environment.
     let mut env = ENABLED.to_vec();
     env.push(("PARTNER_SYNC__HTTP__MAX_ATTEMPTS", "env-s3cr3t"));
-    let out = partner_sync(&["check-config"], &env);
+    let out = partner_sync(&["check-config"], &env).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("max_attempts"), "{stderr}");
     assert!(!stderr.contains("s3cr3t"), "{stderr}");
 }
 
-#[test]
-fn lists_are_read_as_people_write_them_commas_spaces_or_both() {
+#[tokio::test]
+async fn lists_are_read_as_people_write_them_commas_spaces_or_both() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("partner-sync.toml");
     std::fs::write(
@@ -530,7 +522,7 @@ fn lists_are_read_as_people_write_them_commas_spaces_or_both() {
     assert_eq!(settings.energyzero.user_ids, ["u-1", "u-2", "u-3"]);
 
     // The binary agrees: the space-separated scopes pass the api:partner check.
-    let out = partner_sync(&["check-config"], &env);
+    let out = partner_sync(&["check-config"], &env).await;
     assert!(
         out.status.success(),
         "{}",
@@ -538,15 +530,16 @@ fn lists_are_read_as_people_write_them_commas_spaces_or_both() {
     );
 }
 
-#[test]
-fn unknown_keys_in_a_file_or_the_environment_stop_start_up_naming_the_closest_key() {
+#[tokio::test]
+async fn unknown_keys_in_a_file_or_the_environment_stop_start_up_naming_the_closest_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("partner-sync.toml");
     std::fs::write(&file, "[rabot]\nschedul = \"0 0 3 * * *\"\n").unwrap();
     let out = partner_sync(
         &["check-config", "--config", file.to_str().unwrap()],
         ENABLED,
-    );
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -560,7 +553,7 @@ fn unknown_keys_in_a_file_or_the_environment_stop_start_up_naming_the_closest_ke
     let mut env = ENABLED.to_vec();
     env.push(("PARTNER_SYNC__RABOT__EXTERNAL_ID", "EXT-1"));
     for command in [&["check-config"][..], &["run"][..]] {
-        let out = partner_sync(command, &env);
+        let out = partner_sync(command, &env).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
         assert!(

@@ -1,11 +1,7 @@
 //! `partner-sync status` over the real binary: a table per partner (plain text when stdout is
 //! not a terminal) and `--json`, after real passes against the sandbox.
 
-use std::process::Command;
-
 use crate::common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_partner-sync");
 
 #[tokio::test]
 async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
@@ -24,14 +20,14 @@ async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
 
     let env = sandbox_env(&sandbox, &db.url);
     let run = |json: bool| {
-        let env = env.clone();
-        let mut args = vec!["status"];
-        if json {
-            args.push("--json");
-        }
-        Command::new(BIN).args(args).envs(env).output().unwrap()
+        let args: &[&str] = if json {
+            &["status", "--json"]
+        } else {
+            &["status"]
+        };
+        run_binary(args, env.clone())
     };
-    let table = run(false);
+    let table = run(false).await;
     assert!(
         table.status.success(),
         "{}",
@@ -86,7 +82,7 @@ async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
         "{table}"
     );
 
-    let json = run(true);
+    let json = run(true).await;
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     let jobs = report["jobs"].as_array().unwrap();
     let rabot = jobs.iter().find(|j| j["job"] == "rabot_mirror").unwrap();
@@ -113,14 +109,13 @@ async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
     assert_eq!(report["grants"].as_array().unwrap().len(), 0);
 
     // A filter, by partner or job name, keeps those jobs' rows and failures only.
-    let filtered = |names: &[&str]| {
-        let out = Command::new(BIN)
-            .arg("status")
-            .args(names)
-            .arg("--json")
-            .envs(env.clone())
-            .output()
-            .unwrap();
+    let filtered = async |names: &[&str]| {
+        let args: Vec<&str> = ["status"]
+            .into_iter()
+            .chain(names.iter().copied())
+            .chain(["--json"])
+            .collect();
+        let out = run_binary(&args, env.clone()).await;
         assert!(
             out.status.success(),
             "{}",
@@ -135,9 +130,12 @@ async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
             .collect();
         (jobs, report["recent_failures"].as_array().unwrap().len())
     };
-    assert_eq!(filtered(&["rabot"]), (vec!["rabot_mirror".to_owned()], 1));
     assert_eq!(
-        filtered(&["energyzero", "rabobank_token_rotation"]),
+        filtered(&["rabot"]).await,
+        (vec!["rabot_mirror".to_owned()], 1)
+    );
+    assert_eq!(
+        filtered(&["energyzero", "rabobank_token_rotation"]).await,
         (
             vec![
                 "rabobank_token_rotation".to_owned(),
@@ -146,11 +144,7 @@ async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
             0
         )
     );
-    let table = Command::new(BIN)
-        .args(["status", "energyzero_mirror"])
-        .envs(env.clone())
-        .output()
-        .unwrap();
+    let table = run_binary(&["status", "energyzero_mirror"], env.clone()).await;
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(
         table.contains("energyzero_mirror") && !table.contains("rabot_mirror"),
@@ -159,7 +153,7 @@ async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
 
     // A later pass succeeds and finds nothing changed: the row shows it, column by column.
     mirror_pass(&settings, &db.pool).await;
-    let after = run(false);
+    let after = run(false).await;
     let after = String::from_utf8(after.stdout).unwrap();
     let mirror = after
         .lines()

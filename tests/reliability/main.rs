@@ -2,8 +2,7 @@
 //! the sandbox, kept out of the main integration binary so their bound is their own. The
 //! README's "Reliability" section quotes the figures these tests print.
 
-#[allow(dead_code)]
-#[path = "../it/common.rs"]
+#[path = "../common/mod.rs"]
 mod common;
 
 mod mirror_faults;

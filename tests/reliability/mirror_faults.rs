@@ -3,6 +3,7 @@
 //! what one clean pass leaves.
 
 use std::collections::HashSet;
+use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, Instant};
 
 use partner_sync::store::runs::RunStatus;
@@ -79,21 +80,15 @@ async fn kill_9_at_20_random_points_then_a_clean_pass_equals_one_clean_pass() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(20);
     let mut kills = 0;
     for _ in 0..20 {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"))
-            .args(["sync", "rabot"])
-            .env_remove("RUST_LOG")
+        let mut pass = Daemon::command(&["sync", "rabot"])
             .envs(env.clone())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the binary starts");
+            .start();
         let at = one_pass.mul_f64(rng.random_range(0.0..1.0));
         tokio::time::sleep(at).await;
-        // tokio's kill is SIGKILL: no handler, no grace, nothing flushed.
-        if child.kill().await.is_ok() {
+        // SIGKILL: no handler, no grace, nothing flushed. A pass that finished first is no kill.
+        if pass.kill().await.signal() == Some(libc::SIGKILL) {
             kills += 1;
         }
-        let _ = child.wait().await;
     }
     let last = run_binary(&["sync", "rabot"], env).await;
     assert!(

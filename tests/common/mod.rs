@@ -1,5 +1,15 @@
-//! Shared test plumbing: a fresh database per test, a sandbox per test, and settings that
-//! point the one at the other. Everything is real: PostgreSQL from DATABASE_URL, HTTP on loopback.
+//! Shared test plumbing for every test binary (`it`, `reliability`, `grants_chaos`): a fresh
+//! database per test, a sandbox per test, settings that point the one at the other, and the real
+//! binary ([`daemon::Daemon`], [`run_binary`]). Everything is real: PostgreSQL from DATABASE_URL,
+//! HTTP on loopback.
+// Each binary uses a part of it.
+#![allow(dead_code)]
+
+pub mod bank;
+pub mod daemon;
+
+#[allow(unused_imports)]
+pub use daemon::{Daemon, Exit, NEVER, Signal};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,16 +125,49 @@ fn drop_database(name: &str) {
     .join();
 }
 
-/// Runs the binary to completion with `env` (and no inherited `RUST_LOG` unless `env` sets one).
-/// Awaited rather than blocking: the sandbox it talks to runs on the test's own runtime.
-pub async fn run_binary(args: &[&str], env: Vec<(String, String)>) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"))
+/// Runs `partner-sync <args>` to completion with `env` and nothing of the test's own settings
+/// (no inherited `RUST_LOG`, `DATABASE_URL` or `PARTNER_SYNC*`), so what it sees is what the
+/// test says. Awaited rather than blocking: the sandbox it talks to runs on the test's runtime.
+pub async fn run_binary<K, V>(
+    args: &[&str],
+    env: impl IntoIterator<Item = (K, V)>,
+) -> std::process::Output
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let mut command = tokio::process::Command::new(daemon::BIN);
+    command
         .args(args)
         .env_remove("RUST_LOG")
-        .envs(env)
-        .output()
-        .await
-        .expect("the binary runs")
+        .env_remove("DATABASE_URL");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PARTNER_SYNC") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env).output().await.expect("the binary runs")
+}
+
+/// A port nothing listens on right now, for a daemon whose public URL must be known up front.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `sql` counts at least `at_least` rows; false after `limit`.
+pub async fn wait_for(db: &TestDb, sql: &str, at_least: i64, limit: Duration) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if count(&db.pool, sql).await >= at_least {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 pub async fn start_sandbox(options: SandboxOptions) -> Sandbox {

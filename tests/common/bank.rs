@@ -1,5 +1,5 @@
-//! A sandbox bank, a database and our callback server, shared by the Rabobank tests (and the
-//! grant chaos test, which includes this file).
+//! A sandbox bank, a database and our callback server, shared by the Rabobank tests and the
+//! grant chaos test.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::common::*;
+use super::*;
 
 pub const TOKEN_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -251,34 +251,6 @@ impl Bank {
 
     pub async fn grant_count(&self) -> i64 {
         count(&self.db.pool, "SELECT count(*) FROM sync.oauth_grants").await
-    }
-}
-
-/// The real binary with `args`, `env` and stderr into `log`. Killed when dropped, so a test
-/// that fails half-way leaves no daemon behind.
-pub fn spawn_binary(
-    args: &[&str],
-    env: &[(String, String)],
-    log: &std::path::Path,
-) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().cloned())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts")
-}
-
-/// Sends `signal` (`libc::SIGTERM`, `libc::SIGKILL`) to a child that is still running.
-pub fn signal(child: &tokio::process::Child, signal: libc::c_int) {
-    if let Some(pid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) {
-        // SAFETY: kill(2) with a pid this test spawned and has not reaped yet.
-        unsafe {
-            libc::kill(pid, signal);
-        }
     }
 }
 
