@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cron;
 pub mod crypto;
 pub mod demo;
 pub mod events;
