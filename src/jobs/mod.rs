@@ -13,8 +13,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::grants::RabobankGrants;
-use crate::links::RabotLinks;
+use crate::rabobank_grants::RabobankGrants;
+use crate::rabot_links::RabotLinks;
 use crate::settings::Settings;
 use crate::store::runs::RunCounts;
 

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use partner_sync::grants::RabobankGrants;
 use partner_sync::metrics as m;
+use partner_sync::rabobank_grants::RabobankGrants;
 use partner_sync::sandbox::Fault;
 use partner_sync::settings::Settings;
 use reqwest::StatusCode;

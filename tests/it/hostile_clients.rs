@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use partner_sync::links::RabotLinks;
+use partner_sync::rabot_links::RabotLinks;
 use partner_sync::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;

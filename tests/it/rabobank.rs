@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use partner_sync::grants::{RefreshError, RefreshNeed};
+use partner_sync::rabobank_grants::{RefreshError, RefreshNeed};
 use partner_sync::sandbox::{Fault, SandboxOptions};
 use partner_sync::store::runs::RunStatus;
 use reqwest::StatusCode;
