@@ -18,13 +18,12 @@ use chrono_tz::Tz;
 const CATCH_UP_WINDOW: Duration = Duration::from_secs(1);
 
 /// Parses like the scheduler does (seconds required), so validation and scheduling agree.
-pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
+pub fn parse_cron(expression: &str) -> Result<croner::Cron, croner::errors::CronError> {
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
         .build()
         .parse(expression)
-        .map_err(|e| e.to_string())
 }
 
 /// The first occurrence of `cron`, read in `zone`, strictly after `after` (whole seconds:

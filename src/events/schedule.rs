@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use sqlx::PgPool;
@@ -57,8 +58,7 @@ impl Schedule {
         let mut parsed = Vec::new();
         // Parse every expression before starting any, so a bad one starts nothing.
         for (job, expression) in jobs {
-            let cron = parse_cron(&expression)
-                .map_err(|error| anyhow::anyhow!("schedule of {job}: {error}"))?;
+            let cron = parse_cron(&expression).with_context(|| format!("schedule of {job}"))?;
             parsed.push((job, expression, cron));
         }
         for (job, expression, cron) in parsed {

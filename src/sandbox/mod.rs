@@ -1,7 +1,7 @@
 //! Simulated partner APIs served over real HTTP, for the demo and the integration tests.
 //!
 //! Each partner's routes and wire shapes live in their own file and are written from the
-//! documentation in shared/api, never from the client's types: a sandbox that shared the
+//! partners' own API documentation, never from the client's types: a sandbox that shared the
 //! client's structs would agree with every field-name mistake the client makes, and the tests
 //! would then prove nothing about the real API.
 //!
