@@ -14,9 +14,9 @@ use tokio_util::task::TaskTracker;
 use crate::events::dispatcher::{self, Dispatcher};
 use crate::events::schedule::Schedule;
 use crate::events::{Control, Trigger, TriggerCause, notify, signals};
-use crate::grants::{self, RabobankGrants, RefreshTasks};
 use crate::jobs::{self, JobName, ScheduledJob};
-use crate::links::RabotLinks;
+use crate::rabobank_grants::{self, RabobankGrants, RefreshTasks};
+use crate::rabot_links::RabotLinks;
 use crate::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use crate::settings::Settings;
 use crate::store;
@@ -135,7 +135,7 @@ pub async fn run_daemon(
     };
     if partners.rabobank.is_some() {
         // A refresh this or another replica's process left in flight when it died.
-        if let Err(error) = grants::record_interrupted_refreshes(&pool).await {
+        if let Err(error) = rabobank_grants::record_interrupted_refreshes(&pool).await {
             tracing::error!(error = %error, "cannot look for interrupted grant refreshes");
         }
     }

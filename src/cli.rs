@@ -18,9 +18,9 @@ use crate::demo;
 use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
-use crate::grants::{self, RabobankGrants, RefreshTasks};
 use crate::jobs::{self, JobName, rabot_customer_refresh};
-use crate::links::{LinkSpec, RabotLinks};
+use crate::rabobank_grants::{self, RabobankGrants, RefreshTasks};
+use crate::rabot_links::{LinkSpec, RabotLinks};
 #[cfg(feature = "sandbox")]
 use crate::sandbox::{self, SandboxOptions};
 use crate::settings::{LogFormat, Settings};
@@ -436,7 +436,7 @@ async fn rabobank_authorize(settings: &Settings, label: Option<&str>) -> anyhow:
     eprintln!(
         "Open this URL in the account holder's own browser within {} minutes. Rabobank then \
          redirects to {}, which the running daemon (`partner-sync run`) must serve.",
-        grants::STATE_LIFETIME.as_secs() / 60,
+        rabobank_grants::STATE_LIFETIME.as_secs() / 60,
         settings.rabobank.redirect_uri
     );
     Ok(())

@@ -19,7 +19,7 @@ use crate::events::signals;
 use crate::jobs::Job;
 use crate::jobs::energyzero_mirror::EnergyzeroMirror;
 use crate::jobs::rabot_mirror::RabotMirror;
-use crate::links::{LinkSpec, RabotLinks};
+use crate::rabot_links::{LinkSpec, RabotLinks};
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 use crate::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use crate::settings::{Settings, mask_url_password};

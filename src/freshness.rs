@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::events::schedule::{longest_gap, parse_cron};
+use crate::cron::{longest_gap, parse_cron};
 use crate::jobs::{self, JobName};
 use crate::metrics::JobGauges;
 use crate::settings::Settings;

@@ -3,17 +3,18 @@
 
 pub mod app;
 pub mod cli;
+pub mod cron;
 pub mod crypto;
 #[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod events;
 pub mod freshness;
-pub mod grants;
 pub mod http;
 pub mod jobs;
-pub mod links;
 pub mod metrics;
 pub mod partners;
+pub mod rabobank_grants;
+pub mod rabot_links;
 pub mod resync;
 /// The simulated partners (the `partner-sync-sandbox` crate), for `sandbox` and `demo`.
 #[cfg(feature = "sandbox")]

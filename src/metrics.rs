@@ -16,9 +16,6 @@ use ::metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use reqwest::StatusCode;
 
-use crate::store::grants::{GrantStateCount, RefreshExpiry};
-use crate::store::runs::{RunCounts, RunStatus};
-
 /// Finished runs, labels `job` and `status` (`succeeded`, `failed`, `cancelled`).
 pub const RUNS: &str = "partner_sync_runs_total";
 /// Run durations in seconds, label `job`.
@@ -160,17 +157,28 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     }
 }
 
-/// A run ended and its row was updated.
-pub fn run_finished(job: &'static str, status: RunStatus, took: Duration, counts: &RunCounts) {
-    counter!(RUNS, "job" => job, "status" => status.as_str()).increment(1);
+/// The rows a finished run handled, one field per `kind` of [`RUN_ROWS`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunRows {
+    pub inserted: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub deleted: i64,
+    pub skipped: i64,
+    pub failed: i64,
+}
+
+/// A run ended with `status` (`succeeded`, `failed`, `cancelled`) and its row was updated.
+pub fn run_finished(job: &'static str, status: &'static str, took: Duration, rows: RunRows) {
+    counter!(RUNS, "job" => job, "status" => status).increment(1);
     histogram!(RUN_DURATION, "job" => job).record(took.as_secs_f64());
     let rows = [
-        counts.inserted,
-        counts.updated,
-        counts.unchanged,
-        counts.deleted,
-        counts.skipped,
-        counts.failed,
+        rows.inserted,
+        rows.updated,
+        rows.unchanged,
+        rows.deleted,
+        rows.skipped,
+        rows.failed,
     ];
     for (kind, n) in ROW_KINDS.into_iter().zip(rows) {
         counter!(RUN_ROWS, "job" => job, "kind" => kind).increment(u64::try_from(n).unwrap_or(0));
@@ -254,14 +262,34 @@ pub fn render_job_gauges(jobs: &[JobGauges]) -> String {
     })
 }
 
-/// The per-grant gauges of `grants` (the active ones: [`GRANT_REFRESH_EXPIRES_IN`],
-/// [`GRANT_REFRESHES_REMAINING`] out of `refresh_limit`, [`GRANT_CONSENT_EXPIRES_IN`],
-/// [`GRANT_IN_DOUBT_SINCE`]), [`GRANTS_IN_DOUBT`] per provider, and [`GRANTS`] per state.
-pub fn render_grant_gauges(
-    grants: &[RefreshExpiry],
-    states: &[GrantStateCount],
-    refresh_limit: i32,
-) -> String {
+/// The values of one active grant's gauges, as a scrape read them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantGauges {
+    pub provider: String,
+    pub grant_id: String,
+    pub label: String,
+    /// [`GRANT_REFRESH_EXPIRES_IN`]: seconds from now, negative once expired.
+    pub refresh_expires_in: f64,
+    /// [`GRANT_REFRESHES_REMAINING`].
+    pub refreshes_remaining: f64,
+    /// [`GRANT_CONSENT_EXPIRES_IN`]; `None` when the consent's end is not known.
+    pub consent_expires_in: Option<f64>,
+    /// [`GRANT_IN_DOUBT_SINCE`] (Unix time); `None` when the last refresh is not in doubt.
+    pub in_doubt_since: Option<f64>,
+}
+
+/// How many grants of a provider are in one state: one sample of [`GRANTS`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantsInState {
+    pub provider: String,
+    pub state: String,
+    pub grants: f64,
+}
+
+/// The per-grant gauges of the active `grants` ([`GRANT_REFRESH_EXPIRES_IN`],
+/// [`GRANT_REFRESHES_REMAINING`], [`GRANT_CONSENT_EXPIRES_IN`], [`GRANT_IN_DOUBT_SINCE`]),
+/// [`GRANTS_IN_DOUBT`] per provider, and [`GRANTS`] per state.
+pub fn render_grant_gauges(grants: &[GrantGauges], states: &[GrantsInState]) -> String {
     render_scrape(|| {
         describe_gauge!(
             GRANT_REFRESH_EXPIRES_IN,
@@ -291,12 +319,11 @@ pub fn render_grant_gauges(
         for grant in grants {
             let labels = [
                 ("provider", grant.provider.clone()),
-                ("grant_id", grant.id.to_string()),
-                ("label", grant.label.clone().unwrap_or_default()),
+                ("grant_id", grant.grant_id.clone()),
+                ("label", grant.label.clone()),
             ];
-            gauge!(GRANT_REFRESH_EXPIRES_IN, &labels).set(grant.seconds);
-            gauge!(GRANT_REFRESHES_REMAINING, &labels)
-                .set(f64::from(refresh_limit.saturating_sub(grant.refresh_count)));
+            gauge!(GRANT_REFRESH_EXPIRES_IN, &labels).set(grant.refresh_expires_in);
+            gauge!(GRANT_REFRESHES_REMAINING, &labels).set(grant.refreshes_remaining);
             if let Some(seconds) = grant.consent_expires_in {
                 gauge!(GRANT_CONSENT_EXPIRES_IN, &labels).set(seconds);
             }
@@ -311,7 +338,7 @@ pub fn render_grant_gauges(
         }
         for state in states {
             gauge!(GRANTS, "provider" => state.provider.clone(), "state" => state.state.clone())
-                .set(state.grants as f64);
+                .set(state.grants);
         }
     })
 }

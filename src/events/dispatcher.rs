@@ -318,7 +318,12 @@ impl JobRunner {
             Err(JobError::Failed(e)) => (RunStatus::Failed, Some(format!("{e:#}"))),
         };
         runs::finish(&self.pool, run_id, status, &counts, error.as_deref()).await?;
-        crate::metrics::run_finished(self.job.name().as_str(), status, started.elapsed(), &counts);
+        crate::metrics::run_finished(
+            self.job.name().as_str(),
+            status.as_str(),
+            started.elapsed(),
+            row_metrics(&counts),
+        );
         match &error {
             Some(error) if status == RunStatus::Succeeded => tracing::warn!(
                 failed = counts.failed,
@@ -447,6 +452,18 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
+}
+
+/// A run's counts as the row metrics count them.
+fn row_metrics(counts: &RunCounts) -> crate::metrics::RunRows {
+    crate::metrics::RunRows {
+        inserted: counts.inserted,
+        updated: counts.updated,
+        unchanged: counts.unchanged,
+        deleted: counts.deleted,
+        skipped: counts.skipped,
+        failed: counts.failed,
+    }
 }
 
 /// Identifies this process in `sync.runs.host`, so ops can tell replicas apart.

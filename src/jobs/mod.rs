@@ -14,8 +14,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::grants::RabobankGrants;
-use crate::links::RabotLinks;
+use crate::rabobank_grants::RabobankGrants;
+use crate::rabot_links::RabotLinks;
 use crate::settings::Settings;
 use crate::store::runs::RunCounts;
 
@@ -408,7 +408,7 @@ mod tests {
             if let Some(schedule) = spec.schedule {
                 let expression = schedule(&defaults);
                 assert!(
-                    crate::events::schedule::parse_cron(expression).is_ok(),
+                    crate::cron::parse_cron(expression).is_ok(),
                     "{}: {expression:?}",
                     spec.name
                 );

@@ -14,8 +14,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Job, JobError, JobName, RunContext};
-use crate::grants::{self, RabobankGrants, RefreshError, RefreshNeed, earlier, later};
 use crate::partners::rabobank::{PARTNER, REFRESH_LIMIT};
+use crate::rabobank_grants::{self, RabobankGrants, RefreshError, RefreshNeed, earlier, later};
 use crate::settings::Settings;
 use crate::store::grants as store;
 
@@ -40,7 +40,7 @@ impl RabobankRotation {
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
         let requests_before = self.grants.client().requests_sent();
-        grants::record_interrupted_refreshes(&ctx.pool).await?;
+        rabobank_grants::record_interrupted_refreshes(&ctx.pool).await?;
         let ids = store::active_ids(&ctx.pool, PARTNER).await?;
         let mut failures = Vec::new();
         let mut in_doubt = Vec::new();

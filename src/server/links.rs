@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::{ServerState, page};
 use crate::events::Control;
-use crate::links::{CompleteError, LinkAnswer, LinkError, LinkSpec};
+use crate::rabot_links::{CompleteError, LinkAnswer, LinkError, LinkSpec};
 use crate::store::links::LinkRow;
 
 /// The caller is checked before the body is read, so a client without the token cannot make

@@ -34,8 +34,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::events::Control;
-use crate::grants::RabobankGrants;
-use crate::links::RabotLinks;
+use crate::rabobank_grants::RabobankGrants;
+use crate::rabot_links::RabotLinks;
 use crate::settings::{RABOBANK_CALLBACK_PATH, RABOT_LINKS_PATH, Settings};
 
 /// The partner flows the server answers for; each is absent (404) while its partner is off.

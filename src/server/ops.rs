@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::ServerState;
 use crate::freshness::{self, Policy};
+use crate::metrics::{GrantGauges, GrantsInState};
 use crate::partners::rabobank::REFRESH_LIMIT;
 use crate::settings::Settings;
 use crate::store::{self, grants, runs};
@@ -145,13 +146,29 @@ async fn grant_gauges(
     pool: &sqlx::PgPool,
     consent_lifetime: Option<Duration>,
 ) -> Result<String, sqlx::Error> {
-    let expiries = grants::active_refresh_expiries(pool, consent_lifetime).await?;
-    let states = grants::state_counts(pool).await?;
-    Ok(crate::metrics::render_grant_gauges(
-        &expiries,
-        &states,
-        REFRESH_LIMIT,
-    ))
+    let active: Vec<GrantGauges> = grants::active_refresh_expiries(pool, consent_lifetime)
+        .await?
+        .into_iter()
+        .map(|grant| GrantGauges {
+            provider: grant.provider,
+            grant_id: grant.id.to_string(),
+            label: grant.label.unwrap_or_default(),
+            refresh_expires_in: grant.seconds,
+            refreshes_remaining: f64::from(REFRESH_LIMIT.saturating_sub(grant.refresh_count)),
+            consent_expires_in: grant.consent_expires_in,
+            in_doubt_since: grant.in_doubt_since,
+        })
+        .collect();
+    let states: Vec<GrantsInState> = grants::state_counts(pool)
+        .await?
+        .into_iter()
+        .map(|count| GrantsInState {
+            provider: count.provider,
+            state: count.state,
+            grants: count.grants as f64,
+        })
+        .collect();
+    Ok(crate::metrics::render_grant_gauges(&active, &states))
 }
 
 /// Runs a query with [`CHECK_TIMEOUT`]; the error, if any, as a short line.

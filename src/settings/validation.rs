@@ -247,7 +247,7 @@ pub fn validate_cron(key: &'static str, expression: &str) -> Result<(), Settings
             ),
         ));
     }
-    crate::events::schedule::parse_cron(expression)
+    crate::cron::parse_cron(expression)
         .map(|_| ())
         .map_err(|reason| {
             SettingsError::invalid(

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 pub use render::{printable, render_grants, render_links};
 pub use table::colour_wanted;
 
-use crate::events::schedule::{next_occurrence, parse_cron};
+use crate::cron::{next_occurrence, parse_cron};
 use crate::freshness::{self, Freshness, Policy};
 use crate::jobs::JobName;
 use crate::settings::Settings;

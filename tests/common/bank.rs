@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use partner_sync::events::TriggerCause;
 use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
-use partner_sync::grants::RabobankGrants;
 use partner_sync::jobs::rabobank_rotation::RabobankRotation;
+use partner_sync::rabobank_grants::RabobankGrants;
 use partner_sync::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use partner_sync::settings::Settings;
 use partner_sync::store::runs::{RunCounts, RunStatus};

@@ -387,9 +387,9 @@ async fn metrics_show_runs_requests_tokens_and_grant_expiry() {
         .refresh(
             &bank.db.pool,
             grant,
-            partner_sync::grants::RefreshNeed::RefreshTokenExpiresWithin(Duration::from_secs(
-                365 * 86_400,
-            )),
+            partner_sync::rabobank_grants::RefreshNeed::RefreshTokenExpiresWithin(
+                Duration::from_secs(365 * 86_400),
+            ),
         )
         .await
         .unwrap();

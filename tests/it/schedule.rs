@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Datelike as _, Duration, TimeZone as _, Utc};
 use chrono_tz::{Europe::Amsterdam, Tz};
-use partner_sync::events::schedule::{claim_tick, next_occurrence, parse_cron};
+use partner_sync::cron::{next_occurrence, parse_cron};
+use partner_sync::events::schedule::claim_tick;
 use partner_sync::jobs::JobName;
 
 use crate::common::*;

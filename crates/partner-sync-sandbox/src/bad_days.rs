@@ -1,7 +1,7 @@
 //! A partner's bad days on demand: list answers that come back wrong (empty, `data: null`, rows
 //! without their key, NUL characters, cut short, the connection dropped mid-answer) and RABOT
 //! customers deleted upstream while a pass is listing them. The shapes are RABOT's documented
-//! envelope (`data`, `hasMoreItems`, `count`; shared/api/rabot.md), bent the way a real
+//! envelope (`data`, `hasMoreItems`, `count`, as RABOT documents it), bent the way a real
 //! partner's answers go wrong.
 
 use std::collections::VecDeque;

@@ -1,9 +1,9 @@
 //! EnergyZero's identity provider (partner token, impersonation) and its GraphQL customer API,
-//! as shared/api/energyzero.md, the seed energyzero-partner-auth.txt and /work/ez-spec.md (the
-//! contract with the client) describe them.
+//! as EnergyZero's partner documentation, its example partner-auth request (a `curl --form`)
+//! and the GraphQL schema agreed with the client describe them.
 //!
 //! The partner authenticates with client credentials sent as form fields (urlencoded or
-//! multipart, as the seed's curl does) and gets a short-lived JWT in the `Authorization`
+//! multipart, as that example curl does) and gets a short-lived JWT in the `Authorization`
 //! response header. With it the partner impersonates one of its users, and the user's JWT
 //! reads that user's data from the customer API. The API is real GraphQL (async-graphql's
 //! dynamic schema), so parsing, validation, variables, aliases and fragments behave as a
@@ -45,7 +45,8 @@ const IMPERSONATE_PATH: &str = "/energyzero/auth/v1/auth/impersonate";
 pub(super) const CUSTOMER_API_PATH: &str = "/energyzero/customer";
 const PREFIX: &str = "/energyzero";
 
-/// The one scope set a partner is granted, space separated as the seed sends it.
+/// The one scope set a partner is granted, space separated as EnergyZero's example request
+/// sends it.
 const GRANTED_SCOPE: &str = "openid offline";
 const TOKEN_CHALLENGE: &str = r#"Bearer error="invalid_token""#;
 
@@ -234,8 +235,8 @@ async fn issue_partner_token(
     Ok(response)
 }
 
-/// The token request's fields, from an urlencoded or a multipart body (the seed's curl sends
-/// `--form`, i.e. multipart).
+/// The token request's fields, from an urlencoded or a multipart body (EnergyZero's example
+/// curl sends `--form`, i.e. multipart).
 async fn token_form(request: Request) -> Result<HashMap<String, String>, OAuthError> {
     let repeated = |name: String| {
         OAuthError::invalid_request(format!("Parameter {name} was sent more than once."))
@@ -1331,7 +1332,7 @@ mod tests {
     #[tokio::test]
     async fn partner_token_from_multipart_and_with_the_optional_body() {
         let sandbox = started(with_energyzero(|options| options.token_body = true)).await;
-        // What the seed's `curl --form` sends.
+        // What EnergyZero's example `curl --form` sends.
         let boundary = "------------------------sandboxboundary";
         let mut body = String::new();
         for (name, value) in credentials() {

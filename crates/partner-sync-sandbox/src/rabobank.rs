@@ -1,5 +1,6 @@
 //! Rabobank's OAuth 2.0 authorization server (PSD2 and Premium share one flow) and its Consent
-//! Details Service, as shared/api/rabobank.md and the seed rabobank-oauth.txt describe them.
+//! Details Service, as the bank's developer documentation and its example OAuth exchange
+//! describe them.
 //!
 //! The flow is the authorization code grant: a browser is sent to `/authorize`, the user
 //! approves or denies on a consent page (or a test skips the page with `sandbox_decision`), the

@@ -1,5 +1,6 @@
-//! The RABOT Partner API as shared/api/rabot.md documents it: the OAuth client-credentials token
-//! endpoint, the customer list and a customer's contracts, over data generated from a seed.
+//! The RABOT Partner API as RABOT's partner documentation describes it: the OAuth
+//! client-credentials token endpoint, the customer list and a customer's contracts, over data
+//! generated from a seed.
 //!
 //! Every JSON shape here is written by hand from that document; nothing is borrowed from the
 //! client in src/partners, so the integration tests check the client against the docs.

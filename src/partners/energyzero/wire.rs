@@ -1,6 +1,6 @@
 //! EnergyZero wire shapes, read leniently like RABOT's: every field optional, unknown enum values
-//! kept as strings, the raw JSON kept for the payload column (see shared/api/energyzero.md and
-//! ez-spec.md for the schema).
+//! kept as strings, the raw JSON kept for the payload column (field names
+//! as EnergyZero documents them and as the GraphQL schema of its customer API defines them).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;

@@ -1,5 +1,5 @@
-//! Rabobank's token response extras and the Consent Details Service answer, as
-//! shared/api/rabobank.md documents them.
+//! Rabobank's token response extras and the Consent Details Service answer, as the bank's
+//! developer documentation describes them.
 //!
 //! Everything here is read leniently: a successful refresh response whose extra field fails to
 //! parse would otherwise throw away the only copy of a new single-use refresh token.

@@ -1,6 +1,6 @@
 //! RABOT wire shapes, read leniently: every documented field is optional, strings may arrive as
 //! numbers, unknown enum values stay strings, and the whole object is kept as `raw` so nothing
-//! the partner sent is lost (see shared/api/rabot.md).
+//! the partner sent is lost. The field names are those of RABOT's Partner API documentation.
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};

@@ -132,10 +132,20 @@ pub enum CallbackError {
     BadState(&'static str),
     #[error("the callback carries neither a code nor an error")]
     NoCode,
-    #[error("the authorization code could not be exchanged: {0}")]
-    Exchange(String),
+    /// Recorded as the state's outcome; the bank's answer is the source.
+    #[error("the authorization code could not be exchanged")]
+    Exchange(#[source] ExchangeError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+/// Why a code exchange gave no grant.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("the token response has no refresh token")]
+    NoRefreshToken,
 }
 
 /// Why a refresh gave no fresh tokens.
@@ -325,16 +335,17 @@ impl RabobankGrants {
         let exchanged = match self.client().exchange_code(code).await {
             Ok(mut grant) => match grant.refresh_token.take() {
                 Some(refresh_token) => Ok((grant, refresh_token)),
-                None => Err("the token response has no refresh token".to_owned()),
+                None => Err(ExchangeError::NoRefreshToken),
             },
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(ExchangeError::Token(error)),
         };
         let (grant, refresh_token) = match exchanged {
             Ok(exchanged) => exchanged,
-            Err(detail) => {
+            Err(error) => {
+                let detail = error.to_string();
                 store::record_state_outcome(pool, &hash, "failed", Some(&detail), None).await?;
                 tracing::error!(label = consumed.label, error = %detail, "Rabobank consent could not be completed");
-                return Err(CallbackError::Exchange(detail));
+                return Err(CallbackError::Exchange(error));
             }
         };
         let grant_id = Uuid::new_v4();
