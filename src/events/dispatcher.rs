@@ -1,8 +1,10 @@
 //! One runner per job. Triggers that arrive while a job runs coalesce into at most one
 //! follow-up run; runs of one job never overlap, in this process (one runner task) or across
-//! replicas (a Postgres advisory lock held for the whole run). A job whose every run is one
-//! request's own work (a customer's refresh) is the exception: its requests run one by one,
-//! and each waits for the lock rather than being skipped while another replica runs the job.
+//! replicas (a Postgres advisory lock held for the whole run). A tick or signal that finds the
+//! job running on another replica is skipped: that run does the same work. A run that answers
+//! `resync` requests waits for the lock instead, since the run elsewhere may have read the
+//! partner before the request was made. A job whose every run is one request's own work (a
+//! customer's refresh) also runs its requests one by one.
 //!
 //! A configuration reload starts a new dispatcher that succeeds the old one: each new runner
 //! waits until the old runner of its job has finished its run in progress, then takes over
@@ -233,8 +235,9 @@ impl JobRunner {
     ) -> Result<RunOutcome, sqlx::Error> {
         let job = self.job.name();
         // A run elsewhere does the same work as a scheduled or coalesced one, which can be
-        // skipped; a run that is one request's own work waits its turn instead.
-        let (lock, skipped) = if job.serves_one_request_per_run() {
+        // skipped; a run someone asked for waits its turn, as that run may have started
+        // before the request and so not hold what the requester wants to see.
+        let (lock, skipped) = if job.serves_one_request_per_run() || !requests.is_empty() {
             let lock = JobLock::acquire_waiting(&self.pool, job, cancel).await?;
             (
                 lock,

@@ -573,3 +573,60 @@ async fn sighup_with_a_broken_file_logs_where_but_never_the_line() {
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn a_resync_waits_for_a_run_of_its_job_on_another_replica_instead_of_being_skipped() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(5)).await;
+    let mut env = sandbox_env(&sandbox, &db.url);
+    env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), NEVER.into()));
+    let daemon = Daemon::run(env.clone());
+    assert!(
+        daemon
+            .wait_for_log("listening for resync requests", Duration::from_secs(20))
+            .await
+    );
+    // "Another replica" runs rabot_mirror: it holds the job's lock, as a run does.
+    let mut other = db.pool.acquire().await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind("rabot_mirror")
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    assert!(locked);
+    let resync = tokio::spawn(run_binary(&["resync", "rabot", "--wait"], env.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !resync.is_finished(),
+        "the request waits while the job runs elsewhere"
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM sync.runs").await, 0);
+    let released = chrono::Utc::now();
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind("rabot_mirror")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+
+    let out = tokio::time::timeout(Duration::from_secs(20), resync)
+        .await
+        .expect("the request ran once the lock was free")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT started_at FROM sync.runs WHERE cause = 'notify' AND status = 'succeeded'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        started >= released,
+        "the run started after the other one ended"
+    );
+    daemon.stop_cleanly().await;
+}
