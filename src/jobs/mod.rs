@@ -193,10 +193,10 @@ impl JobName {
     }
 
     pub fn spec(self) -> &'static JobSpec {
-        // `JOBS` lists every variant (a unit test checks), so the search always finds it.
-        JOBS.iter()
-            .find(|spec| spec.job == self)
-            .unwrap_or(&JOBS[0])
+        // `JOBS` lists the variants in declaration order (a unit test checks), so a job's
+        // discriminant is its place in the table; no search, and no fallback that could name
+        // the wrong job.
+        &JOBS[self as usize]
     }
 
     pub fn as_str(self) -> &'static str {
@@ -359,7 +359,12 @@ mod tests {
     fn the_table_lists_every_job_once_under_a_unique_snake_case_name() {
         let variants: std::collections::BTreeSet<_> = JobName::all().collect();
         assert_eq!(variants.len(), JOBS.len(), "a job listed twice");
-        for spec in &JOBS {
+        for (place, spec) in JOBS.iter().enumerate() {
+            assert_eq!(
+                spec.job as usize, place,
+                "{} is out of declaration order",
+                spec.name
+            );
             assert_eq!(spec.job.spec().name, spec.name);
             assert!(
                 spec.name.starts_with(spec.partner),
