@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use partner_sync::partners::rabot::Contract;
+use partner_sync::partners::rabot::store as rabot_store;
 use partner_sync::store;
 use partner_sync_sandbox::SandboxOptions;
 use sqlx::{Connection, PgConnection};
@@ -134,7 +135,7 @@ async fn store_pass(
     while contracts.peek().is_some() {
         let batch: Vec<Contract> = contracts.by_ref().take(500).collect();
         let mut tx = pool.begin().await?;
-        store::rabot::upsert_contracts(&mut tx, run_id, batch).await?;
+        rabot_store::upsert_contracts(&mut tx, run_id, batch).await?;
         tx.commit().await?;
     }
     let seconds = started.elapsed().as_secs_f64();

@@ -15,8 +15,8 @@ use crate::events::dispatcher::{self, Dispatcher};
 use crate::events::schedule::Schedule;
 use crate::events::{Control, Trigger, TriggerCause, notify, signals};
 use crate::jobs::{self, JobName, ScheduledJob};
-use crate::rabobank_grants::{self, RabobankGrants, RefreshTasks};
-use crate::rabot_links::RabotLinks;
+use crate::partners::rabobank::grants::{self, RabobankGrants, RefreshTasks};
+use crate::partners::rabot::links::RabotLinks;
 use crate::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use crate::settings::Settings;
 use crate::store;
@@ -60,7 +60,7 @@ impl JobSet {
         };
         let schedule = Schedule::start(
             jobs.iter()
-                .filter_map(|j| Some((j.job.name(), j.schedule.clone()?))),
+                .filter_map(|j| Some((j.name, j.schedule.clone()?))),
             settings.daemon.timezone,
             dispatcher.clone(),
             pool.clone(),
@@ -135,7 +135,7 @@ pub async fn run_daemon(
     };
     if partners.rabobank.is_some() {
         // A refresh this or another replica's process left in flight when it died.
-        if let Err(error) = rabobank_grants::record_interrupted_refreshes(&pool).await {
+        if let Err(error) = grants::record_interrupted_refreshes(&pool).await {
             tracing::error!(error = %error, "cannot look for interrupted grant refreshes");
         }
     }

@@ -18,9 +18,12 @@ use crate::demo;
 use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
-use crate::jobs::{self, JobName, rabot_customer_refresh};
-use crate::rabobank_grants::{self, RabobankGrants, RefreshTasks};
-use crate::rabot_links::{LinkSpec, RabotLinks};
+use crate::jobs::{self, JobName};
+use crate::partners::rabobank::grant_store;
+use crate::partners::rabobank::grants::{self, RabobankGrants, RefreshTasks};
+use crate::partners::rabot::customer_refresh_job;
+use crate::partners::rabot::link_store;
+use crate::partners::rabot::links::{LinkSpec, RabotLinks};
 #[cfg(feature = "sandbox")]
 use crate::sandbox::{self, SandboxOptions};
 use crate::settings::{LogFormat, Settings};
@@ -204,7 +207,7 @@ impl TypedValueParser for JobNameParser {
     }
 }
 
-/// `--customer ID`, checked as [`rabot_customer_refresh::customer_id`] does. The refusal
+/// `--customer ID`, checked as [`customer_refresh_job::customer_id`] does. The refusal
 /// never repeats the value: it may be kilobytes long or hold terminal escapes.
 #[derive(Debug, Clone, Copy)]
 struct CustomerIdParser;
@@ -228,7 +231,7 @@ impl TypedValueParser for CustomerIdParser {
         let text = value
             .to_str()
             .ok_or_else(|| refused("it is not valid UTF-8".to_owned()))?;
-        rabot_customer_refresh::customer_id(text).map_err(refused)
+        customer_refresh_job::customer_id(text).map_err(refused)
     }
 }
 
@@ -397,12 +400,12 @@ async fn run_job_once(settings: Settings, job: JobName) -> anyhow::Result<()> {
         rabot: rabot.as_ref(),
     })?
     .into_iter()
-    .find(|j| j.job.name() == job)
+    .find(|j| j.name == job)
     .ok_or_else(|| anyhow::anyhow!("{job} is not enabled: set {}.enabled = true", job.partner()))?;
     let pool = app::open_database(&settings).await?;
     let shutdown = CancellationToken::new();
     signals::spawn_shutdown_handler(shutdown.clone())?;
-    let runner = JobRunner::new(scheduled.job, pool, settings.daemon.shutdown_grace);
+    let runner = JobRunner::new(job, scheduled.job, pool, settings.daemon.shutdown_grace);
     let (counts, _) = watch::channel(RunCounts::default());
     let outcome = runner.run_once(TriggerCause::Cli, &shutdown, counts).await;
     // A refresh sent before a stop ended the run is still answered and saved.
@@ -436,7 +439,7 @@ async fn rabobank_authorize(settings: &Settings, label: Option<&str>) -> anyhow:
     eprintln!(
         "Open this URL in the account holder's own browser within {} minutes. Rabobank then \
          redirects to {}, which the running daemon (`partner-sync run`) must serve.",
-        rabobank_grants::STATE_LIFETIME.as_secs() / 60,
+        grants::STATE_LIFETIME.as_secs() / 60,
         settings.rabobank.redirect_uri
     );
     Ok(())
@@ -479,7 +482,7 @@ async fn unlink_rabot(settings: &Settings, customer_number: &str) -> anyhow::Res
 
 async fn list_links(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let pool = app::open_database(settings).await?;
-    let links = store::links::list(&pool).await?;
+    let links = link_store::list(&pool).await?;
     if json {
         for link in &links {
             println!("{}", serde_json::to_string(link)?);
@@ -496,7 +499,7 @@ async fn list_links(settings: &Settings, json: bool) -> anyhow::Result<()> {
 
 async fn list_grants(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let pool = app::open_database(settings).await?;
-    let grants = store::grants::list(&pool).await?;
+    let grants = grant_store::list(&pool).await?;
     if json {
         for grant in &grants {
             println!("{}", serde_json::to_string(grant)?);

@@ -16,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
-use crate::jobs::Job;
-use crate::jobs::energyzero_mirror::EnergyzeroMirror;
-use crate::jobs::rabot_mirror::RabotMirror;
-use crate::rabot_links::{LinkSpec, RabotLinks};
+use crate::job::Job;
+use crate::jobs::JobName;
+use crate::partners::energyzero::mirror_job::EnergyzeroMirror;
+use crate::partners::rabot::links::{LinkSpec, RabotLinks};
+use crate::partners::rabot::mirror_job::RabotMirror;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 use crate::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use crate::settings::{Settings, mask_url_password};
@@ -65,7 +66,15 @@ pub async fn run(
     println!("{}\n", link.describe());
 
     let rabot = Arc::new(RabotMirror::scheduled(&settings, links.client().clone()));
-    let rabot = run_job(rabot, &pool, &settings, &shutdown, TriggerCause::Cli).await?;
+    let rabot = run_job(
+        JobName::RabotMirror,
+        rabot,
+        &pool,
+        &settings,
+        &shutdown,
+        TriggerCause::Cli,
+    )
+    .await?;
     let (customers, contracts) = live_rows(&pool, "rabot_customers", "rabot_contracts").await?;
     println!(
         "{}\n",
@@ -78,7 +87,15 @@ pub async fn run(
     );
 
     let energyzero = Arc::new(EnergyzeroMirror::new(&settings)?);
-    let energyzero = run_job(energyzero, &pool, &settings, &shutdown, TriggerCause::Cli).await?;
+    let energyzero = run_job(
+        JobName::EnergyzeroMirror,
+        energyzero,
+        &pool,
+        &settings,
+        &shutdown,
+        TriggerCause::Cli,
+    )
+    .await?;
     let (users, contracts) = live_rows(&pool, "energyzero_users", "energyzero_contracts").await?;
     println!(
         "{}\n",
@@ -126,14 +143,14 @@ struct DemoRun {
 }
 
 async fn run_job(
+    name: JobName,
     job: Arc<dyn Job>,
     pool: &PgPool,
     settings: &Settings,
     shutdown: &CancellationToken,
     cause: TriggerCause,
 ) -> anyhow::Result<DemoRun> {
-    let name = job.name();
-    let runner = JobRunner::new(job, pool.clone(), settings.daemon.shutdown_grace);
+    let runner = JobRunner::new(name, job, pool.clone(), settings.daemon.shutdown_grace);
     let (counts, progress) = watch::channel(RunCounts::default());
     let display = tokio::spawn(show_progress(progress));
     let started = Instant::now();
@@ -301,7 +318,15 @@ async fn link_a_customer(
     let _ = served.await;
 
     let job = Arc::new(RabotMirror::newly_linked(settings, links.client().clone()));
-    let run = run_job(job, pool, settings, shutdown, TriggerCause::Link).await?;
+    let run = run_job(
+        JobName::RabotLinkMirror,
+        job,
+        pool,
+        settings,
+        shutdown,
+        TriggerCause::Link,
+    )
+    .await?;
     let contracts: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM mirror.rabot_contracts k JOIN mirror.rabot_customers c
              USING (customer_number) WHERE c.external_id = $1",

@@ -10,11 +10,10 @@ pub mod demo;
 pub mod events;
 pub mod freshness;
 pub mod http;
+pub mod job;
 pub mod jobs;
 pub mod metrics;
 pub mod partners;
-pub mod rabobank_grants;
-pub mod rabot_links;
 pub mod resync;
 /// The simulated partners (the `partner-sync-sandbox` crate), for `sandbox` and `demo`.
 #[cfg(feature = "sandbox")]

@@ -16,11 +16,25 @@ const LAYERS: &[&[&str]] = &[
     &["server", "status", "resync"],
     &["events", "freshness"],
     &["jobs"],
-    &["rabobank_grants", "rabot_links"],
-    &["partners", "store"],
+    &["partners"],
+    &["job"],
+    &["store"],
     &["http"],
     &["settings", "metrics", "cron", "crypto", "telemetry"],
 ];
+
+/// Inside a partner's folder (`src/partners/<partner>/`), its parts, bottom to top: a part may
+/// use its own rank and those below. Jobs use everything; nothing uses a job.
+const PARTNER_PARTS: &[&[&str]] = &[
+    &["wire"],
+    &["client"],
+    &["store", "link_store", "grant_store"],
+    &["links", "grants"],
+    &["mirror_job", "customer_refresh_job", "rotation_job"],
+];
+
+/// Shared by every partner's wire types; belongs to no partner.
+const PARTNER_SHARED: &[&str] = &["lenient"];
 
 /// The sandbox crate's re-export, outside the layers; see the module comment.
 const SANDBOX: &str = "sandbox";
@@ -197,6 +211,143 @@ fn no_module_uses_a_layer_above_it() {
     }
     assert!(checked > 40, "only {checked} source files found in {src:?}");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn rank_of_part(part: &str) -> Option<usize> {
+    PARTNER_PARTS.iter().position(|rank| rank.contains(&part))
+}
+
+/// The partner and part a file below `src/partners/` belongs to (`rabot/links.rs` → `rabot`,
+/// `links`; `rabobank/grants/refresh.rs` → `rabobank`, `grants`), `None` for `mod.rs` files of
+/// a partner and the shared files.
+fn partner_part(relative: &Path) -> Option<(String, String)> {
+    let parts: Vec<String> = relative
+        .iter()
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect();
+    match parts.as_slice() {
+        [partner, part, ..] if part != "mod.rs" => {
+            Some((partner.clone(), part.trim_end_matches(".rs").to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// Every `crate::partners::<partner>::<part>` and `super::<part>` in `source` (a file of
+/// `partner`) that breaks the order of [`PARTNER_PARTS`] or reaches into another partner.
+fn partner_violations(relative: &Path, source: &str) -> Vec<String> {
+    let Some((partner, part)) = partner_part(relative) else {
+        return Vec::new();
+    };
+    let code: String = code_lines(source)
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    let line_at = |offset: usize| code[..offset].matches('\n').count() + 1;
+    // Each use as (offset, partner, part); `None` for a use of the partner as a whole.
+    let mut uses: Vec<(usize, String, Option<String>)> = Vec::new();
+    for (at, _) in code.match_indices("crate::partners::") {
+        let rest = &code[at + "crate::partners::".len()..];
+        let used_partner = identifier(rest);
+        if PARTNER_SHARED.contains(&used_partner) {
+            continue;
+        }
+        match rest[used_partner.len()..].strip_prefix("::") {
+            Some(after) if used_partner == partner => uses.extend(
+                named_modules(after)
+                    .into_iter()
+                    .map(|(_, used_part)| (at, partner.clone(), Some(used_part))),
+            ),
+            _ => uses.push((at, used_partner.to_owned(), None)),
+        }
+    }
+    // `super::x` from a file directly in the partner's folder names its sibling `x`.
+    if relative.iter().count() == 2 {
+        for (at, _) in code.match_indices("super::") {
+            let used_part = identifier(&code[at + "super::".len()..]).to_owned();
+            uses.push((at, partner.clone(), Some(used_part)));
+        }
+    }
+    let mut found = Vec::new();
+    for (at, used_partner, used_part) in uses {
+        let (what, why) = match used_part {
+            _ if used_partner != partner => (
+                format!("partners::{used_partner}"),
+                "another partner's folder".to_owned(),
+            ),
+            Some(used_part) if used_part != part => {
+                let why = match (rank_of_part(&part), rank_of_part(&used_part)) {
+                    (Some(from), Some(to)) if to > from => {
+                        format!("{used_part} is above {part} in PARTNER_PARTS")
+                    }
+                    (None, Some(_)) => format!("{part} is in no rank of PARTNER_PARTS"),
+                    _ => continue,
+                };
+                (format!("{partner}::{used_part}"), why)
+            }
+            _ => continue,
+        };
+        found.push(format!(
+            "src/partners/{}:{}: uses {what} — {why}",
+            relative.display(),
+            line_at(at)
+        ));
+    }
+    found
+}
+
+#[test]
+fn each_partner_folder_keeps_its_parts_in_order() {
+    let partners = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/partners");
+    let mut files = Vec::new();
+    source_files(&partners, &mut files);
+    let mut problems = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(&partners).expect("below src/partners");
+        if let Some((_, part)) = partner_part(relative)
+            && rank_of_part(&part).is_none()
+            && !PARTNER_SHARED.contains(&part.as_str())
+            && relative.iter().count() > 1
+        {
+            problems.push(format!(
+                "src/partners/{}: part {part} is in no rank; add it to PARTNER_PARTS",
+                relative.display()
+            ));
+        }
+        let source = std::fs::read_to_string(file).expect("source is readable");
+        problems.extend(partner_violations(relative, &source));
+    }
+    assert!(
+        files.len() > 15,
+        "only {} files in {partners:?}",
+        files.len()
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_partner_check_finds_uses_up_and_across() {
+    let store = Path::new("rabot/store.rs");
+    assert_eq!(
+        partner_violations(
+            store,
+            "use crate::partners::rabot::wire::Customer;\n\
+             use crate::partners::rabot::{Customer, mirror_job::RabotMirror};\n\
+             use crate::partners::energyzero::store;\n\
+             use super::links::RabotLinks;\n"
+        ),
+        [
+            "src/partners/rabot/store.rs:2: uses rabot::mirror_job — mirror_job is above store in PARTNER_PARTS",
+            "src/partners/rabot/store.rs:3: uses partners::energyzero — another partner's folder",
+            "src/partners/rabot/store.rs:4: uses rabot::links — links is above store in PARTNER_PARTS",
+        ]
+    );
+    assert!(
+        partner_violations(
+            Path::new("rabot/mirror_job.rs"),
+            "use crate::partners::rabot::{Customer, store};\nuse super::store::Scope;\n"
+        )
+        .is_empty()
+    );
 }
 
 #[test]

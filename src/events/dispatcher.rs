@@ -26,7 +26,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::{Trigger, TriggerCause};
-use crate::jobs::{Job, JobError, JobName, RunContext, ScheduledJob};
+use crate::job::{Job, JobError, RunContext};
+use crate::jobs::{JobName, ScheduledJob};
 use crate::store::runs::{self, RunCounts, RunStatus};
 use crate::store::trigger_requests;
 
@@ -75,6 +76,7 @@ struct Queue {
 }
 
 pub struct JobRunner {
+    name: JobName,
     job: Arc<dyn Job>,
     pool: PgPool,
     /// After shutdown is requested, how long a run may take to reach a batch boundary.
@@ -89,8 +91,9 @@ pub struct JobRunner {
 }
 
 impl JobRunner {
-    pub fn new(job: Arc<dyn Job>, pool: PgPool, grace: Duration) -> Self {
+    pub fn new(name: JobName, job: Arc<dyn Job>, pool: PgPool, grace: Duration) -> Self {
         Self {
+            name,
             job,
             pool,
             grace,
@@ -107,7 +110,7 @@ impl JobRunner {
     }
 
     pub fn job(&self) -> JobName {
-        self.job.name()
+        self.name
     }
 
     fn trigger(&self, trigger: Trigger) {
@@ -130,7 +133,7 @@ impl JobRunner {
     fn next_run(&self) -> Option<Pending> {
         let mut queue = self.queue();
         let pending = queue.pending.as_mut()?;
-        if self.job.name().serves_one_request_per_run() && pending.requests.len() > 1 {
+        if self.name.serves_one_request_per_run() && pending.requests.len() > 1 {
             let first = pending.requests.remove(0);
             self.wake.notify_one();
             return Some(Pending {
@@ -233,7 +236,7 @@ impl JobRunner {
         cancel: &CancellationToken,
         counts: watch::Sender<RunCounts>,
     ) -> Result<RunOutcome, sqlx::Error> {
-        let job = self.job.name();
+        let job = self.name;
         // A run elsewhere does the same work as a scheduled or coalesced one, which can be
         // skipped; a run someone asked for waits its turn, as that run may have started
         // before the request and so not hold what the requester wants to see.
@@ -280,6 +283,7 @@ impl JobRunner {
         tracing::info!("run started");
         let started = std::time::Instant::now();
         let ctx = RunContext {
+            job: self.name.as_str(),
             run_id,
             pool: self.pool.clone(),
             cancel: cancel.clone(),
@@ -322,7 +326,7 @@ impl JobRunner {
         };
         runs::finish(&self.pool, run_id, status, &counts, error.as_deref()).await?;
         crate::metrics::run_finished(
-            self.job.name().as_str(),
+            self.name.as_str(),
             status.as_str(),
             started.elapsed(),
             row_metrics(&counts),
@@ -495,8 +499,8 @@ impl Dispatcher {
             .iter()
             .map(|s| {
                 (
-                    s.job.name(),
-                    Arc::new(JobRunner::new(s.job.clone(), pool.clone(), grace)),
+                    s.name,
+                    Arc::new(JobRunner::new(s.name, s.job.clone(), pool.clone(), grace)),
                 )
             })
             .collect();

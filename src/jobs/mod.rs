@@ -1,23 +1,17 @@
-//! Jobs: one file per job, each a fetch → map → store pass that reports its counts.
-//! The [`registry`] decides which jobs the settings enable and on what schedule.
-
-pub mod energyzero_mirror;
-pub mod rabobank_rotation;
-pub mod rabot_customer_refresh;
-pub mod rabot_mirror;
+//! The job table: every job, described once ([`JOBS`]), each runner found in its partner's
+//! folder. The [`registry`] decides which jobs the settings enable and on what schedule.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use sqlx::PgPool;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-
-use crate::rabobank_grants::RabobankGrants;
-use crate::rabot_links::RabotLinks;
+use crate::job::Job;
+use crate::partners::energyzero::mirror_job::EnergyzeroMirror;
+use crate::partners::rabobank::grants::RabobankGrants;
+use crate::partners::rabobank::rotation_job::RabobankRotation;
+use crate::partners::rabot::customer_refresh_job::RabotCustomerRefresh;
+use crate::partners::rabot::links::RabotLinks;
+use crate::partners::rabot::mirror_job::RabotMirror;
 use crate::settings::Settings;
-use crate::store::runs::RunCounts;
 
 /// Stable job names: they appear in `sync.runs.job`, logs, and advisory-lock keys. What each
 /// job is (its name, partner, settings, schedule, runner) is written once, in [`JOBS`].
@@ -26,8 +20,8 @@ pub enum JobName {
     RabotMirror,
     RabotLinkMirror,
     RabotCustomerRefresh,
-    RabobankTokenRotation,
     EnergyzeroMirror,
+    RabobankTokenRotation,
 }
 
 /// What starts a job's runs.
@@ -96,7 +90,7 @@ pub static JOBS: [JobSpec; 5] = [
         stale_after: |s| s.rabot.stale_after,
         build: |parts| {
             Ok(parts.rabot.map(|rabot| {
-                Arc::new(rabot_mirror::RabotMirror::scheduled(
+                Arc::new(RabotMirror::scheduled(
                     parts.settings,
                     rabot.client().clone(),
                 )) as Arc<dyn Job>
@@ -118,7 +112,7 @@ pub static JOBS: [JobSpec; 5] = [
         stale_after: |_| None,
         build: |parts| {
             Ok(parts.rabot.map(|rabot| {
-                Arc::new(rabot_mirror::RabotMirror::newly_linked(
+                Arc::new(RabotMirror::newly_linked(
                     parts.settings,
                     rabot.client().clone(),
                 )) as Arc<dyn Job>
@@ -138,29 +132,9 @@ pub static JOBS: [JobSpec; 5] = [
         stale_after: |_| None,
         build: |parts| {
             Ok(parts.rabot.map(|rabot| {
-                Arc::new(rabot_customer_refresh::RabotCustomerRefresh::new(
+                Arc::new(RabotCustomerRefresh::new(
                     parts.settings,
                     rabot.client().clone(),
-                )) as Arc<dyn Job>
-            }))
-        },
-    },
-    JobSpec {
-        job: JobName::RabobankTokenRotation,
-        name: "rabobank_token_rotation",
-        partner: "rabobank",
-        alias: Some("rabobank"),
-        help: "Rabobank token rotation, on rabobank.schedule",
-        runs_on: RunsOn::Schedule,
-        mirror: false,
-        enabled: |s| s.rabobank.enabled,
-        schedule: Some(|s| &s.rabobank.schedule),
-        stale_after: |s| s.rabobank.stale_after,
-        build: |parts| {
-            Ok(parts.rabobank.map(|grants| {
-                Arc::new(rabobank_rotation::RabobankRotation::new(
-                    parts.settings,
-                    grants.clone(),
                 )) as Arc<dyn Job>
             }))
         },
@@ -180,8 +154,25 @@ pub static JOBS: [JobSpec; 5] = [
             if !parts.settings.energyzero.enabled {
                 return Ok(None);
             }
-            let job = energyzero_mirror::EnergyzeroMirror::new(parts.settings)?;
+            let job = EnergyzeroMirror::new(parts.settings)?;
             Ok(Some(Arc::new(job) as Arc<dyn Job>))
+        },
+    },
+    JobSpec {
+        job: JobName::RabobankTokenRotation,
+        name: "rabobank_token_rotation",
+        partner: "rabobank",
+        alias: Some("rabobank"),
+        help: "Rabobank token rotation, on rabobank.schedule",
+        runs_on: RunsOn::Schedule,
+        mirror: false,
+        enabled: |s| s.rabobank.enabled,
+        schedule: Some(|s| &s.rabobank.schedule),
+        stale_after: |s| s.rabobank.stale_after,
+        build: |parts| {
+            Ok(parts.rabobank.map(|grants| {
+                Arc::new(RabobankRotation::new(parts.settings, grants.clone())) as Arc<dyn Job>
+            }))
         },
     },
 ];
@@ -253,70 +244,21 @@ impl JobName {
     }
 }
 
+/// Every partner, in [`JOBS`] order (the order `status` shows them in).
+pub fn partners() -> Vec<&'static str> {
+    let mut partners: Vec<&'static str> = Vec::new();
+    for spec in &JOBS {
+        if !partners.contains(&spec.partner) {
+            partners.push(spec.partner);
+        }
+    }
+    partners
+}
+
 impl std::fmt::Display for JobName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    #[error("cancelled by shutdown")]
-    Cancelled,
-    #[error(transparent)]
-    Failed(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for JobError {
-    fn from(error: sqlx::Error) -> Self {
-        JobError::Failed(anyhow::Error::new(error).context("database"))
-    }
-}
-
-/// What a job run gets from its runner.
-pub struct RunContext {
-    pub run_id: i64,
-    pub pool: PgPool,
-    /// Cancelled at shutdown: a job stops between batches, never inside one.
-    pub cancel: CancellationToken,
-    /// Running totals: the runner records them whatever the outcome, the demo shows progress.
-    pub counts: watch::Sender<RunCounts>,
-    /// The `resync` requests (`sync.trigger_requests` ids) this run answers; empty for runs
-    /// nobody requested that way (a schedule, a signal, `sync`).
-    pub requests: Vec<uuid::Uuid>,
-    /// Set by a run that succeeded although some items failed: the runner records it as the
-    /// run's `error` while the status stays `succeeded`.
-    pub(crate) partial_failure: std::sync::Mutex<Option<String>>,
-}
-
-impl RunContext {
-    /// Says, on one line, which items failed in a run that otherwise went on and succeeded.
-    pub fn report_partial_failure(&self, summary: String) {
-        *self
-            .partial_failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(summary);
-    }
-
-    pub(crate) fn take_partial_failure(&self) -> Option<String> {
-        self.partial_failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
-
-    pub fn check_cancelled(&self) -> Result<(), JobError> {
-        if self.cancel.is_cancelled() {
-            Err(JobError::Cancelled)
-        } else {
-            Ok(())
-        }
-    }
-}
-
-pub trait Job: Send + Sync {
-    fn name(&self) -> JobName;
-    fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>>;
 }
 
 /// Whether the settings enable the job.
@@ -333,6 +275,7 @@ pub fn schedule_of(settings: &Settings, job: JobName) -> Option<String> {
 /// A job with the cron expression that triggers it; `None` for a job only events trigger.
 #[derive(Clone)]
 pub struct ScheduledJob {
+    pub name: JobName,
     pub job: Arc<dyn Job>,
     pub schedule: Option<String>,
 }
@@ -343,6 +286,7 @@ pub fn registry(parts: &RunnerParts<'_>) -> anyhow::Result<Vec<ScheduledJob>> {
     for spec in &JOBS {
         if let Some(job) = (spec.build)(parts)? {
             jobs.push(ScheduledJob {
+                name: spec.job,
                 job,
                 schedule: schedule_of(parts.settings, spec.job),
             });
@@ -392,8 +336,8 @@ mod tests {
             JobName::RabotMirror,
             JobName::RabotLinkMirror,
             JobName::RabotCustomerRefresh,
-            JobName::RabobankTokenRotation,
             JobName::EnergyzeroMirror,
+            JobName::RabobankTokenRotation,
         ] {
             assert!(in_table(job), "{job:?} is not in JOBS");
         }

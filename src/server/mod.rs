@@ -6,10 +6,10 @@
 //! request and header timeouts, a body limit and a connection cap.
 
 mod connections;
-mod links;
-mod oauth_callback;
 mod ops;
 mod page;
+mod rabobank_callback;
+mod rabot_links;
 
 pub use ops::ScrapeSettings;
 
@@ -34,8 +34,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::events::Control;
-use crate::rabobank_grants::RabobankGrants;
-use crate::rabot_links::RabotLinks;
+use crate::partners::rabobank::grants::RabobankGrants;
+use crate::partners::rabot::links::RabotLinks;
 use crate::settings::{RABOBANK_CALLBACK_PATH, RABOT_LINKS_PATH, Settings};
 
 /// The partner flows the server answers for; each is absent (404) while its partner is off.
@@ -98,15 +98,15 @@ async fn healthz() -> &'static str {
 pub fn public_router(state: ServerState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .route(RABOBANK_CALLBACK_PATH, get(oauth_callback::rabobank))
-        .route(RABOT_LINKS_PATH, post(links::create))
+        .route(RABOBANK_CALLBACK_PATH, get(rabobank_callback::rabobank))
+        .route(RABOT_LINKS_PATH, post(rabot_links::create))
         .route(
             &format!("{RABOT_LINKS_PATH}/{{secret}}/success"),
-            get(links::success),
+            get(rabot_links::success),
         )
         .route(
             &format!("{RABOT_LINKS_PATH}/{{secret}}/failure"),
-            get(links::failure),
+            get(rabot_links::failure),
         )
         .with_state(state)
 }

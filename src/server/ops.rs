@@ -15,8 +15,9 @@ use super::ServerState;
 use crate::freshness::{self, Policy};
 use crate::metrics::{GrantGauges, GrantsInState};
 use crate::partners::rabobank::REFRESH_LIMIT;
+use crate::partners::rabobank::grant_store as grants;
 use crate::settings::Settings;
-use crate::store::{self, grants, runs};
+use crate::store::{self, runs};
 
 /// How long each readiness query, and each part of a scrape read from the database, may take.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);

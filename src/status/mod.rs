@@ -23,8 +23,8 @@ pub use table::colour_wanted;
 use crate::cron::{next_occurrence, parse_cron};
 use crate::freshness::{self, Freshness, Policy};
 use crate::jobs::JobName;
+use crate::partners::rabobank::grant_store::{self, GrantSummary};
 use crate::settings::Settings;
-use crate::store::grants::{self, GrantSummary};
 use crate::store::runs::{self, RunRow};
 
 #[derive(Debug, Serialize)]
@@ -112,7 +112,7 @@ pub async fn report(
     let only_names: Vec<&str> = only.iter().map(|j| j.as_str()).collect();
     Ok(StatusReport {
         jobs,
-        grants: grants::list(pool).await?,
+        grants: grant_store::list(pool).await?,
         recent_failures: runs::recent_failures(pool, &only_names, RECENT_FAILURES).await?,
         generated_at: now,
         timezone: settings.daemon.timezone,

@@ -9,18 +9,12 @@ use chrono_tz::Tz;
 
 use super::table::{Align, Cell, Table, Tone};
 use super::{JobStatus, StatusReport};
-use crate::jobs::RunsOn;
+use crate::jobs::{self, RunsOn};
+use crate::partners::rabobank::grant_store::GrantSummary;
 use crate::partners::rabobank::{PARTNER as RABOBANK, REFRESH_LIMIT};
-use crate::store::grants::GrantSummary;
-use crate::store::links::LinkRow;
+use crate::partners::rabot::link_store::LinkRow;
 use crate::store::runs::RunRow;
 
-/// The partners in the order `status` shows them: (`JobName::partner`, heading).
-const PARTNERS: [(&str, &str); 3] = [
-    ("rabot", "RABOT"),
-    ("energyzero", "ENERGYZERO"),
-    ("rabobank", "RABOBANK"),
-];
 const INDENT: usize = 2;
 
 /// `text` safe to print on a terminal: control characters (newlines, escape sequences, C1
@@ -98,7 +92,7 @@ impl StatusReport {
             "partner-sync status at {}\n",
             when(self.generated_at, self.timezone)
         );
-        for (partner, heading) in PARTNERS {
+        for partner in jobs::partners() {
             let jobs: Vec<&JobStatus> = self
                 .jobs
                 .iter()
@@ -108,7 +102,7 @@ impl StatusReport {
                 continue;
             };
             out.push('\n');
-            out.push_str(heading);
+            out.push_str(&partner.to_ascii_uppercase());
             if !first.enabled {
                 out.push_str(&format!(" (off: {partner}.enabled = false)"));
             }

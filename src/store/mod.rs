@@ -2,10 +2,6 @@
 //! Every value is a bound parameter; identifiers are never built from input except the
 //! database name in [`create_database_if_missing`], which is quoted.
 
-pub mod energyzero;
-pub mod grants;
-pub mod links;
-pub mod rabot;
 pub mod runs;
 pub mod schedule_ticks;
 pub mod trigger_requests;

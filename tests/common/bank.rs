@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use partner_sync::events::TriggerCause;
 use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
-use partner_sync::jobs::rabobank_rotation::RabobankRotation;
-use partner_sync::rabobank_grants::RabobankGrants;
+use partner_sync::jobs::JobName;
+use partner_sync::partners::rabobank::grants::RabobankGrants;
+use partner_sync::partners::rabobank::rotation_job::RabobankRotation;
 use partner_sync::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use partner_sync::settings::Settings;
 use partner_sync::store::runs::{RunCounts, RunStatus};
@@ -209,7 +210,12 @@ impl Bank {
     /// One rotation run through the real runner, as the daemon's schedule does it.
     pub async fn rotation_pass(&self) -> (RunStatus, RunCounts, Option<String>) {
         let job = Arc::new(RabobankRotation::new(&self.settings, self.grants.clone()));
-        let runner = JobRunner::new(job, self.db.pool.clone(), Duration::from_secs(5));
+        let runner = JobRunner::new(
+            JobName::RabobankTokenRotation,
+            job,
+            self.db.pool.clone(),
+            Duration::from_secs(5),
+        );
         let (counts, _) = watch::channel(RunCounts::default());
         match runner
             .run_once(TriggerCause::Cli, &CancellationToken::new(), counts)

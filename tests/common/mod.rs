@@ -18,8 +18,9 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use partner_sync::events::TriggerCause;
 use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
-use partner_sync::jobs::Job;
-use partner_sync::jobs::rabot_mirror::RabotMirror;
+use partner_sync::job::Job;
+use partner_sync::jobs::JobName;
+use partner_sync::partners::rabot::mirror_job::RabotMirror;
 use partner_sync::partners::rabot::{Customer, Page, RabotClient};
 use partner_sync::settings::Settings;
 use partner_sync::store;
@@ -260,6 +261,7 @@ pub async fn mirror_pass(
     pool: &PgPool,
 ) -> (RunStatus, RunCounts, Option<String>) {
     run_pass(
+        JobName::RabotMirror,
         Arc::new(RabotMirror::new(settings).expect("job builds")),
         pool,
     )
@@ -268,8 +270,12 @@ pub async fn mirror_pass(
 
 /// One run of `job` through the real runner; a job kept between calls keeps its clients
 /// (and their token caches), as in the daemon.
-pub async fn run_pass(job: Arc<dyn Job>, pool: &PgPool) -> (RunStatus, RunCounts, Option<String>) {
-    let runner = JobRunner::new(job, pool.clone(), Duration::from_secs(5));
+pub async fn run_pass(
+    name: JobName,
+    job: Arc<dyn Job>,
+    pool: &PgPool,
+) -> (RunStatus, RunCounts, Option<String>) {
+    let runner = JobRunner::new(name, job, pool.clone(), Duration::from_secs(5));
     let (counts, _) = watch::channel(RunCounts::default());
     match runner
         .run_once(TriggerCause::Cli, &CancellationToken::new(), counts)

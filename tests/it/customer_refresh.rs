@@ -363,7 +363,7 @@ async fn hostile_ids_are_refused_or_fail_cleanly_and_never_reach_another_path() 
         assert!(!stderr.contains(&long[..100]) && !stderr.contains('\u{1b}'));
     }
     // No argument can hold a NUL (the OS passes C strings); the check refuses it all the same.
-    assert!(partner_sync::jobs::rabot_customer_refresh::customer_id("a\0b").is_err());
+    assert!(partner_sync::partners::rabot::customer_refresh_job::customer_id("a\0b").is_err());
 
     let f = Fixture::start(4).await;
     let before = mirror_rows(&f.db).await;

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use partner_sync::jobs::energyzero_mirror::EnergyzeroMirror;
+use partner_sync::jobs::JobName;
+use partner_sync::partners::energyzero::mirror_job::EnergyzeroMirror;
 use partner_sync::settings::Settings;
 use partner_sync::store::runs::{RunCounts, RunStatus};
 use partner_sync_sandbox::{Sandbox, SandboxOptions};
@@ -79,7 +80,7 @@ async fn pass(
     job: &Arc<EnergyzeroMirror>,
     pool: &PgPool,
 ) -> (RunStatus, RunCounts, Option<String>) {
-    run_pass(job.clone(), pool).await
+    run_pass(JobName::EnergyzeroMirror, job.clone(), pool).await
 }
 
 fn all_contracts(sandbox: &Sandbox, users: &[String]) -> Vec<(String, String)> {

@@ -1,7 +1,8 @@
 //! The EnergyZero client and settings without the sandbox: defaults and validation, and a
 //! wiremock double playing answers the sandbox never gives.
 
-use partner_sync::jobs::{self, JobName};
+use partner_sync::jobs;
+use partner_sync::jobs::JobName;
 use partner_sync::settings::Settings;
 
 use crate::common::run_binary;
@@ -41,7 +42,7 @@ fn settings_have_the_documented_defaults_and_validation_names_the_key() {
     })
     .unwrap()
     .iter()
-    .map(|j| j.job.name())
+    .map(|j| j.name)
     .collect();
     assert_eq!(names, vec![JobName::EnergyzeroMirror]);
     assert!(JobName::EnergyzeroMirror.is_mirror());

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use partner_sync::metrics as m;
-use partner_sync::rabobank_grants::RabobankGrants;
+use partner_sync::partners::rabobank::grants::RabobankGrants;
 use partner_sync::settings::Settings;
 use partner_sync_sandbox::Fault;
 use reqwest::StatusCode;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use partner_sync::rabot_links::RabotLinks;
+use partner_sync::partners::rabot::links::RabotLinks;
 use partner_sync::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;

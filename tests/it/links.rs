@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use partner_sync::rabot_links::{LinkAnswer, LinkSpec, RabotLinks};
+use partner_sync::partners::rabot::links::{LinkAnswer, LinkSpec, RabotLinks};
 use partner_sync_sandbox::{Fault, LinkableCustomer, RABOT_CUSTOMER_PASSWORD, Sandbox};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

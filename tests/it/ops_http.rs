@@ -387,7 +387,7 @@ async fn metrics_show_runs_requests_tokens_and_grant_expiry() {
         .refresh(
             &bank.db.pool,
             grant,
-            partner_sync::rabobank_grants::RefreshNeed::RefreshTokenExpiresWithin(
+            partner_sync::partners::rabobank::grants::RefreshNeed::RefreshTokenExpiresWithin(
                 Duration::from_secs(365 * 86_400),
             ),
         )

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use partner_sync::rabobank_grants::{RefreshError, RefreshNeed};
+use partner_sync::partners::rabobank::grants::{RefreshError, RefreshNeed};
 use partner_sync::store::runs::RunStatus;
 use partner_sync_sandbox::{Fault, SandboxOptions};
 use reqwest::StatusCode;

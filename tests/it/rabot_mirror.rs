@@ -1,5 +1,6 @@
 //! The RABOT mirror job end to end: sandbox over HTTP → runner → PostgreSQL.
 
+use partner_sync::jobs::JobName;
 use partner_sync::store::runs::RunStatus;
 use partner_sync_sandbox::{Fault, SandboxOptions};
 
@@ -342,7 +343,7 @@ async fn two_runners_on_one_database_never_run_the_job_at_once() {
 
     use partner_sync::events::TriggerCause;
     use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
-    use partner_sync::jobs::rabot_mirror::RabotMirror;
+    use partner_sync::partners::rabot::mirror_job::RabotMirror;
     use partner_sync::store::runs::RunCounts;
     use tokio_util::sync::CancellationToken;
 
@@ -357,6 +358,7 @@ async fn two_runners_on_one_database_never_run_the_job_at_once() {
     let other_pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let runner = |pool| {
         JobRunner::new(
+            JobName::RabotMirror,
             Arc::new(RabotMirror::new(&settings).unwrap()),
             pool,
             Duration::from_secs(5),

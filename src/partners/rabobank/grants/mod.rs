@@ -36,11 +36,11 @@ pub use refresh::record_interrupted_refreshes;
 use refresh::report_interrupted;
 
 use crate::crypto::{self, CryptoError, TokenKey};
-use crate::partners::rabobank::{self, ConsentError, RabobankClient, TokenError, TokenGrant};
-use crate::settings::{HttpSettings, Settings};
-use crate::store::grants::{
+use crate::partners::rabobank::grant_store::{
     self as store, GrantStatus, InterruptedRefresh, NewGrant, SealedGrant, SealedTokens,
 };
+use crate::partners::rabobank::{self, ConsentError, RabobankClient, TokenError, TokenGrant};
+use crate::settings::{HttpSettings, Settings};
 
 /// How long a `state` handed out by `rabobank authorize` stays usable.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(10 * 60);

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::{ServerState, page};
-use crate::rabobank_grants::{CallbackError, CallbackParams, ConsentOutcome};
+use crate::partners::rabobank::grants::{CallbackError, CallbackParams, ConsentOutcome};
 
 pub async fn rabobank(
     State(state): State<ServerState>,

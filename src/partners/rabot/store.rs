@@ -5,9 +5,9 @@ use chrono::NaiveDate;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
-use super::runs::UpsertCounts;
-use super::{content_hash, counts, dedup_last};
 use crate::partners::rabot::{Contract, Customer};
+use crate::store::runs::UpsertCounts;
+use crate::store::{content_hash, counts, dedup_last};
 
 /// Which customers a pass covered, and so which rows it may tombstone.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,12 +10,13 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::Instrument;
 
-use super::{Job, JobError, JobName, RunContext};
 use crate::http::one_line;
+use crate::job::{Job, JobError, RunContext};
+use crate::partners::rabot::link_store as links;
+use crate::partners::rabot::store::{self as store, Scope};
 use crate::partners::rabot::{Contract, Customer, Page, RabotClient};
 use crate::settings::{LINKED_CUSTOMERS, Settings, TombstoneGuard};
-use crate::store::rabot::{self as store, Scope};
-use crate::store::{links, runs, upsert_setting_aside};
+use crate::store::{runs, upsert_setting_aside};
 
 /// Which customers a run covers.
 #[derive(Debug, Clone)]
@@ -295,13 +296,6 @@ async fn configured_scopes(
 }
 
 impl Job for RabotMirror {
-    fn name(&self) -> JobName {
-        match self.coverage {
-            Coverage::Configured(_) => JobName::RabotMirror,
-            Coverage::NewlyLinked => JobName::RabotLinkMirror,
-        }
-    }
-
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             let result = self.run_all(ctx).await;

@@ -6,9 +6,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
-use super::runs::UpsertCounts;
-use super::{content_hash, counts, dedup_last};
 use crate::partners::energyzero::{Contract, User};
+use crate::store::runs::UpsertCounts;
+use crate::store::{content_hash, counts, dedup_last};
 
 /// The enabled rows of `sync.energyzero_subjects`, oldest first.
 pub async fn subject_user_ids(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {

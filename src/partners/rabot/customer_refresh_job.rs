@@ -18,11 +18,11 @@
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 
-use super::rabot_mirror::{failed, store_read, tombstone_unseen};
-use super::{Job, JobError, JobName, RunContext};
+use super::mirror_job::{failed, store_read, tombstone_unseen};
+use crate::job::{Job, JobError, RunContext};
+use crate::partners::rabot::store::{self as store, Scope};
 use crate::partners::rabot::{Customer, RabotClient};
 use crate::settings::{Settings, TombstoneGuard};
-use crate::store::rabot::{self as store, Scope};
 use crate::store::trigger_requests;
 
 /// The longest customer number or external id a refresh takes (the column's bound too).
@@ -218,7 +218,7 @@ impl RabotCustomerRefresh {
 
 /// The ID the run's request names, checked again: the request row is input too.
 async fn requested_id(ctx: &RunContext) -> Result<String, JobError> {
-    let job = JobName::RabotCustomerRefresh.as_str();
+    let job = ctx.job;
     let Some(&request) = ctx.requests.first() else {
         return Err(JobError::Failed(anyhow::anyhow!(
             "{job} refreshes the customer a request names: use `partner-sync resync rabot --customer ID`"
@@ -232,10 +232,6 @@ async fn requested_id(ctx: &RunContext) -> Result<String, JobError> {
 }
 
 impl Job for RabotCustomerRefresh {
-    fn name(&self) -> JobName {
-        JobName::RabotCustomerRefresh
-    }
-
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             let result = self.refresh(ctx).await;

@@ -13,11 +13,13 @@ use futures::future::BoxFuture;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Job, JobError, JobName, RunContext};
+use crate::job::{Job, JobError, RunContext};
+use crate::partners::rabobank::grant_store as store;
+use crate::partners::rabobank::grants::{
+    self, RabobankGrants, RefreshError, RefreshNeed, earlier, later,
+};
 use crate::partners::rabobank::{PARTNER, REFRESH_LIMIT};
-use crate::rabobank_grants::{self, RabobankGrants, RefreshError, RefreshNeed, earlier, later};
 use crate::settings::Settings;
-use crate::store::grants as store;
 
 /// Warn when fewer refreshes than this remain (about two years of daily use is far more; this
 /// is about a tenth of the allowance).
@@ -40,7 +42,7 @@ impl RabobankRotation {
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
         let requests_before = self.grants.client().requests_sent();
-        rabobank_grants::record_interrupted_refreshes(&ctx.pool).await?;
+        grants::record_interrupted_refreshes(&ctx.pool).await?;
         let ids = store::active_ids(&ctx.pool, PARTNER).await?;
         let mut failures = Vec::new();
         let mut in_doubt = Vec::new();
@@ -144,10 +146,6 @@ enum Rotated {
 }
 
 impl Job for RabobankRotation {
-    fn name(&self) -> JobName {
-        JobName::RabobankTokenRotation
-    }
-
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(self.run_all(ctx))
     }

@@ -15,9 +15,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crypto;
+use crate::partners::rabot::link_store::{self as store, LinkRow, NewLink, Redirect};
 use crate::partners::rabot::{LinkRequest, RabotClient, RabotError};
 use crate::settings::{RABOT_LINKS_PATH, Settings};
-use crate::store::links::{self as store, LinkRow, NewLink, Redirect};
 
 /// RABOT's authorization URLs are valid for 10 minutes; a link is void after that too.
 pub const LINK_LIFETIME: Duration = Duration::from_secs(10 * 60);

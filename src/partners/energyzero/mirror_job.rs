@@ -14,11 +14,11 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use tracing::Instrument;
 
-use super::{Job, JobError, JobName, RunContext};
 use crate::http::one_line;
+use crate::job::{Job, JobError, RunContext};
+use crate::partners::energyzero::store;
 use crate::partners::energyzero::{EnergyzeroClient, EnergyzeroError};
 use crate::settings::{Settings, TombstoneGuard};
-use crate::store::energyzero as store;
 use crate::store::{runs, upsert_setting_aside};
 
 /// Users mirrored at the same time: enough to hide latency, few enough that the rate limit,
@@ -227,10 +227,6 @@ impl EnergyzeroMirror {
 }
 
 impl Job for EnergyzeroMirror {
-    fn name(&self) -> JobName {
-        JobName::EnergyzeroMirror
-    }
-
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(self.run_all(ctx))
     }

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use super::{ServerState, page};
 use crate::events::Control;
-use crate::rabot_links::{CompleteError, LinkAnswer, LinkError, LinkSpec};
-use crate::store::links::LinkRow;
+use crate::partners::rabot::link_store::LinkRow;
+use crate::partners::rabot::links::{CompleteError, LinkAnswer, LinkError, LinkSpec};
 
 /// The caller is checked before the body is read, so a client without the token cannot make
 /// the server read anything.

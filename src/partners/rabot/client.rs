@@ -1,0 +1,498 @@
+//! RABOT Partner API client: client-credentials auth, and the customer and contract lists as
+//! streams of pages, so a caller's memory never grows with the number of customers.
+
+use super::wire;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::Stream;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use crate::http::authorized::{ApiError, AuthorizedHttp};
+use crate::http::client_credentials::ClientCredentials;
+use crate::http::token_cache::TokenCache;
+use crate::http::{HttpError, PartnerHttp, RateLimit, Replay};
+use crate::partners::lenient::{str_field, without_nul};
+use crate::settings::{HttpSettings, RabotSettings};
+use wire::{Contract, Customer, LinkRequest};
+
+pub const PARTNER: &str = "rabot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RabotError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("rabot answered {path} with isSuccess=false: {detail}")]
+    Unsuccessful { path: String, detail: String },
+    #[error("rabot answered {path} with an unexpected shape: {detail}")]
+    Protocol { path: String, detail: String },
+    /// A request that must not run twice reached RABOT (or may have), and no usable answer
+    /// came back: RABOT may have acted on it. It is not sent again.
+    #[error("rabot may have acted on {path}, but gave no usable answer: {detail}")]
+    OutcomeUnknown { path: String, detail: String },
+}
+
+impl RabotError {
+    /// The HTTP status RABOT answered with, when that is what failed.
+    pub fn status(&self) -> Option<reqwest::StatusCode> {
+        match self {
+            RabotError::Api(ApiError::Http(error)) => error.status(),
+            RabotError::Api(ApiError::Forbidden { .. }) => Some(reqwest::StatusCode::FORBIDDEN),
+            _ => None,
+        }
+    }
+}
+
+/// Items from one or more pages, with the items that could not be read set aside (logged, counted).
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub skipped: usize,
+    /// Pages these items came from.
+    pub pages: usize,
+    /// The list changed while it was read (rows deleted before a page boundary, or the
+    /// customer gone), so a row missing from this pass may still exist.
+    pub moved: bool,
+}
+
+impl<T> Page<T> {
+    fn empty() -> Self {
+        Self {
+            items: Vec::new(),
+            skipped: 0,
+            pages: 0,
+            moved: false,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RabotClient {
+    api: AuthorizedHttp,
+    base: url::Url,
+    page_size: u32,
+}
+
+impl RabotClient {
+    pub fn new(settings: &RabotSettings, http_settings: &HttpSettings) -> anyhow::Result<Self> {
+        let http = PartnerHttp::new(
+            PARTNER,
+            http_settings,
+            RateLimit {
+                requests_per_second: settings.requests_per_second,
+                burst: settings.burst,
+            },
+        )?;
+        let tokens = TokenCache::new(
+            PARTNER,
+            ClientCredentials {
+                http: http.clone(),
+                token_url: url::Url::parse(&settings.token_url)?,
+                client_id: settings.client_id.clone(),
+                client_secret: settings.client_secret.clone(),
+                scopes: settings.scopes.clone(),
+                settings_prefix: "rabot",
+            },
+        );
+        Ok(Self {
+            api: AuthorizedHttp::new(http, Arc::new(tokens), &settings.scopes),
+            base: url::Url::parse(&settings.api_base_url)?,
+            page_size: settings.page_size,
+        })
+    }
+
+    /// Requests sent so far, token requests and retries included.
+    pub fn requests_sent(&self) -> u64 {
+        self.api.http().requests_sent()
+    }
+
+    pub fn api(&self) -> &AuthorizedHttp {
+        &self.api
+    }
+
+    /// `GET /customers`, optionally filtered by `filter.externalId`, page by page.
+    pub fn customer_pages(
+        &self,
+        external_id: Option<String>,
+    ) -> BoxStream<'_, Result<Page<Customer>, RabotError>> {
+        let url = self.url(&["customers"]);
+        self.pages(
+            url,
+            external_id.map(|id| ("filter.externalId", id)),
+            "customerNumber",
+        )
+        .map_ok(|page| read_items(page, Customer::from_wire))
+        .boxed()
+    }
+
+    /// `GET /customers/{customerNumber}/contracts`, page by page.
+    pub fn contract_pages<'a>(
+        &'a self,
+        customer_number: &'a str,
+    ) -> BoxStream<'a, Result<Page<Contract>, RabotError>> {
+        let url = self.url(&["customers", customer_number, "contracts"]);
+        self.pages(url, None, "contractNumber")
+            .map_ok(move |page| read_items(page, |raw| Contract::from_wire(customer_number, raw)))
+            .boxed()
+    }
+
+    /// Every contract of one customer. A customer deleted upstream since the customer list
+    /// named it answers 404: that is the list moving under the pass, not a failure, so it
+    /// gives no contracts and says `moved` (its contracts go when the customer does).
+    pub async fn contracts(&self, customer_number: String) -> Result<Page<Contract>, RabotError> {
+        let all = self
+            .contract_pages(&customer_number)
+            .try_fold(Page::empty(), |mut all, page| async move {
+                all.items.extend(page.items);
+                all.skipped += page.skipped;
+                all.pages += page.pages;
+                all.moved |= page.moved;
+                Ok(all)
+            })
+            .await;
+        match all {
+            Err(error) if error.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
+                tracing::info!(partner = PARTNER, %customer_number, "customer gone while its contracts were asked for");
+                Ok(Page {
+                    pages: 1,
+                    moved: true,
+                    ..Page::empty()
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// `POST /customers/link`: the URL to send the customer to (valid about 10 minutes).
+    pub async fn create_link(&self, request: &LinkRequest) -> Result<url::Url, RabotError> {
+        let url = self.url(&["customers", "link"]);
+        let path = url.path().to_owned();
+        // Creating a link is not idempotent: once the request may have reached RABOT it is
+        // never sent again (a second link for the same customer), only reported.
+        let answer: wire::LinkAnswer = self
+            .api
+            .post_json_with(Replay::OnlyUnsent, &url, request)
+            .await
+            .map_err(|error| match error {
+                ApiError::Http(error) if may_have_been_processed(&error) => {
+                    RabotError::OutcomeUnknown {
+                        path: path.clone(),
+                        detail: error.to_string(),
+                    }
+                }
+                other => other.into(),
+            })?;
+        if answer.envelope.is_success == Some(false) {
+            return Err(RabotError::Unsuccessful {
+                detail: answer.envelope.error_text(),
+                path,
+            });
+        }
+        let Some(raw) = answer.authorization_url() else {
+            return Err(RabotError::Protocol {
+                path,
+                detail: "no authorizationUrl in the answer".to_owned(),
+            });
+        };
+        // The customer's browser is sent there: it must be a web URL, nothing else.
+        match url::Url::parse(raw) {
+            Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => Ok(parsed),
+            _ => Err(RabotError::Protocol {
+                path,
+                detail: "authorizationUrl is not an http(s) URL".to_owned(),
+            }),
+        }
+    }
+
+    /// `DELETE /customers/{customerNumber}/link`.
+    pub async fn delete_link(&self, customer_number: &str) -> Result<(), RabotError> {
+        let url = self.url(&["customers", customer_number, "link"]);
+        wire::addressable(customer_number).map_err(|detail| RabotError::Protocol {
+            path: "/customers/{customerNumber}/link".to_owned(),
+            detail,
+        })?;
+        Ok(self.api.delete(&url).await?)
+    }
+
+    fn url(&self, segments: &[&str]) -> url::Url {
+        let mut url = self.base.clone();
+        // `path_segments_mut` percent-encodes each segment, so a customer number can never
+        // change the path. The base was validated as an http(s) URL, which always has segments.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Offset pagination over a list that may change while it is read. Continue while
+    /// `hasMoreItems` (or, if it is missing, while pages are full), advancing by the items
+    /// received in case the server caps `limit`. Each page after the first is asked for
+    /// a few items early ([`page_overlap`]), so it must repeat items the previous page ended with:
+    /// when it does, no item can have been passed over whatever was deleted or inserted before
+    /// that point; when it does not, more rows were deleted before the boundary than the overlap
+    /// absorbs, some live row may have slid past unread, and the page says `moved`. Items the
+    /// previous page already gave are not given again.
+    ///
+    /// Every row must carry `key`: a row without it, or a `data` that is not an array, fails
+    /// the list (a mirror must not take a malformed answer for "these rows are gone"). A server
+    /// that ignores `offset` would make this loop forever, so a page that brings nothing new
+    /// while promising more ends the list with an error.
+    fn pages(
+        &self,
+        url: url::Url,
+        filter: Option<(&'static str, String)>,
+        key: &'static str,
+    ) -> impl Stream<Item = Result<ListPage, RabotError>> + Send + '_ {
+        stream::try_unfold(Some(Cursor::default()), move |cursor: Option<Cursor>| {
+            let mut url = url.clone();
+            let filter = filter.clone();
+            async move {
+                let Some(cursor) = cursor else {
+                    return Ok(None);
+                };
+                {
+                    let mut query = url.query_pairs_mut();
+                    query
+                        .append_pair("offset", &cursor.offset.to_string())
+                        .append_pair("limit", &self.page_size.to_string());
+                    if let Some((name, value)) = &filter {
+                        query.append_pair(name, value);
+                    }
+                }
+                let envelope: wire::Envelope = self.api.get_json(&url).await?;
+                let path = url.path().to_owned();
+                let protocol = |detail: String| RabotError::Protocol {
+                    path: path.clone(),
+                    detail,
+                };
+                if envelope.is_success == Some(false) {
+                    return Err(RabotError::Unsuccessful {
+                        detail: envelope.error_text(),
+                        path,
+                    });
+                }
+                let items = match envelope.data {
+                    Some(Value::Array(items)) => items,
+                    None => return Err(protocol("the answer has no data field".to_owned())),
+                    Some(other) => {
+                        return Err(protocol(format!(
+                            "data is {} instead of an array",
+                            json_kind(&other)
+                        )));
+                    }
+                };
+                let mut keys = Vec::with_capacity(items.len());
+                for (position, item) in items.iter().enumerate() {
+                    match str_field(item, key) {
+                        Some(value) => keys.push(value),
+                        None => {
+                            return Err(protocol(format!(
+                                "the row at offset {} has no {key} (missing or null)",
+                                cursor.offset + position
+                            )));
+                        }
+                    }
+                }
+                let more = envelope
+                    .has_more_items
+                    .unwrap_or(items.len() >= self.page_size as usize);
+                if more && items.is_empty() {
+                    return Err(protocol(format!(
+                        "hasMoreItems is true but the page at offset {} is empty",
+                        cursor.offset
+                    )));
+                }
+                let step = cursor.step(&keys);
+                if more && step.fresh.iter().all(|fresh| !fresh) {
+                    return Err(protocol(format!(
+                        "the page at offset {} brings nothing new: offset is ignored",
+                        cursor.offset
+                    )));
+                }
+                let items = items
+                    .into_iter()
+                    .zip(step.fresh)
+                    .filter_map(|(item, fresh)| fresh.then(|| without_nul(item)))
+                    .collect();
+                let next = more.then(|| cursor.next(keys));
+                Ok(Some((
+                    ListPage {
+                        items,
+                        moved: step.moved,
+                    },
+                    next,
+                )))
+            }
+        })
+    }
+}
+
+/// How many items a page after the first is asked for before the end of the previous page: a
+/// tenth of the page, at least 2 and at most 5. Up to one less than this many rows may be
+/// deleted upstream between two page requests and the pass still knows it read every live
+/// row; the price is re-reading these few rows per page.
+fn page_overlap(page_len: usize) -> usize {
+    (page_len / 10).clamp(2, 5).min(page_len.saturating_sub(1))
+}
+
+/// One page of a list as it came, less the rows the previous page already gave.
+struct ListPage {
+    items: Vec<Value>,
+    /// The list moved under the pass at this page: a live row may have been passed over.
+    moved: bool,
+}
+
+/// Where the next page starts, and the keys of the page before it (to check the overlap).
+#[derive(Default)]
+struct Cursor {
+    offset: usize,
+    /// Keys of the previous page; empty for the first page.
+    previous: Vec<String>,
+    /// How many of `previous`'s last items this page was asked to repeat.
+    overlap: usize,
+}
+
+/// What a page means against the one before it.
+struct Step {
+    /// Per item: not already given by the previous page.
+    fresh: Vec<bool>,
+    moved: bool,
+}
+
+impl Cursor {
+    fn step(&self, keys: &[String]) -> Step {
+        let previous: HashSet<&str> = self.previous.iter().map(String::as_str).collect();
+        let fresh: Vec<bool> = keys
+            .iter()
+            .map(|k| !previous.contains(k.as_str()))
+            .collect();
+        // The page is anchored when it repeats at least one item of the previous page: in a
+        // list whose order holds, everything after that item up to this page's end is read.
+        // A first page is anchored at the list's start; a page asked for without overlap
+        // cannot be checked, so it counts as moved.
+        let anchored =
+            self.previous.is_empty() || (self.overlap > 0 && fresh.iter().any(|fresh| !fresh));
+        Step {
+            fresh,
+            moved: !anchored,
+        }
+    }
+
+    fn next(&self, keys: Vec<String>) -> Cursor {
+        // At least one item of progress, so a server that caps pages at one item still ends.
+        let overlap = page_overlap(keys.len());
+        Cursor {
+            offset: self.offset + keys.len() - overlap,
+            previous: keys,
+            overlap,
+        }
+    }
+}
+
+/// Whether a failed request may still have taken effect at the partner: a 5xx answer, a
+/// connection that failed after the request went out (dropped, timed out), or a success
+/// answer that could not be read. 4xx answers, 429s and connections that never opened
+/// (`Exhausted` after them) mean it did not.
+fn may_have_been_processed(error: &HttpError) -> bool {
+    match error {
+        HttpError::Status { status, .. } => status.is_server_error(),
+        HttpError::Transport {
+            maybe_processed, ..
+        } => *maybe_processed,
+        HttpError::Decode { .. } => true,
+        HttpError::Exhausted { .. } => false,
+    }
+}
+
+fn read_items<T>(raw: ListPage, read: impl Fn(Value) -> Result<T, String>) -> Page<T> {
+    let mut page = Page {
+        items: Vec::with_capacity(raw.items.len()),
+        pages: 1,
+        moved: raw.moved,
+        ..Page::empty()
+    };
+    for value in raw.items {
+        match read(value) {
+            Ok(item) => page.items.push(item),
+            Err(reason) => {
+                tracing::warn!(partner = PARTNER, %reason, "skipping an item that cannot be mirrored");
+                page.skipped += 1;
+            }
+        }
+    }
+    page
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("c{i}")).collect()
+    }
+
+    /// The list `0..n` without `deleted`, read from `offset` for `limit` items.
+    fn page(n: usize, deleted: &[usize], offset: usize, limit: usize) -> Vec<String> {
+        keys(0..n)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !deleted.contains(i))
+            .map(|(_, k)| k)
+            .skip(offset)
+            .take(limit)
+            .collect()
+    }
+
+    #[test]
+    fn pages_overlap_and_a_small_shift_is_absorbed() {
+        let first = Cursor::default();
+        let one = page(100, &[], 0, 10);
+        let step = first.step(&one);
+        assert!(!step.moved && step.fresh.iter().all(|f| *f));
+        let second = first.next(one);
+        assert_eq!((second.offset, second.overlap), (8, 2));
+
+        // Undisturbed: the two repeated items are not given again.
+        let step = second.step(&page(100, &[], 8, 10));
+        assert!(!step.moved);
+        assert_eq!(step.fresh.iter().filter(|f| !**f).count(), 2);
+
+        // One row deleted before the boundary: c9 is still repeated, nothing was passed over.
+        let shifted = page(100, &[3], 8, 10);
+        let step = second.step(&shifted);
+        assert!(!step.moved);
+        assert_eq!(shifted[0], "c9");
+        assert!(!step.fresh[0] && step.fresh[1]);
+
+        // Three deleted: c10 slid to offset 7, before the page; the page says so.
+        let step = second.step(&page(100, &[1, 2, 3], 8, 10));
+        assert!(step.moved);
+
+        // Inserted rows only repeat items; the page stays anchored.
+        let mut with_new = keys(0..100);
+        with_new.insert(2, "new".to_owned());
+        let step = second.step(&with_new[8..18]);
+        assert!(!step.moved);
+    }
+
+    #[test]
+    fn a_page_asked_for_without_overlap_cannot_be_checked() {
+        let one = vec!["a".to_owned()];
+        let next = Cursor::default().next(one);
+        assert_eq!((next.offset, next.overlap), (1, 0));
+        assert!(next.step(&["b".to_owned()]).moved);
+    }
+}
