@@ -11,9 +11,16 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+mod energyzero;
 mod masking;
+mod rabobank;
+mod rabot;
 mod sources;
 mod validation;
+
+pub use energyzero::EnergyzeroSettings;
+pub use rabobank::{RABOBANK_CALLBACK_PATH, RabobankSettings, RabobankVariant};
+pub use rabot::{LINKED_CUSTOMERS, RABOT_LINKS_PATH, RabotSettings};
 
 pub use masking::mask_url_password;
 use masking::{serialize_masked, serialize_masked_url, serialize_masked_url_text};
@@ -31,14 +38,6 @@ const LIST_KEYS: &[&str] = &[
     "rabobank.scopes",
     "energyzero.user_ids",
 ];
-/// Where the bank sends the user back to, below `server.public_url`.
-pub const RABOBANK_CALLBACK_PATH: &str = "/oauth/rabobank/callback";
-/// Below `server.public_url`: RABOT customer links are created here (admin) and RABOT sends the
-/// customer back to `{this}/{secret}/success` or `/failure`.
-pub const RABOT_LINKS_PATH: &str = "/links/rabot";
-/// In `rabot.external_ids`: the external ids of every linked customer.
-pub const LINKED_CUSTOMERS: &str = "@linked";
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
     pub database: DatabaseSettings,
@@ -100,31 +99,6 @@ pub struct HttpSettings {
     pub backoff_max: Duration,
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct RabotSettings {
-    pub enabled: bool,
-    #[serde(serialize_with = "serialize_masked_url_text")]
-    pub token_url: String,
-    #[serde(serialize_with = "serialize_masked_url_text")]
-    pub api_base_url: String,
-    pub client_id: String,
-    #[serde(serialize_with = "serialize_masked")]
-    pub client_secret: SecretString,
-    #[serde(deserialize_with = "list")]
-    pub scopes: Vec<String>,
-    pub requests_per_second: f64,
-    pub burst: u32,
-    pub page_size: u32,
-    pub concurrency: usize,
-    #[serde(deserialize_with = "list")]
-    pub external_ids: Vec<String>,
-    pub schedule: String,
-    /// See [`optional_duration`]; `None` = 2 × the schedule's interval.
-    #[serde(with = "optional_duration")]
-    pub stale_after: Option<Duration>,
-    pub tombstone_guard: TombstoneGuard,
 }
 
 /// How many rows one pass may tombstone before it is taken for a partner's bad day rather than
@@ -206,90 +180,6 @@ pub struct SecuritySettings {
     /// Base64 of 32 random bytes: the AES-256-GCM key that seals OAuth tokens at rest.
     #[serde(serialize_with = "serialize_masked")]
     pub token_key: SecretString,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RabobankVariant {
-    /// PSD2 APIs: consents end after 180 days, access tokens live about an hour.
-    Psd2,
-    /// Premium APIs: consents last until revoked, access tokens live about a day.
-    Premium,
-}
-
-impl RabobankVariant {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RabobankVariant::Psd2 => "psd2",
-            RabobankVariant::Premium => "premium",
-        }
-    }
-
-    /// The production OAuth base URL, used when `rabobank.oauth_base_url` is left empty.
-    fn default_oauth_base_url(self) -> &'static str {
-        match self {
-            RabobankVariant::Psd2 => "https://oauth.rabobank.nl/openapi/oauth2",
-            RabobankVariant::Premium => "https://oauth.rabobank.nl/openapi/oauth2-premium",
-        }
-    }
-
-    /// How long a consent lasts from `consented_on`; None = until revoked.
-    pub fn consent_lifetime(self) -> Option<Duration> {
-        match self {
-            RabobankVariant::Psd2 => Some(Duration::from_secs(180 * 86_400)),
-            RabobankVariant::Premium => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct RabobankSettings {
-    pub enabled: bool,
-    pub variant: RabobankVariant,
-    #[serde(serialize_with = "serialize_masked_url_text")]
-    pub oauth_base_url: String,
-    pub client_id: String,
-    #[serde(serialize_with = "serialize_masked")]
-    pub client_secret: SecretString,
-    #[serde(deserialize_with = "list")]
-    pub scopes: Vec<String>,
-    #[serde(serialize_with = "serialize_masked_url_text")]
-    pub redirect_uri: String,
-    #[serde(with = "humantime_serde")]
-    pub rotate_before: Duration,
-    pub schedule: String,
-    /// See [`optional_duration`]; `None` = 2 × the schedule's interval.
-    #[serde(with = "optional_duration")]
-    pub stale_after: Option<Duration>,
-    #[serde(serialize_with = "serialize_masked_url_text")]
-    pub consent_api_base_url: String,
-    pub requests_per_second: f64,
-    pub burst: u32,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct EnergyzeroSettings {
-    pub enabled: bool,
-    /// Identity provider: `{auth_base_url}/oauth2/token` and `/v1/auth/impersonate`.
-    #[serde(serialize_with = "serialize_masked_url_text")]
-    pub auth_base_url: String,
-    /// The GraphQL endpoint itself: queries are POSTed to exactly this URL.
-    #[serde(serialize_with = "serialize_masked_url_text")]
-    pub customer_api_url: String,
-    pub client_id: String,
-    #[serde(serialize_with = "serialize_masked")]
-    pub client_secret: SecretString,
-    /// One space-separated string, sent as the `scope` form field.
-    pub scope: String,
-    #[serde(deserialize_with = "list")]
-    pub user_ids: Vec<String>,
-    pub requests_per_second: f64,
-    pub burst: u32,
-    pub schedule: String,
-    /// See [`optional_duration`]; `None` = 2 × the schedule's interval.
-    #[serde(with = "optional_duration")]
-    pub stale_after: Option<Duration>,
-    pub tombstone_guard: TombstoneGuard,
 }
 
 /// A setting that cannot be used: the message names the key, so ops can find it in one read.

@@ -1,0 +1,91 @@
+//! `[rabot]`: the RABOT Partner API connection, what to mirror, and its validation.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::masking::{serialize_masked, serialize_masked_url_text};
+use super::validation::{validate_cron, validate_stale_after, validate_url};
+use super::{SettingsError, TombstoneGuard, list, optional_duration};
+
+/// Below `server.public_url`: RABOT customer links are created here (admin) and RABOT sends the
+/// customer back to `{this}/{secret}/success` or `/failure`.
+pub const RABOT_LINKS_PATH: &str = "/links/rabot";
+/// In `rabot.external_ids`: the external ids of every linked customer.
+pub const LINKED_CUSTOMERS: &str = "@linked";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RabotSettings {
+    pub enabled: bool,
+    #[serde(serialize_with = "serialize_masked_url_text")]
+    pub token_url: String,
+    #[serde(serialize_with = "serialize_masked_url_text")]
+    pub api_base_url: String,
+    pub client_id: String,
+    #[serde(serialize_with = "serialize_masked")]
+    pub client_secret: SecretString,
+    #[serde(deserialize_with = "list")]
+    pub scopes: Vec<String>,
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub page_size: u32,
+    pub concurrency: usize,
+    #[serde(deserialize_with = "list")]
+    pub external_ids: Vec<String>,
+    pub schedule: String,
+    /// See [`optional_duration`]; `None` = 2 × the schedule's interval.
+    #[serde(with = "optional_duration")]
+    pub stale_after: Option<Duration>,
+    pub tombstone_guard: TombstoneGuard,
+}
+
+impl RabotSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        validate_url("rabot.token_url", &self.token_url, &["http", "https"])?;
+        validate_url("rabot.api_base_url", &self.api_base_url, &["http", "https"])?;
+        if self.client_id.is_empty() {
+            return Err(SettingsError::invalid(
+                "rabot.client_id",
+                "is empty but rabot.enabled is true",
+            ));
+        }
+        if self.client_secret.expose_secret().is_empty() {
+            return Err(SettingsError::invalid(
+                "rabot.client_secret",
+                "is empty but rabot.enabled is true",
+            ));
+        }
+        if !self.scopes.iter().any(|s| s == "api:partner") {
+            return Err(SettingsError::invalid(
+                "rabot.scopes",
+                "must include api:partner (RABOT requires it for every request)",
+            ));
+        }
+        if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
+            return Err(SettingsError::invalid(
+                "rabot.requests_per_second",
+                format!("must be greater than 0 (got {})", self.requests_per_second),
+            ));
+        }
+        if self.burst == 0 {
+            return Err(SettingsError::invalid("rabot.burst", "must be at least 1"));
+        }
+        self.tombstone_guard
+            .validate("rabot.tombstone_guard.share")?;
+        if !(1..=1000).contains(&self.page_size) {
+            return Err(SettingsError::invalid(
+                "rabot.page_size",
+                format!("must be between 1 and 1000 (got {})", self.page_size),
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(SettingsError::invalid(
+                "rabot.concurrency",
+                "must be at least 1",
+            ));
+        }
+        validate_stale_after("rabot.stale_after", self.stale_after)?;
+        validate_cron("rabot.schedule", &self.schedule)
+    }
+}
