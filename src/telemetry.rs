@@ -26,3 +26,37 @@ pub fn init(format: LogFormat, default_filter: &str) {
         LogFormat::Pretty => builder.try_init(),
     };
 }
+
+/// `error` and each of its causes, `: `-separated: how an error is written into a log field, a
+/// run's `error` column or an answer. Each error's own message names only itself, so every
+/// cause appears once (as anyhow's `{:#}` writes them).
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner")]
+    struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn every_cause_is_written_once_in_order() {
+        let error = Outer(Inner(std::io::Error::other("root")));
+        assert_eq!(with_causes(&error), "outer: inner: root");
+        assert_eq!(with_causes(&std::io::Error::other("alone")), "alone");
+    }
+}

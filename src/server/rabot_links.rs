@@ -21,6 +21,7 @@ use super::{ServerState, page};
 use crate::events::Control;
 use crate::partners::rabot::link_store::LinkRow;
 use crate::partners::rabot::links::{CompleteError, LinkAnswer, LinkError, LinkSpec};
+use crate::telemetry::with_causes;
 
 /// The caller is checked before the body is read, so a client without the token cannot make
 /// the server read anything.
@@ -64,12 +65,14 @@ pub async fn create(State(state): State<ServerState>, request: Request) -> Respo
             .into_response(),
         Err(error @ LinkError::Invalid(_)) => problem(StatusCode::BAD_REQUEST, &error.to_string()),
         Err(error @ LinkError::OutcomeUnknown(_)) => {
-            tracing::error!(error = %error, "RABOT gave no answer to a customer-link request");
-            problem(StatusCode::BAD_GATEWAY, &error.to_string())
+            let error = with_causes(&error);
+            tracing::error!(%error, "RABOT gave no answer to a customer-link request");
+            problem(StatusCode::BAD_GATEWAY, &error)
         }
         Err(error @ LinkError::Rabot(_)) => {
-            tracing::error!(error = %error, "RABOT refused to create a customer link");
-            problem(StatusCode::BAD_GATEWAY, &error.to_string())
+            let error = with_causes(&error);
+            tracing::error!(%error, "RABOT refused to create a customer link");
+            problem(StatusCode::BAD_GATEWAY, &error)
         }
         Err(LinkError::Database(error)) => {
             tracing::error!(error = %error, "could not record a customer link");

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use partner_sync::partners::rabobank::grants::{RefreshError, RefreshNeed};
 use partner_sync::store::runs::RunStatus;
+use partner_sync::telemetry::with_causes;
 use partner_sync_sandbox::{Fault, SandboxOptions};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
@@ -468,8 +469,10 @@ async fn a_tampered_ciphertext_or_a_wrong_key_is_a_clear_error_without_a_request
         .replica(&[("PARTNER_SYNC__SECURITY__TOKEN_KEY", OTHER_TOKEN_KEY)])
         .await;
     let err = other_key.refresh(&other_pool, id, need).await.unwrap_err();
-    let message = err.to_string();
+    // The cause (which key sealed it) is the error's source, written once after it.
+    let message = with_causes(&err);
     assert!(matches!(err, RefreshError::Crypto { .. }), "{message}");
+    assert!(!err.to_string().contains("sealed with key"), "{err}");
     assert!(
         message.contains("sealed with key") && message.contains("security.token_key"),
         "{message}"
@@ -489,7 +492,8 @@ async fn a_tampered_ciphertext_or_a_wrong_key_is_a_clear_error_without_a_request
         .refresh(&bank.db.pool, id, need)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("altered"), "{err}");
+    let message = with_causes(&err);
+    assert!(message.contains("altered"), "{message}");
     assert_eq!(
         bank.sandbox.stats().token_requests,
         before,

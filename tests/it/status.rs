@@ -137,9 +137,10 @@ async fn status_shows_jobs_grants_and_failures_as_a_table_and_as_json() {
     assert_eq!(
         filtered(&["energyzero", "rabobank_token_rotation"]).await,
         (
+            // The job table's order, the order of the partners' tables too.
             vec![
-                "rabobank_token_rotation".to_owned(),
-                "energyzero_mirror".to_owned()
+                "energyzero_mirror".to_owned(),
+                "rabobank_token_rotation".to_owned()
             ],
             0
         )

@@ -100,13 +100,13 @@ fn check_text(field: &str, value: &str) -> Result<(), LinkError> {
 pub enum LinkError {
     #[error("invalid link request: {0}")]
     Invalid(String),
-    #[error("RABOT did not create the link: {0}")]
+    #[error("RABOT did not create the link")]
     Rabot(#[from] RabotError),
     /// The request reached RABOT but no answer came back: a link may exist there that nobody
     /// can use. Nothing was recorded here; a new link (a new secret) is safe to start.
-    #[error("RABOT may have recorded the link; start again ({0})")]
-    OutcomeUnknown(RabotError),
-    #[error("database: {0}")]
+    #[error("RABOT may have recorded the link; start again")]
+    OutcomeUnknown(#[source] RabotError),
+    #[error("database")]
     Database(#[from] sqlx::Error),
 }
 
@@ -140,9 +140,9 @@ pub enum CompleteError {
     #[error("customer number refused: {0}")]
     Refused(&'static str),
     /// RABOT could not be asked; the link stays pending and the same redirect may be retried.
-    #[error("could not confirm the customer with RABOT: {0}")]
+    #[error("could not confirm the customer with RABOT")]
     Unconfirmed(#[source] RabotError),
-    #[error("database: {0}")]
+    #[error("database")]
     Database(#[from] sqlx::Error),
 }
 

@@ -176,8 +176,12 @@ pub enum RefreshError {
         "Rabobank refused the refresh request for grant {id} (check the rabobank settings): {detail}"
     )]
     Rejected { id: Uuid, detail: String },
-    #[error("grant {id}: {source}")]
-    Crypto { id: Uuid, source: CryptoError },
+    #[error("grant {id}'s tokens could not be opened")]
+    Crypto {
+        id: Uuid,
+        #[source]
+        source: CryptoError,
+    },
     #[error("the bank rotated grant {id}'s tokens but they could not be saved: {reason}")]
     NotSaved { id: Uuid, reason: String },
     #[error(transparent)]
