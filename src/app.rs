@@ -107,11 +107,16 @@ fn enabled_jobs(settings: &Settings, refreshes: &RefreshTasks) -> anyhow::Result
         rabobank: partners.rabobank.as_ref(),
         rabot: partners.rabot.as_ref(),
     })?;
-    anyhow::ensure!(
-        !jobs.is_empty(),
-        "no partner is enabled: set rabot.enabled, rabobank.enabled or energyzero.enabled to true \
-         (e.g. PARTNER_SYNC__RABOT__ENABLED=true)"
-    );
+    if jobs.is_empty() {
+        let switches: Vec<String> = jobs::partners()
+            .into_iter()
+            .map(|partner| format!("{partner}.enabled"))
+            .collect();
+        anyhow::bail!(
+            "no partner is enabled: set one of {} to true (e.g. PARTNER_SYNC__RABOT__ENABLED=true)",
+            switches.join(", ")
+        );
+    }
     Ok(Enabled { partners, jobs })
 }
 

@@ -52,8 +52,7 @@ pub enum Command {
     /// Run the daemon: scheduled jobs until SIGTERM/SIGINT.
     Run,
     /// Run one pass of a job now and exit (0 succeeded, 1 failed). A partner name runs its
-    /// scheduled job: rabot = rabot_mirror, energyzero = energyzero_mirror,
-    /// rabobank = rabobank_token_rotation (the same as `rotate-tokens`).
+    /// scheduled job (`sync rabobank` is `rotate-tokens`).
     Sync {
         #[arg(value_name = "JOB", value_parser = JobNameParser)]
         job: JobName,
@@ -78,8 +77,7 @@ pub enum Command {
     RotateTokens,
     /// Ask the running daemon(s) to run jobs now, through Postgres NOTIFY: exactly one replica
     /// runs each job. Without JOBs: every mirror job. A partner name stands for its scheduled
-    /// job: rabot = rabot_mirror, energyzero = energyzero_mirror,
-    /// rabobank = rabobank_token_rotation. `rabot --customer ID` refreshes one RABOT customer.
+    /// job. `rabot --customer ID` refreshes one RABOT customer.
     Resync {
         /// Partner or job names.
         #[arg(value_name = "JOB", value_parser = JobNameParser)]
@@ -97,8 +95,7 @@ pub enum Command {
     },
     /// A table per partner: each job's last run, result, duration, rows, next run and
     /// freshness; Rabobank's grants; recent failures. With JOBs: only those jobs (and their
-    /// partners' tables) and their failures. A partner name stands for its scheduled job:
-    /// rabot = rabot_mirror, energyzero = energyzero_mirror, rabobank = rabobank_token_rotation.
+    /// partners' tables) and their failures. A partner name stands for its scheduled job.
     Status {
         /// Partner or job names; none = every job.
         #[arg(value_name = "JOB", value_parser = JobNameParser)]
@@ -320,8 +317,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             allow_mass_delete,
         } => {
             let mut settings = settings;
-            settings.rabot.tombstone_guard.allow_mass_delete = allow_mass_delete;
-            settings.energyzero.tombstone_guard.allow_mass_delete = allow_mass_delete;
+            if allow_mass_delete {
+                settings.allow_mass_delete();
+            }
             run_job_once(settings, job).await
         }
         Command::RotateTokens => run_job_once(settings, JobName::RabobankTokenRotation).await,
