@@ -30,8 +30,12 @@ pub enum RabotError {
     Protocol { path: String, detail: String },
     /// A request that must not run twice reached RABOT (or may have), and no usable answer
     /// came back: RABOT may have acted on it. It is not sent again.
-    #[error("rabot may have acted on {path}, but gave no usable answer: {detail}")]
-    OutcomeUnknown { path: String, detail: String },
+    #[error("rabot may have acted on {path}, but gave no usable answer")]
+    OutcomeUnknown {
+        path: String,
+        #[source]
+        source: HttpError,
+    },
 }
 
 impl RabotError {
@@ -179,7 +183,7 @@ impl RabotClient {
                 ApiError::Http(error) if may_have_been_processed(&error) => {
                     RabotError::OutcomeUnknown {
                         path: path.clone(),
-                        detail: error.to_string(),
+                        source: error,
                     }
                 }
                 other => other.into(),
