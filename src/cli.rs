@@ -364,7 +364,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Demo {
             customers,
             contracts_per_customer,
-        } => demo::run(settings, customers, contracts_per_customer).await,
+        } => demo::run(cli.config.as_deref(), customers, contracts_per_customer).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

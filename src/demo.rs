@@ -4,6 +4,7 @@
 //! and the EnergyZero mirror run, each recorded in `sync.runs`, with a summary of what landed.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,12 +24,14 @@ use crate::partners::rabot::links::{LinkSpec, RabotLinks};
 use crate::partners::rabot::mirror_job::RabotMirror;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 use crate::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
-use crate::settings::{Settings, mask_url_password};
+use crate::settings::{Settings, SettingsError, mask_url_password};
 use crate::store::runs::{RunCounts, RunStatus};
 use crate::{app, store};
 
+/// `config_file` is the operator's settings file, if any: the demo loads the settings again
+/// with the sandbox's environment over the operator's.
 pub async fn run(
-    mut settings: Settings,
+    config_file: Option<&Path>,
     customers: usize,
     contracts_per_customer: usize,
 ) -> anyhow::Result<()> {
@@ -39,8 +42,8 @@ pub async fn run(
         heavy_customer_every: 0,
         ..SandboxOptions::default()
     };
-    let sandbox = sandbox::start(options.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    point_at_sandbox(&mut settings, &sandbox, &options);
+    let sandbox = sandbox::start(options, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let mut settings = settings_for(&sandbox, config_file)?;
     // The daemon's HTTP server receives the customer-link redirect, as in production.
     let (listener, address) =
         server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), "server.listen").await?;
@@ -342,30 +345,25 @@ async fn link_a_customer(
     })
 }
 
-/// The demo's partner settings: the sandbox's URLs and credentials, and rates the sandbox
-/// allows, so the demo finishes in seconds.
-fn point_at_sandbox(settings: &mut Settings, sandbox: &Sandbox, options: &SandboxOptions) {
-    let rabot = &mut settings.rabot;
-    rabot.enabled = true;
-    rabot.token_url = sandbox.rabot_token_url();
-    rabot.api_base_url = sandbox.rabot_api_base_url();
-    rabot.client_id = options.client_id.clone();
-    rabot.client_secret = SecretString::from(options.client_secret.clone());
-    rabot.scopes = options.granted_scopes.clone();
-    rabot.requests_per_second = 2000.0;
-    rabot.burst = 50;
-    rabot.concurrency = 8;
-    rabot.external_ids.clear();
-
-    let energyzero = &mut settings.energyzero;
-    energyzero.enabled = true;
-    energyzero.auth_base_url = sandbox.energyzero_auth_base_url();
-    energyzero.customer_api_url = sandbox.energyzero_customer_api_url();
-    energyzero.client_id = options.energyzero.client_id.clone();
-    energyzero.client_secret = SecretString::from(options.energyzero.client_secret.clone());
-    energyzero.user_ids = sandbox.energyzero_user_ids();
-    energyzero.requests_per_second = 500.0;
-    energyzero.burst = 20;
+/// The demo's settings: the operator's own (file and environment) connected to the sandbox,
+/// with RABOT and EnergyZero enabled at rates the sandbox allows, so the demo finishes in
+/// seconds.
+fn settings_for(sandbox: &Sandbox, config_file: Option<&Path>) -> Result<Settings, SettingsError> {
+    let demo = [
+        ("PARTNER_SYNC__RABOT__ENABLED", "true"),
+        ("PARTNER_SYNC__RABOT__REQUESTS_PER_SECOND", "2000"),
+        ("PARTNER_SYNC__RABOT__BURST", "50"),
+        ("PARTNER_SYNC__RABOT__CONCURRENCY", "8"),
+        // No external ids: every customer, whatever the operator's settings list.
+        ("PARTNER_SYNC__RABOT__EXTERNAL_IDS", ""),
+        ("PARTNER_SYNC__ENERGYZERO__ENABLED", "true"),
+        ("PARTNER_SYNC__ENERGYZERO__REQUESTS_PER_SECOND", "500"),
+        ("PARTNER_SYNC__ENERGYZERO__BURST", "20"),
+    ]
+    .map(|(name, value)| (name.to_owned(), value.to_owned()));
+    // A later variable wins over an earlier one of the same name.
+    let env = std::env::vars().chain(sandbox.env()).chain(demo);
+    Settings::load_from(config_file, env)
 }
 
 async fn show_progress(mut progress: watch::Receiver<RunCounts>) {

@@ -24,46 +24,23 @@ use super::*;
 pub const TOKEN_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// Environment that enables Rabobank against `sandbox` (and RABOT off), with a fast rate limit.
+/// `sandbox_env` already connects the bank to the sandbox.
 pub fn rabobank_env(
     sandbox: &Sandbox,
     database_url: &str,
     public_url: &str,
 ) -> Vec<(String, String)> {
-    let o = sandbox.options();
     let mut env = sandbox_env(sandbox, database_url);
     env.extend(
         [
-            ("PARTNER_SYNC__RABOT__ENABLED", "false".to_owned()),
-            ("PARTNER_SYNC__RABOBANK__ENABLED", "true".to_owned()),
-            (
-                "PARTNER_SYNC__RABOBANK__OAUTH_BASE_URL",
-                sandbox.rabobank_oauth_base_url(),
-            ),
-            (
-                "PARTNER_SYNC__RABOBANK__CLIENT_ID",
-                o.rabobank.client_id.clone(),
-            ),
-            (
-                "PARTNER_SYNC__RABOBANK__CLIENT_SECRET",
-                o.rabobank.client_secret.clone(),
-            ),
-            (
-                "PARTNER_SYNC__RABOBANK__SCOPES",
-                o.rabobank.scopes.join(","),
-            ),
-            (
-                "PARTNER_SYNC__RABOBANK__CONSENT_API_BASE_URL",
-                sandbox.rabobank_consent_api_base_url(),
-            ),
-            (
-                "PARTNER_SYNC__RABOBANK__REQUESTS_PER_SECOND",
-                "1000".to_owned(),
-            ),
-            ("PARTNER_SYNC__RABOBANK__BURST", "50".to_owned()),
-            ("PARTNER_SYNC__SECURITY__TOKEN_KEY", TOKEN_KEY.to_owned()),
-            ("PARTNER_SYNC__SERVER__PUBLIC_URL", public_url.to_owned()),
+            ("PARTNER_SYNC__RABOT__ENABLED", "false"),
+            ("PARTNER_SYNC__RABOBANK__ENABLED", "true"),
+            ("PARTNER_SYNC__RABOBANK__REQUESTS_PER_SECOND", "1000"),
+            ("PARTNER_SYNC__RABOBANK__BURST", "50"),
+            ("PARTNER_SYNC__SECURITY__TOKEN_KEY", TOKEN_KEY),
+            ("PARTNER_SYNC__SERVER__PUBLIC_URL", public_url),
         ]
-        .map(|(k, v)| (k.to_owned(), v)),
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
     env
 }

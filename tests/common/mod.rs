@@ -186,40 +186,28 @@ pub fn small_sandbox(customers: usize) -> SandboxOptions {
     }
 }
 
-/// Environment variables that point the daemon at `sandbox` and `database_url`, with fast
+/// Environment variables that point the daemon at `sandbox` and `database_url` with RABOT
+/// enabled (the other partners are connected to the sandbox too, but stay off), with fast
 /// retries so failure tests stay quick.
 pub fn sandbox_env(sandbox: &Sandbox, database_url: &str) -> Vec<(String, String)> {
-    let o = sandbox.options();
-    [
-        ("DATABASE_URL", database_url.to_owned()),
-        ("PARTNER_SYNC__RABOT__ENABLED", "true".to_owned()),
-        ("PARTNER_SYNC__RABOT__TOKEN_URL", sandbox.rabot_token_url()),
-        (
-            "PARTNER_SYNC__RABOT__API_BASE_URL",
-            sandbox.rabot_api_base_url(),
-        ),
-        ("PARTNER_SYNC__RABOT__CLIENT_ID", o.client_id.clone()),
-        (
-            "PARTNER_SYNC__RABOT__CLIENT_SECRET",
-            o.client_secret.clone(),
-        ),
-        ("PARTNER_SYNC__RABOT__SCOPES", o.granted_scopes.join(",")),
-        (
-            "PARTNER_SYNC__RABOT__REQUESTS_PER_SECOND",
-            "1000".to_owned(),
-        ),
-        ("PARTNER_SYNC__RABOT__BURST", "50".to_owned()),
-        ("PARTNER_SYNC__RABOT__PAGE_SIZE", "10".to_owned()),
-        ("PARTNER_SYNC__HTTP__BACKOFF_BASE", "10ms".to_owned()),
-        ("PARTNER_SYNC__HTTP__BACKOFF_MAX", "50ms".to_owned()),
-        ("PARTNER_SYNC__HTTP__MAX_ATTEMPTS", "3".to_owned()),
-        // Tests run side by side: every server picks a free port.
-        ("PARTNER_SYNC__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
-        ("PARTNER_SYNC__SERVER__OPS_LISTEN", "127.0.0.1:0".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    let mut env = vec![("DATABASE_URL".to_owned(), database_url.to_owned())];
+    env.extend(sandbox.env());
+    env.extend(
+        [
+            ("PARTNER_SYNC__RABOT__ENABLED", "true"),
+            ("PARTNER_SYNC__RABOT__REQUESTS_PER_SECOND", "1000"),
+            ("PARTNER_SYNC__RABOT__BURST", "50"),
+            ("PARTNER_SYNC__RABOT__PAGE_SIZE", "10"),
+            ("PARTNER_SYNC__HTTP__BACKOFF_BASE", "10ms"),
+            ("PARTNER_SYNC__HTTP__BACKOFF_MAX", "50ms"),
+            ("PARTNER_SYNC__HTTP__MAX_ATTEMPTS", "3"),
+            // Tests run side by side: every server picks a free port.
+            ("PARTNER_SYNC__SERVER__LISTEN", "127.0.0.1:0"),
+            ("PARTNER_SYNC__SERVER__OPS_LISTEN", "127.0.0.1:0"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    env
 }
 
 /// Settings pointing at `sandbox` and `database_url`, with `overrides` (env-style keys) last.

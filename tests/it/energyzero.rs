@@ -21,40 +21,29 @@ fn ez_sandbox(users: usize) -> SandboxOptions {
     options
 }
 
-/// Environment that enables only EnergyZero, pointed at `sandbox`, mirroring `user_ids`.
+/// Environment that enables only EnergyZero, pointed at `sandbox`, mirroring `user_ids` (not
+/// every user the sandbox has).
 pub fn ez_env(sandbox: &Sandbox, database_url: &str, user_ids: &[String]) -> Vec<(String, String)> {
-    let o = &sandbox.options().energyzero;
-    [
-        ("DATABASE_URL", database_url.to_owned()),
-        ("PARTNER_SYNC__ENERGYZERO__ENABLED", "true".to_owned()),
-        (
-            "PARTNER_SYNC__ENERGYZERO__AUTH_BASE_URL",
-            sandbox.energyzero_auth_base_url(),
-        ),
-        (
-            "PARTNER_SYNC__ENERGYZERO__CUSTOMER_API_URL",
-            sandbox.energyzero_customer_api_url(),
-        ),
-        ("PARTNER_SYNC__ENERGYZERO__CLIENT_ID", o.client_id.clone()),
-        (
-            "PARTNER_SYNC__ENERGYZERO__CLIENT_SECRET",
-            o.client_secret.clone(),
-        ),
-        ("PARTNER_SYNC__ENERGYZERO__USER_IDS", user_ids.join(",")),
-        (
-            "PARTNER_SYNC__ENERGYZERO__REQUESTS_PER_SECOND",
-            "1000".to_owned(),
-        ),
-        ("PARTNER_SYNC__ENERGYZERO__BURST", "50".to_owned()),
-        ("PARTNER_SYNC__HTTP__BACKOFF_BASE", "10ms".to_owned()),
-        ("PARTNER_SYNC__HTTP__BACKOFF_MAX", "50ms".to_owned()),
-        ("PARTNER_SYNC__HTTP__MAX_ATTEMPTS", "3".to_owned()),
-        ("PARTNER_SYNC__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
-        ("PARTNER_SYNC__SERVER__OPS_LISTEN", "127.0.0.1:0".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    let mut env = vec![("DATABASE_URL".to_owned(), database_url.to_owned())];
+    env.extend(sandbox.env());
+    env.extend(
+        [
+            ("PARTNER_SYNC__ENERGYZERO__ENABLED", "true".to_owned()),
+            ("PARTNER_SYNC__ENERGYZERO__USER_IDS", user_ids.join(",")),
+            (
+                "PARTNER_SYNC__ENERGYZERO__REQUESTS_PER_SECOND",
+                "1000".to_owned(),
+            ),
+            ("PARTNER_SYNC__ENERGYZERO__BURST", "50".to_owned()),
+            ("PARTNER_SYNC__HTTP__BACKOFF_BASE", "10ms".to_owned()),
+            ("PARTNER_SYNC__HTTP__BACKOFF_MAX", "50ms".to_owned()),
+            ("PARTNER_SYNC__HTTP__MAX_ATTEMPTS", "3".to_owned()),
+            ("PARTNER_SYNC__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
+            ("PARTNER_SYNC__SERVER__OPS_LISTEN", "127.0.0.1:0".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    env
 }
 
 fn ez_settings(

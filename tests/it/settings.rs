@@ -530,6 +530,19 @@ async fn lists_are_read_as_people_write_them_commas_spaces_or_both() {
     );
 }
 
+/// An empty list variable is an empty list, not "unset": the demo relies on it to mirror every
+/// customer whatever the settings file lists.
+#[test]
+fn an_empty_list_variable_empties_the_files_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partner-sync.toml");
+    std::fs::write(&file, "[rabot]\nexternal_ids = [\"EXT-1\", \"EXT-2\"]\n").unwrap();
+    let env =
+        [("PARTNER_SYNC__RABOT__EXTERNAL_IDS", "")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let settings = Settings::load_from(Some(&file), env).expect("valid settings");
+    assert!(settings.rabot.external_ids.is_empty());
+}
+
 #[tokio::test]
 async fn unknown_keys_in_a_file_or_the_environment_stop_start_up_naming_the_closest_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::Prng;
+use crate::prng::Prng;
 
 /// How the next matching answer goes wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

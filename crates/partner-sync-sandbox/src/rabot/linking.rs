@@ -4,6 +4,7 @@
 //! `failureUrl?error_description=…&error_name=access_denied`; a failed login shows the page
 //! again and redirects nowhere. `DELETE /customers/{n}/link` removes the link.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -14,22 +15,24 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use url::Url;
 
-use super::super::web::{escape_html, page_response, redirect_to, usable_redirect};
-use super::{ApiError, Customer, Rabot, Shared, authenticate, lock, unique_fields};
+use super::api::{ApiError, authenticate};
+use super::{Customer, Rabot};
+use crate::oauth::{random_token, unique_fields};
+use crate::web::{escape_html, page_response, redirect_to, usable_redirect};
+use crate::{Shared, lock};
 
 /// Every sandbox customer's password on the login page (the login is their e-mail address).
 pub const CUSTOMER_PASSWORD: &str = "sandbox-password";
 /// At most this many hidden customers are generated.
 pub(super) const MAX_LINKABLE: usize = 10_000;
-const AUTHORIZE_PATH: &str = "/rabot/connect/authorize";
+pub(super) const AUTHORIZE_PATH: &str = "/rabot/connect/authorize";
 const LINK_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Partner accounts whose login pages exist; customers belong to `rabot-charge`.
 const DEFAULT_ACCOUNT: &str = "rabot-charge";
 const ACCOUNTS: [&str; 2] = [DEFAULT_ACCOUNT, "sandbox-whitelabel"];
-const DENIED_DESCRIPTION: &str = "The authorization was denied by the end user.";
+pub(super) const DENIED_DESCRIPTION: &str = "The authorization was denied by the end user.";
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -110,7 +113,7 @@ async fn create_link(
         .and_then(|host| host.to_str().ok())
         .ok_or_else(|| ApiError::validation_failed("The request has no Host header."))?;
 
-    let state = super::super::random_token(32);
+    let state = random_token(32);
     let rabot = &shared.rabot;
     let mut authorization_url = Url::parse(&format!("http://{host}{AUTHORIZE_PATH}"))
         .map_err(|_| ApiError::validation_failed("The Host header is not a host."))?;
@@ -362,205 +365,4 @@ fn edit_relations(customer: &mut Customer, edit: impl FnOnce(&mut Vec<String>)) 
         .unwrap_or_default();
     edit(&mut relations);
     customer.record["relations"] = json!(relations);
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-    use crate::SandboxOptions;
-    use crate::tests::{started, token};
-
-    async fn create(
-        client: &reqwest::Client,
-        sandbox: &crate::Sandbox,
-        body: Value,
-    ) -> (StatusCode, Value) {
-        let token = token(client, sandbox).await;
-        let response = client
-            .post(format!("{}/customers/link", sandbox.rabot_api_base_url()))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        (
-            response.status(),
-            response.json().await.expect("JSON answer"),
-        )
-    }
-
-    fn form_client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client")
-    }
-
-    #[tokio::test]
-    async fn approve_deny_and_failed_logins_follow_the_guide() {
-        let sandbox = started(SandboxOptions {
-            customers: 3,
-            linkable_customers: 2,
-            ..SandboxOptions::default()
-        })
-        .await;
-        let client = form_client();
-        let linkable = sandbox.rabot_linkable_customers();
-        assert_eq!(linkable.len(), 2);
-        let visible_before = sandbox.customer_numbers();
-        assert!(!visible_before.contains(&linkable[0].customer_number));
-
-        let (status, answer) = create(
-            &client,
-            &sandbox,
-            json!({
-                "successUrl": "https://app.example/ok/abc?x=1",
-                "failureUrl": "https://app.example/no/abc",
-                "externalCustomerId": "OUR-1",
-                "customerNumberQueryParameterName": "customerNumber",
-            }),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
-        let authorization_url = answer["data"]["authorizationUrl"]
-            .as_str()
-            .expect("authorizationUrl")
-            .to_owned();
-        let page = client.get(&authorization_url).send().await.expect("page");
-        assert_eq!(page.status(), StatusCode::OK);
-        let state = Url::parse(&authorization_url)
-            .expect("URL")
-            .query_pairs()
-            .find(|(k, _)| k == "state")
-            .map(|(_, v)| v.into_owned())
-            .expect("state");
-
-        let submit = |username: String, password: &'static str, decision: &'static str| {
-            let client = client.clone();
-            let state = state.clone();
-            let url = format!("{}{AUTHORIZE_PATH}", sandbox.base_url());
-            async move {
-                client
-                    .post(url)
-                    .form(&[
-                        ("state", state.as_str()),
-                        ("username", username.as_str()),
-                        ("password", password),
-                        ("decision", decision),
-                    ])
-                    .send()
-                    .await
-                    .expect("submit")
-            }
-        };
-        // A wrong password shows the form again and redirects nowhere.
-        let wrong = submit(linkable[0].email.clone(), "nope", "approve").await;
-        assert_eq!(wrong.status(), StatusCode::OK);
-        assert!(wrong.headers().get(header::LOCATION).is_none());
-        assert!(wrong.text().await.expect("page").contains("Wrong e-mail"));
-
-        let approved = submit(linkable[0].email.clone(), CUSTOMER_PASSWORD, "approve").await;
-        assert_eq!(approved.status(), StatusCode::FOUND);
-        let location = Url::parse(
-            approved.headers()[header::LOCATION]
-                .to_str()
-                .expect("ASCII"),
-        )
-        .expect("absolute");
-        let query: HashMap<String, String> = location.query_pairs().into_owned().collect();
-        assert_eq!(location.path(), "/ok/abc");
-        assert_eq!(query["x"], "1");
-        assert_eq!(query["customerNumber"], linkable[0].customer_number);
-        // The customer is now visible, linked, with our external id; the state is spent.
-        let number = &linkable[0].customer_number;
-        assert_eq!(
-            sandbox.rabot_relations(number),
-            Some(vec!["Linked".to_owned()])
-        );
-        assert_eq!(sandbox.external_id_of(number).as_deref(), Some("OUR-1"));
-        let replay = submit(linkable[0].email.clone(), CUSTOMER_PASSWORD, "approve").await;
-        assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
-
-        // A refusal goes to the failure URL with the guide's parameters.
-        let (_, answer) = create(
-            &client,
-            &sandbox,
-            json!({"successUrl": "https://app.example/ok", "failureUrl": "https://app.example/no"}),
-        )
-        .await;
-        let url =
-            Url::parse(answer["data"]["authorizationUrl"].as_str().expect("url")).expect("url");
-        let state = url
-            .query_pairs()
-            .find(|(k, _)| k == "state")
-            .map(|(_, v)| v.into_owned())
-            .expect("state");
-        let denied = client
-            .post(format!("{}{AUTHORIZE_PATH}", sandbox.base_url()))
-            .form(&[
-                ("state", state.as_str()),
-                ("username", linkable[1].email.as_str()),
-                ("password", CUSTOMER_PASSWORD),
-                ("decision", "deny"),
-            ])
-            .send()
-            .await
-            .expect("deny");
-        let location = Url::parse(denied.headers()[header::LOCATION].to_str().expect("ASCII"))
-            .expect("absolute");
-        let query: HashMap<String, String> = location.query_pairs().into_owned().collect();
-        assert_eq!(query["error_name"], "access_denied");
-        assert_eq!(query["error_description"], DENIED_DESCRIPTION);
-        assert_eq!(sandbox.rabot_linkable_customers().len(), 1);
-
-        // Unlinking hides the customer again; a second unlink is 404.
-        let token = token(&client, &sandbox).await;
-        let unlink_url = format!("{}/customers/{number}/link", sandbox.rabot_api_base_url());
-        let first = client
-            .delete(&unlink_url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("delete");
-        assert_eq!(first.status(), StatusCode::OK);
-        assert_eq!(sandbox.rabot_relations(number), None);
-        let second = client
-            .delete(&unlink_url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("delete");
-        assert_eq!(second.status(), StatusCode::NOT_FOUND);
-        sandbox.shutdown().await;
-    }
-
-    #[tokio::test]
-    async fn bad_link_requests_are_refused_in_the_envelope() {
-        let sandbox = started(SandboxOptions {
-            customers: 1,
-            ..SandboxOptions::default()
-        })
-        .await;
-        let client = form_client();
-        for body in [
-            json!({"failureUrl": "https://app.example/no"}),
-            json!({"successUrl": "ftp://x", "failureUrl": "https://app.example/no"}),
-            json!({"successUrl": "https://a.example", "failureUrl": "https://a.example", "authAs": "nobody"}),
-            json!({"successUrl": 5, "failureUrl": "https://a.example"}),
-        ] {
-            let (status, answer) = create(&client, &sandbox, body.clone()).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-            assert_eq!(answer["isSuccess"], false);
-        }
-        let unauthenticated = client
-            .post(format!("{}/customers/link", sandbox.rabot_api_base_url()))
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
-        sandbox.shutdown().await;
-    }
 }
