@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::Clock as _;
 use rand::Rng as _;
 
-use crate::{REQUEST_LOG_LEN, Shared, bad_days, energyzero, lock, rabobank, rabot};
+use crate::{PARTNER_PATHS, REQUEST_LOG_LEN, Shared, bad_days, lock, rabot};
 
 /// What the gate has counted since the sandbox started; see `Sandbox::stats`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -186,7 +186,7 @@ fn is_under(path: &str, prefix: &str) -> bool {
 }
 
 fn classify(method: &Method, path: &str) -> Option<Route> {
-    [&rabot::PATHS, &rabobank::PATHS, &energyzero::PATHS]
+    PARTNER_PATHS
         .into_iter()
         .find_map(|partner| partner.classify(method, path))
 }

@@ -13,7 +13,6 @@ mod bad_days;
 mod energyzero;
 mod gate;
 mod oauth;
-mod options;
 mod prng;
 mod rabobank;
 mod rabot;
@@ -23,14 +22,15 @@ mod web;
 mod tests;
 
 pub use bad_days::{Deletions, Tamper, TamperFault};
+pub use energyzero::EnergyzeroOptions;
 pub use energyzero::EnergyzeroStats;
 pub use gate::{Fault, SandboxStats};
-pub use options::{EnergyzeroOptions, RabobankOptions, SandboxOptions};
-pub use rabobank::{RabobankGrantView, RabobankStats};
+pub use rabobank::{RabobankGrantView, RabobankOptions, RabobankStats};
 pub use rabot::{CUSTOMER_PASSWORD as RABOT_CUSTOMER_PASSWORD, LinkableCustomer};
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,16 +38,95 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::middleware;
+use clap::Parser as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use gate::Counters;
+use gate::{Counters, PartnerPaths};
+
+/// Where each partner's paths lie, for the gate: a request under none of them is no partner's.
+const PARTNER_PATHS: [&PartnerPaths; 3] = [&rabot::PATHS, &rabobank::PATHS, &energyzero::PATHS];
 
 /// How long `shutdown` lets in-flight requests (which may be sleeping injected latency) finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How many requests [`Sandbox::recent_requests`] remembers: a long-running sandbox stays small.
 pub const REQUEST_LOG_LEN: usize = 10_000;
+
+/// The sandbox's command-line options (`partner-sync sandbox --…`), which are also how the demo
+/// and the tests configure it: RABOT's inline, each other partner's in its own folder. Every
+/// default is written once, in its `#[arg]` attribute: `Default` parses an empty command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxOptions {
+    /// Number of generated customers
+    #[arg(long, default_value_t = 50)]
+    pub customers: usize,
+    /// Contracts per ordinary customer
+    #[arg(long, default_value_t = 2)]
+    pub contracts_per_customer: usize,
+    /// Every Nth customer (1-based: customers N, 2N, ...) is "heavy" and gets `heavy_contracts` contracts instead; 0 = none
+    #[arg(long, default_value_t = 25)]
+    pub heavy_customer_every: usize,
+    /// Contracts of each heavy customer
+    #[arg(long, default_value_t = 120)]
+    pub heavy_contracts: usize,
+    /// RABOT customers the partner cannot see until they link (log in with their e-mail and the sandbox password)
+    #[arg(long, default_value_t = 5)]
+    pub linkable_customers: usize,
+    /// Seed for the deterministic data
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Client id the sandbox's token endpoints accept
+    #[arg(long, default_value = "sandbox-client")]
+    pub client_id: String,
+    /// Client secret the sandbox's token endpoints accept
+    #[arg(long, default_value = "sandbox-secret")]
+    pub client_secret: String,
+    /// Scopes the sandbox client is allowed to request (comma separated)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "api:partner,role:finance-reporting"
+    )]
+    pub granted_scopes: Vec<String>,
+    /// Access-token lifetime, humantime ("3599s", "5m")
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3599s")]
+    pub token_lifetime: Duration,
+    /// Enforced rate limit in requests per second over ALL endpoints (token endpoint included); answers 429 with Retry-After. None = unlimited
+    #[arg(long)]
+    pub rate_limit: Option<NonZeroU32>,
+    /// Burst allowed by the enforced rate limit (default: equal to rate_limit)
+    #[arg(long)]
+    pub rate_limit_burst: Option<NonZeroU32>,
+    /// Fraction (0.0..=1.0) of API (non-token) requests answered with 503 at random
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Added latency per request, humantime
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub latency: Duration,
+    /// The simulated Rabobank authorization server. Boxed because `SandboxOptions` travels
+    /// inline in the CLI's command enum, which must stay small.
+    #[command(flatten)]
+    pub rabobank: Box<RabobankOptions>,
+    /// The simulated EnergyZero identity provider and customer API, boxed for the same reason.
+    #[command(flatten)]
+    pub energyzero: Box<EnergyzeroOptions>,
+}
+
+/// The options as a whole command line, so that `Default` can parse an empty one.
+#[derive(clap::Parser)]
+struct CommandLine {
+    #[command(flatten)]
+    sandbox: SandboxOptions,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        CommandLine::try_parse_from(["sandbox"])
+            .expect("every sandbox option has a constant default that parses")
+            .sandbox
+    }
+}
 
 /// Starts the sandbox on `listen` (port 0 picks a free port) and returns once it accepts
 /// connections; the server runs on a spawned task until `Sandbox::shutdown` or drop.

@@ -31,13 +31,16 @@ use serde_json::Value;
 mod customer_api;
 mod data;
 mod identity;
+mod options;
 
 #[cfg(test)]
 mod tests;
 
+pub use options::EnergyzeroOptions;
+
 use crate::gate::{Endpoint, PartnerPaths};
 use crate::oauth::{OAuthError, TokenStore, oauth_error_code};
-use crate::{EnergyzeroOptions, Sandbox, Shared, lock};
+use crate::{Sandbox, Shared, lock};
 use customer_api::{GraphqlFailure, contract_id};
 
 pub(super) const AUTH_BASE_PATH: &str = "/energyzero/auth";
@@ -64,7 +67,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 
 /// Where this partner's paths lie, for the gate. Impersonation is part of the identity
 /// provider, so it is neither the token endpoint nor the API: it answers OAuth-style errors.
-pub(super) const PATHS: PartnerPaths = PartnerPaths {
+pub(crate) const PATHS: PartnerPaths = PartnerPaths {
     prefix: PREFIX,
     token: TOKEN_PATH,
     api_base: CUSTOMER_API_PATH,

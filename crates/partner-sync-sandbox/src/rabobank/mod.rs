@@ -32,15 +32,18 @@ use rand::distr::Alphanumeric;
 
 mod authorize;
 mod consent;
+mod options;
 mod token;
 
 #[cfg(test)]
 mod tests;
 
+pub use options::RabobankOptions;
+
 use crate::gate::{Endpoint, PartnerPaths};
 use crate::oauth::{OAuthError, oauth_error_code};
 use crate::web::usable_redirect;
-use crate::{RabobankOptions, Sandbox, Shared, duration_to_nanos, lock};
+use crate::{Sandbox, Shared, duration_to_nanos, lock};
 use authorize::error_page;
 use consent::ApiError;
 
@@ -71,7 +74,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 }
 
 /// Where this partner's paths lie, for the gate.
-pub(super) const PATHS: PartnerPaths = PartnerPaths {
+pub(crate) const PATHS: PartnerPaths = PartnerPaths {
     prefix: PREFIX,
     token: TOKEN_PATH,
     api_base: CONSENT_API_BASE_PATH,

@@ -50,7 +50,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 }
 
 /// Where this partner's paths lie, for the gate.
-pub(super) const PATHS: PartnerPaths = PartnerPaths {
+pub(crate) const PATHS: PartnerPaths = PartnerPaths {
     prefix: PREFIX,
     token: TOKEN_PATH,
     api_base: API_BASE_PATH,
