@@ -6,6 +6,9 @@
 //! The check reads the source: every `crate::…` path (in `use` lines and in expressions, groups
 //! such as `crate::{app, store}` included) and every `super::` path that climbs out of its
 //! top-level module.
+//!
+//! Inside `src/partners/`, each partner's folder has an order of its own ([`PARTNER_PARTS`]:
+//! wire → client → tables → flows → jobs), and no partner uses another's folder.
 
 use std::path::{Path, PathBuf};
 
