@@ -2,6 +2,7 @@
 //! Every value is a bound parameter; identifiers are never built from input except the
 //! database name in [`create_database_if_missing`], which is quoted.
 
+pub mod audit;
 pub mod runs;
 pub mod schedule_ticks;
 pub mod trigger_requests;

@@ -1,5 +1,6 @@
 //! Integration tests: one binary (one link step) for all of them.
 
+mod audit;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
