@@ -20,6 +20,7 @@ use crate::partners::rabot::links::RabotLinks;
 use crate::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use crate::settings::Settings;
 use crate::store;
+use crate::store::audit::{self, Actor, Entry};
 use crate::store::trigger_requests;
 
 /// Extra time, beyond the grace period, for runners to record their final run status.
@@ -89,6 +90,16 @@ impl JobSet {
     }
 }
 
+/// Audits a signal that asked for runs, once its triggers are dispatched. The runs go on if the
+/// entry cannot be written; the log says so.
+async fn record_signal(pool: &PgPool, action: &'static str, signal: &str, jobs_triggered: usize) {
+    let entry = Entry::new(&Actor::Signal, action)
+        .detail(serde_json::json!({ "signal": signal, "jobs_triggered": jobs_triggered }));
+    if let Err(error) = audit::record(pool, &entry).await {
+        tracing::error!(error = %error, signal, "could not record a signal in the audit trail");
+    }
+}
+
 /// What one configuration enables: the partners the HTTP server serves, and the jobs.
 struct Enabled {
     partners: Partners,
@@ -140,7 +151,7 @@ pub async fn run_daemon(
     };
     if partners.rabobank.is_some() {
         // A refresh this or another replica's process left in flight when it died.
-        if let Err(error) = grants::record_interrupted_refreshes(&pool).await {
+        if let Err(error) = grants::record_interrupted_refreshes(&pool, &Actor::Scheduler).await {
             tracing::error!(error = %error, "cannot look for interrupted grant refreshes");
         }
     }
@@ -193,17 +204,20 @@ pub async fn run_daemon(
         };
         match event {
             Control::ResyncMirrors => {
-                if current.dispatch_all(TriggerCause::Signal, JobName::is_mirror) == 0 {
+                let triggered = current.dispatch_all(TriggerCause::Signal, JobName::is_mirror);
+                if triggered == 0 {
                     tracing::warn!("SIGUSR1: no mirror job is enabled");
                 }
+                record_signal(&pool, "signal.resync", "SIGUSR1", triggered).await;
             }
             Control::RotateTokens => {
-                if current.dispatch_all(TriggerCause::Signal, |j| {
+                let triggered = current.dispatch_all(TriggerCause::Signal, |j| {
                     j == JobName::RabobankTokenRotation
-                }) == 0
-                {
+                });
+                if triggered == 0 {
                     tracing::warn!("SIGUSR2: the token rotation is not enabled (rabobank.enabled)");
                 }
+                record_signal(&pool, "signal.rotate", "SIGUSR2", triggered).await;
             }
             Control::CustomerLinked => {
                 current.dispatch_all(TriggerCause::Link, |j| j == JobName::RabotLinkMirror);

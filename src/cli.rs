@@ -27,6 +27,7 @@ use crate::partners::rabot::links::{LinkSpec, RabotLinks};
 #[cfg(feature = "sandbox")]
 use crate::sandbox::{self, SandboxOptions};
 use crate::settings::{LogFormat, Settings};
+use crate::store::audit::{self, Actor, Entry};
 use crate::store::runs::{RunCounts, RunStatus};
 use crate::{app, resync, status, store, telemetry};
 
@@ -136,6 +137,20 @@ pub enum Command {
     /// List customer links: status, external id, customer number, times.
     Links {
         /// One JSON object per link, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit trail, oldest first: links, consents, token rotations, resync requests, manual
+    /// runs, signals and guard overrides, each with who did it. The trail is append-only.
+    Audit {
+        /// Only entries of this last span (humantime: 7d, 12h, 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only entries about this subject (an external id, a customer number, a grant id, a
+        /// job, a resync request).
+        #[arg(long, value_name = "ID")]
+        subject: Option<String>,
+        /// One JSON object per entry, for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -304,6 +319,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         | Command::Status { .. }
         | Command::Grants { .. }
         | Command::Links { .. }
+        | Command::Audit { .. }
         | Command::Resync { .. }
         | Command::Healthcheck => "warn",
         _ => telemetry::DEFAULT_FILTER,
@@ -315,14 +331,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sync {
             job,
             allow_mass_delete,
-        } => {
-            let mut settings = settings;
-            if allow_mass_delete {
-                settings.allow_mass_delete();
-            }
-            run_job_once(settings, job).await
+        } => run_job_once(settings, job, allow_mass_delete).await,
+        Command::RotateTokens => {
+            run_job_once(settings, JobName::RabobankTokenRotation, false).await
         }
-        Command::RotateTokens => run_job_once(settings, JobName::RabobankTokenRotation).await,
         Command::Rabobank {
             command: RabobankCommand::Authorize { label },
         } => rabobank_authorize(&settings, label.as_deref()).await,
@@ -345,6 +357,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             customer_number,
         } => unlink_rabot(&settings, &customer_number).await,
         Command::Links { json } => list_links(&settings, json).await,
+        Command::Audit {
+            since,
+            subject,
+            json,
+        } => list_audit(&settings, since, subject.as_deref(), json).await,
         Command::Resync {
             jobs,
             customer,
@@ -388,8 +405,18 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One pass, recorded in `sync.runs` like a scheduled one; Ctrl-C cancels it cleanly.
-async fn run_job_once(settings: Settings, job: JobName) -> anyhow::Result<()> {
+/// One pass, recorded in `sync.runs` like a scheduled one; Ctrl-C cancels it cleanly. Audited
+/// under the OS user: the override of the tombstone guards before the pass (so it is in the
+/// trail whatever the pass does), the run once it has ended.
+async fn run_job_once(
+    mut settings: Settings,
+    job: JobName,
+    allow_mass_delete: bool,
+) -> anyhow::Result<()> {
+    let actor = Actor::cli_user();
+    if allow_mass_delete {
+        settings.allow_mass_delete();
+    }
     let rabobank = RabobankGrants::from_settings(&settings)?;
     let rabot = RabotLinks::from_settings(&settings)?;
     let scheduled = jobs::registry(&jobs::RunnerParts {
@@ -401,11 +428,39 @@ async fn run_job_once(settings: Settings, job: JobName) -> anyhow::Result<()> {
     .find(|j| j.name == job)
     .ok_or_else(|| anyhow::anyhow!("{job} is not enabled: set {}.enabled = true", job.partner()))?;
     let pool = app::open_database(&settings).await?;
+    if allow_mass_delete {
+        let entry = Entry::new(&actor, "guard.override")
+            .partner(job.partner())
+            .subject(job.as_str())
+            .detail(serde_json::json!({ "job": job.as_str(), "allow_mass_delete": true }));
+        audit::record(&pool, &entry).await?;
+    }
     let shutdown = CancellationToken::new();
     signals::spawn_shutdown_handler(shutdown.clone())?;
-    let runner = JobRunner::new(job, scheduled.job, pool, settings.daemon.shutdown_grace);
+    let runner = JobRunner::new(
+        job,
+        scheduled.job,
+        pool.clone(),
+        settings.daemon.shutdown_grace,
+    );
     let (counts, _) = watch::channel(RunCounts::default());
-    let outcome = runner.run_once(TriggerCause::Cli, &shutdown, counts).await;
+    let outcome = runner
+        .run_once(TriggerCause::Cli, actor.clone(), &shutdown, counts)
+        .await;
+    let ran = match &outcome {
+        Ok(RunOutcome::Finished { run_id, status, .. }) => {
+            serde_json::json!({ "run_id": run_id, "status": status.as_str() })
+        }
+        Ok(RunOutcome::LockedElsewhere) => serde_json::json!({ "status": "locked elsewhere" }),
+        Err(_) => serde_json::json!({ "status": "not recorded" }),
+    };
+    let entry = Entry::new(&actor, "sync.run")
+        .partner(job.partner())
+        .subject(job.as_str())
+        .detail(ran);
+    if let Err(error) = audit::record(&pool, &entry).await {
+        tracing::error!(error = %error, "could not record the run in the audit trail");
+    }
     // A refresh sent before a stop ended the run is still answered and saved.
     if let Some(rabobank) = &rabobank {
         let refreshes = rabobank.refresh_tasks();
@@ -451,7 +506,7 @@ fn rabot_links(settings: &Settings) -> anyhow::Result<std::sync::Arc<RabotLinks>
 async fn link_rabot(settings: &Settings, spec: LinkSpec) -> anyhow::Result<()> {
     let links = rabot_links(settings)?;
     let pool = app::open_database(settings).await?;
-    let link = links.begin(&pool, spec).await?;
+    let link = links.begin(&pool, spec, &Actor::cli_user()).await?;
     println!("{}", link.authorization_url);
     eprintln!(
         "Send the customer to this URL before {} (link {}). RABOT then redirects to {}{}/…, \
@@ -467,7 +522,9 @@ async fn link_rabot(settings: &Settings, spec: LinkSpec) -> anyhow::Result<()> {
 async fn unlink_rabot(settings: &Settings, customer_number: &str) -> anyhow::Result<()> {
     let links = rabot_links(settings)?;
     let pool = app::open_database(settings).await?;
-    let marked = links.unlink(&pool, customer_number).await?;
+    let marked = links
+        .unlink(&pool, customer_number, &Actor::cli_user())
+        .await?;
     if marked == 0 {
         println!("unlinked customer {customer_number} at RABOT (no link of it was recorded here)");
     } else {
@@ -492,6 +549,34 @@ async fn list_links(settings: &Settings, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     print!("{}", status::render_links(&links));
+    Ok(())
+}
+
+async fn list_audit(
+    settings: &Settings,
+    since: Option<std::time::Duration>,
+    subject: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let since = since.map(|span| {
+        chrono::Duration::from_std(span)
+            .ok()
+            .and_then(|span| chrono::Utc::now().checked_sub_signed(span))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+    });
+    let pool = app::open_database(settings).await?;
+    let entries = audit::list(&pool, since, subject).await?;
+    if json {
+        for entry in &entries {
+            println!("{}", serde_json::to_string(entry)?);
+        }
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("no audit entries");
+        return Ok(());
+    }
+    print!("{}", status::render_audit(&entries));
     Ok(())
 }
 
@@ -546,7 +631,7 @@ async fn resync(
         unique
     };
     let pool = app::open_database(settings).await?;
-    let id = resync::request(&pool, &jobs, customer).await?;
+    let id = resync::request(&pool, &jobs, customer, &Actor::cli_user()).await?;
     let names: Vec<&str> = jobs.iter().map(|j| j.as_str()).collect();
     let of_customer = customer
         .map(|customer| format!(" of customer {}", status::printable(customer)))

@@ -25,6 +25,7 @@ use crate::partners::rabot::mirror_job::RabotMirror;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 use crate::server::{self, Partners, ScrapeSettings, ServerLimits, ServerState};
 use crate::settings::{Settings, SettingsError, mask_url_password};
+use crate::store::audit::Actor;
 use crate::store::runs::{RunCounts, RunStatus};
 use crate::{app, store};
 
@@ -157,7 +158,9 @@ async fn run_job(
     let (counts, progress) = watch::channel(RunCounts::default());
     let display = tokio::spawn(show_progress(progress));
     let started = Instant::now();
-    let outcome = runner.run_once(cause, shutdown, counts).await;
+    let outcome = runner
+        .run_once(cause, Actor::cli_user(), shutdown, counts)
+        .await;
     let elapsed = started.elapsed();
     display.abort();
     let _ = display.await;
@@ -286,7 +289,7 @@ async fn link_a_customer(
         auth_as: None,
         sign_up_url: None,
     };
-    let link = links.begin(pool, spec).await?;
+    let link = links.begin(pool, spec, &Actor::cli_user()).await?;
     // The login form posts back to the page's own URL, without its query.
     let mut login_url = link.authorization_url.clone();
     let state = login_url

@@ -36,6 +36,9 @@ pub struct RunContext {
     /// The `resync` requests (`sync.trigger_requests` ids) this run answers; empty for runs
     /// nobody requested that way (a schedule, a signal, `sync`).
     pub requests: Vec<uuid::Uuid>,
+    /// Who caused the run (the scheduler, a signal, a command's user): audited changes the
+    /// run makes are recorded under this name.
+    pub actor: crate::store::audit::Actor,
     /// Set by a run that succeeded although some items failed: the runner records it as the
     /// run's `error` while the status stays `succeeded`.
     pub(crate) partial_failure: std::sync::Mutex<Option<String>>,

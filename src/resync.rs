@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::events::dispatcher::host_id;
 use crate::jobs::JobName;
+use crate::store::audit::Actor;
 use crate::store::runs::{self, RunRow};
 use crate::store::trigger_requests;
 
@@ -28,15 +29,17 @@ impl Outcome {
     }
 }
 
-/// Stores a request for `jobs`; `customer` names the one customer of a targeted refresh.
+/// Stores a request for `jobs`, made by `actor`; `customer` names the one customer of a
+/// targeted refresh.
 pub async fn request(
     pool: &PgPool,
     jobs: &[JobName],
     customer: Option<&str>,
+    actor: &Actor,
 ) -> Result<Uuid, sqlx::Error> {
     let names: Vec<&str> = jobs.iter().map(|j| j.as_str()).collect();
     let id = Uuid::new_v4();
-    trigger_requests::request(pool, id, &names, &host_id(), customer).await?;
+    trigger_requests::request(pool, id, &names, &host_id(), customer, actor).await?;
     Ok(id)
 }
 

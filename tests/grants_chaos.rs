@@ -118,9 +118,12 @@ async fn two_replicas_stopped_and_killed_at_random_lose_no_grant_and_reuse_no_to
         replica.stop_cleanly().await;
     }
     // What a start-up or a rotation would notice: marks whose process is gone.
-    partner_sync::partners::rabobank::grants::record_interrupted_refreshes(&bank.db.pool)
-        .await
-        .unwrap();
+    partner_sync::partners::rabobank::grants::record_interrupted_refreshes(
+        &bank.db.pool,
+        &partner_sync::store::audit::Actor::Scheduler,
+    )
+    .await
+    .unwrap();
 
     let stats = bank.sandbox.rabobank_stats();
     assert_eq!(

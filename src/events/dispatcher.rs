@@ -28,6 +28,7 @@ use tracing::Instrument;
 use super::{Trigger, TriggerCause};
 use crate::job::{Job, JobError, RunContext};
 use crate::jobs::{JobName, ScheduledJob};
+use crate::store::audit::Actor;
 use crate::store::runs::{self, RunCounts, RunStatus};
 use crate::store::trigger_requests;
 
@@ -208,7 +209,7 @@ impl JobRunner {
             };
             let (counts, _) = watch::channel(RunCounts::default());
             if let Err(error) = self
-                .run_for_requests(cause, &requests, &shutdown, counts)
+                .run_for_requests(cause, actor_of(cause), &requests, &shutdown, counts)
                 .await
             {
                 tracing::error!(job = %self.job(), error = %error, "could not record the run");
@@ -217,14 +218,16 @@ impl JobRunner {
     }
 
     /// One run, start to finish: lock, `sync.runs` row, the job, the final row update.
-    /// Callable without the loop (CLI `sync`, demo, tests).
+    /// Callable without the loop (CLI `sync`, demo, tests); `actor` is who asked for it.
     pub async fn run_once(
         &self,
         cause: TriggerCause,
+        actor: Actor,
         cancel: &CancellationToken,
         counts: watch::Sender<RunCounts>,
     ) -> Result<RunOutcome, sqlx::Error> {
-        self.run_for_requests(cause, &[], cancel, counts).await
+        self.run_for_requests(cause, actor, &[], cancel, counts)
+            .await
     }
 
     /// [`Self::run_once`], recording the run (or why there was none) on the `resync` requests
@@ -232,6 +235,7 @@ impl JobRunner {
     async fn run_for_requests(
         &self,
         cause: TriggerCause,
+        actor: Actor,
         requests: &[uuid::Uuid],
         cancel: &CancellationToken,
         counts: watch::Sender<RunCounts>,
@@ -263,7 +267,7 @@ impl JobRunner {
             let run_id = runs::start(&self.pool, job.as_str(), cause.as_str(), &self.host).await?;
             trigger_requests::record_run(&self.pool, requests, job.as_str(), run_id).await?;
             let span = tracing::info_span!("job_run", %job, run_id, partner = job.partner(), cause = cause.as_str());
-            self.execute(run_id, requests, cancel, counts, &mut lock)
+            self.execute(run_id, actor, requests, cancel, counts, &mut lock)
                 .instrument(span)
                 .await
         }
@@ -275,6 +279,7 @@ impl JobRunner {
     async fn execute(
         &self,
         run_id: i64,
+        actor: Actor,
         requests: &[uuid::Uuid],
         cancel: &CancellationToken,
         counts: watch::Sender<RunCounts>,
@@ -289,6 +294,7 @@ impl JobRunner {
             cancel: cancel.clone(),
             counts,
             requests: requests.to_vec(),
+            actor,
             partial_failure: Default::default(),
         };
         let hard_stop = async {
@@ -450,6 +456,16 @@ impl Drop for JobLock {
         if let Some(conn) = self.conn.take() {
             drop(conn.detach());
         }
+    }
+}
+
+/// Who a triggered run acts for: a signal's runs are the signal's, every other trigger the
+/// daemon acts on by itself (a schedule, start-up, a link, a claimed request) is the
+/// scheduler's. A command's run names its user through [`JobRunner::run_once`].
+fn actor_of(cause: TriggerCause) -> Actor {
+    match cause {
+        TriggerCause::Signal => Actor::Signal,
+        _ => Actor::Scheduler,
     }
 }
 

@@ -7,6 +7,7 @@ use axum::response::Response;
 
 use super::{ServerState, page};
 use crate::partners::rabobank::grants::{CallbackError, CallbackParams, ConsentOutcome};
+use crate::store::audit::Actor;
 
 pub async fn rabobank(
     State(state): State<ServerState>,
@@ -31,8 +32,12 @@ pub async fn rabobank(
     // cancel a code exchange halfway, since the code is single use and the bank's answer would
     // be lost with the future.
     let pool = state.pool.clone();
-    let completion =
-        tokio::spawn(async move { grants.complete_consent(&pool, &params).await }).await;
+    let completion = tokio::spawn(async move {
+        grants
+            .complete_consent(&pool, &params, &Actor::Browser)
+            .await
+    })
+    .await;
     let Ok(outcome) = completion else {
         tracing::error!("the Rabobank callback's completion did not finish");
         return page::render(

@@ -21,6 +21,7 @@ use super::{ServerState, page};
 use crate::events::Control;
 use crate::partners::rabot::link_store::LinkRow;
 use crate::partners::rabot::links::{CompleteError, LinkAnswer, LinkError, LinkSpec};
+use crate::store::audit::Actor;
 use crate::telemetry::with_causes;
 
 /// The caller is checked before the body is read, so a client without the token cannot make
@@ -53,7 +54,9 @@ pub async fn create(State(state): State<ServerState>, request: Request) -> Respo
         Ok(Json(spec)) => spec,
         Err(rejection) => return problem(rejection_status(&rejection), &rejection.body_text()),
     };
-    match links.begin(&state.pool, spec).await {
+    // The trail names the caller by a digest prefix of the token, never the token.
+    let actor = Actor::admin_token(expected);
+    match links.begin(&state.pool, spec, &actor).await {
         Ok(link) => (
             StatusCode::CREATED,
             Json(json!({
@@ -143,7 +146,10 @@ async fn finish(state: ServerState, secret: &str, answer: LinkAnswer) -> Respons
             "Customer linking is not enabled on this server.",
         );
     };
-    match links.complete(&state.pool, secret, answer).await {
+    match links
+        .complete(&state.pool, secret, answer, &Actor::Browser)
+        .await
+    {
         Ok(link) => {
             if link.status == "linked" {
                 // Mirror the customer now rather than at the next tick. A full queue means a

@@ -17,7 +17,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use sqlx::PgPool;
 
-pub use render::{printable, render_grants, render_links};
+pub use render::{printable, render_audit, render_grants, render_links};
 pub use table::colour_wanted;
 
 use crate::cron::{next_occurrence, parse_cron};

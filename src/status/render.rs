@@ -13,6 +13,7 @@ use crate::jobs::{self, RunsOn};
 use crate::partners::rabobank::grant_store::GrantSummary;
 use crate::partners::rabobank::{PARTNER as RABOBANK, REFRESH_LIMIT};
 use crate::partners::rabot::link_store::LinkRow;
+use crate::store::audit::AuditRow;
 use crate::store::runs::RunRow;
 
 const INDENT: usize = 2;
@@ -344,6 +345,32 @@ pub fn render_links(links: &[LinkRow]) -> String {
     out
 }
 
+/// The audit trail as a table: time, actor, action, partner, subject and the detail's JSON. Every
+/// cell may hold text from outside (a browser's customer number, a bank's error), so each is
+/// made printable.
+pub fn render_audit(entries: &[AuditRow]) -> String {
+    let mut table = Table::new(&[
+        ("AT", Align::Left),
+        ("ACTOR", Align::Left),
+        ("ACTION", Align::Left),
+        ("PARTNER", Align::Left),
+        ("SUBJECT", Align::Left),
+        ("DETAIL", Align::Left),
+    ]);
+    for entry in entries {
+        let cell = |text: &str| Cell::plain(printable(text).into_owned());
+        table.row(vec![
+            Cell::plain(entry.at.format("%Y-%m-%d %H:%M:%S").to_string()),
+            cell(&entry.actor),
+            cell(&entry.action),
+            cell(entry.partner.as_deref().unwrap_or("")),
+            cell(entry.subject.as_deref().unwrap_or("")),
+            cell(&entry.detail.to_string()),
+        ]);
+    }
+    table.render(0, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,5 +648,26 @@ mod tests {
             "red\\u{1b}[31m\\nFAKE\\tline\\r\\u{7f}\\u{9b}"
         );
         assert_eq!(printable("a\u{202e}b"), "a\\u{202e}b");
+    }
+
+    #[test]
+    fn audit_cells_are_escaped() {
+        let entry = AuditRow {
+            id: 1,
+            at: at("2026-12-03T10:00:00Z"),
+            actor: "alice".to_owned(),
+            action: "link.refused".to_owned(),
+            partner: Some("rabot".to_owned()),
+            subject: Some("OUR-\u{1b}[2J".to_owned()),
+            detail: serde_json::json!({"reason": "forged"}),
+        };
+        let table = render_audit(&[entry]);
+        assert!(!table.contains('\u{1b}'), "{table}");
+        assert!(table.contains("OUR-\\u{1b}[2J"), "{table}");
+        assert!(
+            table.contains("2026-12-03 10:00:00  alice  link.refused  rabot"),
+            "{table}"
+        );
+        assert!(table.starts_with("AT "), "{table}");
     }
 }

@@ -8,18 +8,22 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::audit::{self, Actor, Entry};
+
 /// The Postgres NOTIFY channel every daemon listens on.
 pub const CHANNEL: &str = "partner_sync";
 
 /// Stores one row per job and notifies every listening daemon, in one transaction (NOTIFY is
 /// delivered at commit, after the rows are visible). `customer` is the one customer a targeted
-/// refresh names (see [`customer_of`]).
+/// refresh names (see [`customer_of`]). The request is audited (`actor` made it) in the same
+/// transaction: its subject is the customer, else the request's id.
 pub async fn request(
     pool: &PgPool,
     id: Uuid,
     jobs: &[&str],
     requested_by: &str,
     customer: Option<&str>,
+    actor: &Actor,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query(
@@ -32,6 +36,15 @@ pub async fn request(
     .bind(customer)
     .execute(&mut *tx)
     .await?;
+    let entry = Entry::new(actor, "resync.requested")
+        .subject(customer.map_or_else(|| id.to_string(), str::to_owned))
+        .detail(serde_json::json!({
+            "request_id": id,
+            "jobs": jobs,
+            "customer": customer,
+            "host": requested_by,
+        }));
+    audit::record(&mut *tx, &entry).await?;
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(id.to_string())

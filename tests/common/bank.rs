@@ -195,7 +195,12 @@ impl Bank {
         );
         let (counts, _) = watch::channel(RunCounts::default());
         match runner
-            .run_once(TriggerCause::Cli, &CancellationToken::new(), counts)
+            .run_once(
+                TriggerCause::Cli,
+                partner_sync::store::audit::Actor::cli_user(),
+                &CancellationToken::new(),
+                counts,
+            )
             .await
             .unwrap()
         {

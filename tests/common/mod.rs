@@ -266,7 +266,12 @@ pub async fn run_pass(
     let runner = JobRunner::new(name, job, pool.clone(), Duration::from_secs(5));
     let (counts, _) = watch::channel(RunCounts::default());
     match runner
-        .run_once(TriggerCause::Cli, &CancellationToken::new(), counts)
+        .run_once(
+            TriggerCause::Cli,
+            partner_sync::store::audit::Actor::cli_user(),
+            &CancellationToken::new(),
+            counts,
+        )
         .await
         .expect("run is recorded")
     {

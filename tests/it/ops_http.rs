@@ -390,6 +390,7 @@ async fn metrics_show_runs_requests_tokens_and_grant_expiry() {
             partner_sync::partners::rabobank::grants::RefreshNeed::RefreshTokenExpiresWithin(
                 Duration::from_secs(365 * 86_400),
             ),
+            &partner_sync::store::audit::Actor::Scheduler,
         )
         .await
         .unwrap();

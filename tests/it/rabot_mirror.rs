@@ -1,6 +1,7 @@
 //! The RABOT mirror job end to end: sandbox over HTTP → runner → PostgreSQL.
 
 use partner_sync::jobs::JobName;
+use partner_sync::store::audit::Actor;
 use partner_sync::store::runs::RunStatus;
 use partner_sync_sandbox::{Fault, SandboxOptions};
 
@@ -369,11 +370,13 @@ async fn two_runners_on_one_database_never_run_the_job_at_once() {
     let (first, second) = tokio::join!(
         a.run_once(
             TriggerCause::Cli,
+            Actor::Scheduler,
             &cancel,
             tokio::sync::watch::channel(RunCounts::default()).0
         ),
         b.run_once(
             TriggerCause::Cli,
+            Actor::Scheduler,
             &cancel,
             tokio::sync::watch::channel(RunCounts::default()).0
         ),
@@ -402,6 +405,7 @@ async fn two_runners_on_one_database_never_run_the_job_at_once() {
     let next = b
         .run_once(
             TriggerCause::Cli,
+            Actor::Scheduler,
             &cancel,
             tokio::sync::watch::channel(RunCounts::default()).0,
         )

@@ -166,8 +166,8 @@ pub async fn state_refusal(
     })
 }
 
-pub async fn record_state_outcome(
-    pool: &PgPool,
+pub async fn record_state_outcome<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     state_hash: &[u8],
     outcome: &str,
     error: Option<&str>,
@@ -180,12 +180,15 @@ pub async fn record_state_outcome(
     .bind(outcome)
     .bind(error)
     .bind(grant_id)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }
 
-pub async fn insert_grant(pool: &PgPool, grant: &NewGrant<'_>) -> Result<(), sqlx::Error> {
+pub async fn insert_grant<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    grant: &NewGrant<'_>,
+) -> Result<(), sqlx::Error> {
     let t = grant.tokens;
     sqlx::query(
         "INSERT INTO sync.oauth_grants
@@ -204,7 +207,7 @@ pub async fn insert_grant(pool: &PgPool, grant: &NewGrant<'_>) -> Result<(), sql
     .bind(t.consented_on)
     .bind(grant.consent_id)
     .bind(&t.scope)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }

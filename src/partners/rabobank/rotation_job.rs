@@ -42,7 +42,7 @@ impl RabobankRotation {
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
         let requests_before = self.grants.client().requests_sent();
-        grants::record_interrupted_refreshes(&ctx.pool).await?;
+        grants::record_interrupted_refreshes(&ctx.pool, &ctx.actor).await?;
         let ids = store::active_ids(&ctx.pool, PARTNER).await?;
         let mut failures = Vec::new();
         let mut in_doubt = Vec::new();
@@ -95,6 +95,7 @@ impl RabobankRotation {
                 &ctx.pool,
                 id,
                 RefreshNeed::RefreshTokenExpiresWithin(self.rotate_before),
+                &ctx.actor,
             )
             .await
         {
@@ -124,7 +125,7 @@ impl RabobankRotation {
         }
         if let Some(status) = self
             .grants
-            .check_consent(&ctx.pool, id, current.consent_id.as_deref())
+            .check_consent(&ctx.pool, id, current.consent_id.as_deref(), &ctx.actor)
             .await?
         {
             tracing::info!(%label, consent_status = %status, "consent checked");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 pub const PARTNER_RABOT: &str = "rabot";
@@ -48,7 +48,10 @@ const LINK_COLUMNS: &str = "id,
     external_id, auth_as, customer_number, error_name, error_description, created_at, expires_at,
     completed_at, mirrored_at, unlinked_at";
 
-pub async fn insert(pool: &PgPool, link: &NewLink<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
+pub async fn insert<'e>(
+    executor: impl PgExecutor<'e>,
+    link: &NewLink<'_>,
+) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO sync.customer_links
              (id, success_hash, failure_hash, partner, external_id, auth_as, sign_up_url,
@@ -65,7 +68,7 @@ pub async fn insert(pool: &PgPool, link: &NewLink<'_>) -> Result<DateTime<Utc>, 
     .bind(link.sign_up_url)
     .bind(link.authorization_url)
     .bind(link.lifetime.as_secs_f64())
-    .fetch_one(pool)
+    .fetch_one(executor)
     .await
 }
 
@@ -109,8 +112,8 @@ pub async fn pending_by_success(
 
 /// The customer approved (and RABOT confirmed the number): a pending, unexpired link becomes
 /// `linked`. `None` when the secret is unknown, expired or already used.
-pub async fn complete_linked(
-    pool: &PgPool,
+pub async fn complete_linked<'e>(
+    executor: impl PgExecutor<'e>,
     success_hash: &[u8],
     customer_number: &str,
 ) -> Result<Option<LinkRow>, sqlx::Error> {
@@ -122,13 +125,13 @@ pub async fn complete_linked(
     ))
     .bind(success_hash)
     .bind(customer_number)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await
 }
 
 /// The customer refused: a pending, unexpired link becomes `denied` with RABOT's reason.
-pub async fn complete_denied(
-    pool: &PgPool,
+pub async fn complete_denied<'e>(
+    executor: impl PgExecutor<'e>,
     failure_hash: &[u8],
     error_name: &str,
     error_description: Option<&str>,
@@ -142,7 +145,7 @@ pub async fn complete_denied(
     .bind(failure_hash)
     .bind(error_name)
     .bind(error_description)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await
 }
 
@@ -172,8 +175,8 @@ pub async fn refusal(
 pub const MAX_REFUSALS_PER_LINK: i64 = 20;
 
 /// Records a refused success redirect; false when the link already has its share of refusals.
-pub async fn record_refusal(
-    pool: &PgPool,
+pub async fn record_refusal<'e>(
+    executor: impl PgExecutor<'e>,
     link_id: Uuid,
     reason: &str,
     offered_customer_number: &str,
@@ -187,20 +190,23 @@ pub async fn record_refusal(
     .bind(reason)
     .bind(offered_customer_number)
     .bind(MAX_REFUSALS_PER_LINK)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Marks the customer's live links `unlinked`; returns how many there were.
-pub async fn mark_unlinked(pool: &PgPool, customer_number: &str) -> Result<u64, sqlx::Error> {
+pub async fn mark_unlinked<'e>(
+    executor: impl PgExecutor<'e>,
+    customer_number: &str,
+) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE sync.customer_links SET status = 'unlinked', unlinked_at = now()
           WHERE partner = $1 AND customer_number = $2 AND status = 'linked'",
     )
     .bind(PARTNER_RABOT)
     .bind(customer_number)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(done.rows_affected())
 }

@@ -11,13 +11,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::Deserialize;
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crypto;
-use crate::partners::rabot::link_store::{self as store, LinkRow, NewLink, Redirect};
+use crate::partners::rabot::link_store::{
+    self as store, LinkRow, NewLink, PARTNER_RABOT, Redirect,
+};
 use crate::partners::rabot::{LinkRequest, RabotClient, RabotError};
 use crate::settings::{RABOT_LINKS_PATH, Settings};
+use crate::store::audit::{self, Actor, Entry};
 
 /// RABOT's authorization URLs are valid for 10 minutes; a link is void after that too.
 pub const LINK_LIFETIME: Duration = Duration::from_secs(10 * 60);
@@ -242,8 +246,14 @@ impl RabotLinks {
         &self.client
     }
 
-    /// Asks RABOT for an authorization URL, then records the pending link.
-    pub async fn begin(&self, pool: &PgPool, spec: LinkSpec) -> Result<StartedLink, LinkError> {
+    /// Asks RABOT for an authorization URL, then records the pending link and, in the same
+    /// transaction, its audit entry (`actor` started it).
+    pub async fn begin(
+        &self,
+        pool: &PgPool,
+        spec: LinkSpec,
+        actor: &Actor,
+    ) -> Result<StartedLink, LinkError> {
         let spec = spec.validated()?;
         // Two secrets: whoever sees one redirect URL (a log, a shoulder) cannot end the link the
         // other way.
@@ -266,8 +276,9 @@ impl RabotLinks {
                     other => LinkError::Rabot(other),
                 })?;
         let id = Uuid::new_v4();
+        let mut tx = pool.begin().await?;
         let expires_at = store::insert(
-            pool,
+            &mut *tx,
             &NewLink {
                 id,
                 success_hash: &crypto::url_secret_hash(&success_secret),
@@ -280,6 +291,12 @@ impl RabotLinks {
             },
         )
         .await?;
+        let entry = link_entry(actor, "link.created", &spec.external_id).detail(json!({
+            "link_id": id,
+            "auth_as": spec.auth_as,
+        }));
+        audit::record(&mut *tx, &entry).await?;
+        tx.commit().await?;
         tracing::info!(link_id = %id, external_id = %spec.external_id, "customer link created");
         Ok(StartedLink {
             id,
@@ -290,18 +307,21 @@ impl RabotLinks {
 
     /// Records the customer's answer on the pending link named by `secret`, once: an approval
     /// arrives with the success secret and a customer number RABOT confirms, a refusal with the
-    /// failure secret. A secret used on the other redirect is unknown there.
+    /// failure secret. A secret used on the other redirect is unknown there. `actor` carried
+    /// the redirect (a browser); each ending is audited in the transaction that records it.
     pub async fn complete(
         &self,
         pool: &PgPool,
         secret: &str,
         answer: LinkAnswer,
+        actor: &Actor,
     ) -> Result<LinkRow, CompleteError> {
         let hash = crypto::url_secret_hash(secret);
         let (redirect, completed) = match &answer {
             LinkAnswer::Approved { customer_number } => (
                 Redirect::Success,
-                self.approve(pool, &hash, customer_number.trim()).await?,
+                self.approve(pool, &hash, customer_number.trim(), actor)
+                    .await?,
             ),
             LinkAnswer::Refused {
                 error_name,
@@ -311,10 +331,18 @@ impl RabotLinks {
                     .as_deref()
                     .map(|d| d.chars().take(1000).collect::<String>());
                 let name: String = error_name.chars().take(MAX_FIELD_CHARS).collect();
-                (
-                    Redirect::Failure,
-                    store::complete_denied(pool, &hash, &name, description.as_deref()).await?,
-                )
+                let mut tx = pool.begin().await?;
+                let denied =
+                    store::complete_denied(&mut *tx, &hash, &name, description.as_deref()).await?;
+                if let Some(link) = &denied {
+                    let entry = link_entry(actor, "link.denied", &link.external_id).detail(json!({
+                        "link_id": link.id,
+                        "error_name": name,
+                    }));
+                    audit::record(&mut *tx, &entry).await?;
+                }
+                tx.commit().await?;
+                (Redirect::Failure, denied)
             }
         };
         match completed {
@@ -335,6 +363,7 @@ impl RabotLinks {
         pool: &PgPool,
         success_hash: &[u8],
         customer_number: &str,
+        actor: &Actor,
     ) -> Result<Option<LinkRow>, CompleteError> {
         let Some(link) = store::pending_by_success(pool, success_hash).await? else {
             return Ok(None);
@@ -351,28 +380,70 @@ impl RabotLinks {
         };
         if let Confirmation::Refused(reason) = confirmation {
             let offered = escaped_offer(customer_number);
-            let recorded = store::record_refusal(pool, link.id, reason, &offered).await?;
+            let mut tx = pool.begin().await?;
+            let recorded = store::record_refusal(&mut *tx, link.id, reason, &offered).await?;
+            // As bounded as the refusals: a replayed URL cannot flood the trail either.
+            if recorded {
+                let entry = link_entry(actor, "link.refused", &link.external_id).detail(json!({
+                    "link_id": link.id,
+                    "reason": reason,
+                    "offered_customer_number": offered,
+                }));
+                audit::record(&mut *tx, &entry).await?;
+            }
+            tx.commit().await?;
             tracing::warn!(link_id = %link.id, reason, offered_customer_number = %offered, recorded, "refused a customer number for a link; the link stays pending");
             return Err(CompleteError::Refused(reason));
         }
         // Conditional again: another redirect may have ended the link while RABOT was asked.
-        Ok(store::complete_linked(pool, success_hash, customer_number).await?)
+        let mut tx = pool.begin().await?;
+        let linked = store::complete_linked(&mut *tx, success_hash, customer_number).await?;
+        if let Some(row) = &linked {
+            let entry = link_entry(actor, "link.linked", customer_number).detail(json!({
+                "link_id": row.id,
+                "external_id": row.external_id,
+            }));
+            audit::record(&mut *tx, &entry).await?;
+        }
+        tx.commit().await?;
+        Ok(linked)
     }
 
     /// RABOT's `DELETE /customers/{n}/link`, then the local links become `unlinked`. A customer
-    /// RABOT no longer has linked (404) is still marked here.
-    pub async fn unlink(&self, pool: &PgPool, customer_number: &str) -> Result<u64, LinkError> {
+    /// RABOT no longer has linked (404) is still marked here, and audited with `actor`.
+    pub async fn unlink(
+        &self,
+        pool: &PgPool,
+        customer_number: &str,
+        actor: &Actor,
+    ) -> Result<u64, LinkError> {
+        let mut linked_at_rabot = true;
         match self.client.delete_link(customer_number).await {
             Ok(()) => {}
             Err(error) if error.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
                 tracing::warn!(customer_number, error = %error, "RABOT has no link for this customer; marking it unlinked here");
+                linked_at_rabot = false;
             }
             Err(error) => return Err(error.into()),
         }
-        let marked = store::mark_unlinked(pool, customer_number).await?;
+        let mut tx = pool.begin().await?;
+        let marked = store::mark_unlinked(&mut *tx, customer_number).await?;
+        let entry = link_entry(actor, "link.unlinked", customer_number).detail(json!({
+            "links": marked,
+            "linked_at_rabot": linked_at_rabot,
+        }));
+        audit::record(&mut *tx, &entry).await?;
+        tx.commit().await?;
         tracing::info!(customer_number, links = marked, "customer unlinked");
         Ok(marked)
     }
+}
+
+/// An audit entry about a RABOT link; `subject` is the external id or the customer number.
+fn link_entry(actor: &Actor, action: &'static str, subject: &str) -> Entry {
+    Entry::new(actor, action)
+        .partner(PARTNER_RABOT)
+        .subject(subject)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use partner_sync::partners::rabot::links::{LinkAnswer, LinkSpec, RabotLinks};
+use partner_sync::store::audit::Actor;
 use partner_sync_sandbox::{Fault, LinkableCustomer, RABOT_CUSTOMER_PASSWORD, Sandbox};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -14,20 +15,21 @@ use crate::common::*;
 
 mod redirects_under_attack;
 
-const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-struct LinkDaemon {
-    sandbox: Sandbox,
-    db: TestDb,
+/// A daemon with RABOT linking on, over the sandbox (the audit tests use it too).
+pub(crate) struct LinkDaemon {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) db: TestDb,
     env: Vec<(String, String)>,
-    public_url: String,
-    daemon: Daemon,
+    pub(crate) public_url: String,
+    pub(crate) daemon: Daemon,
     /// Follows no redirect, like a test of where each one points.
-    browser: reqwest::Client,
+    pub(crate) browser: reqwest::Client,
 }
 
 impl LinkDaemon {
-    async fn start(overrides: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(overrides: &[(&str, &str)]) -> Self {
         let db = TestDb::new().await;
         let sandbox = start_sandbox(small_sandbox(3)).await;
         let port = free_port();
@@ -58,7 +60,7 @@ impl LinkDaemon {
         }
     }
 
-    async fn create_link(&self, body: Value) -> reqwest::Response {
+    pub(crate) async fn create_link(&self, body: Value) -> reqwest::Response {
         self.browser
             .post(format!("{}/links/rabot", self.public_url))
             .bearer_auth(ADMIN_TOKEN)
@@ -69,7 +71,7 @@ impl LinkDaemon {
     }
 
     /// A link made through the admin endpoint: its authorization URL.
-    async fn authorization_url(&self, external_id: &str) -> String {
+    pub(crate) async fn authorization_url(&self, external_id: &str) -> String {
         let answer = self.create_link(json!({ "externalId": external_id })).await;
         assert_eq!(answer.status(), StatusCode::CREATED);
         let body: Value = answer.json().await.unwrap();
@@ -77,7 +79,7 @@ impl LinkDaemon {
     }
 
     /// The customer opens the URL, logs in and decides; returns where the sandbox sent them.
-    async fn decide(
+    pub(crate) async fn decide(
         &self,
         authorization_url: &str,
         who: &LinkableCustomer,
@@ -111,12 +113,12 @@ impl LinkDaemon {
         answer.headers()["location"].to_str().unwrap().to_owned()
     }
 
-    async fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) async fn cli(&self, args: &[&str]) -> std::process::Output {
         run_binary(args, self.env.clone()).await
     }
 
     /// The secret in a redirect URL the sandbox sent the browser to.
-    fn secret_of(back: &str) -> &str {
+    pub(crate) fn secret_of(back: &str) -> &str {
         back.split("/links/rabot/")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
@@ -124,7 +126,7 @@ impl LinkDaemon {
     }
 
     /// The status of a GET of `url` with `customerNumber` set to `number` (encoded), and its page.
-    async fn offer(&self, url: &str, number: &str) -> (StatusCode, String) {
+    pub(crate) async fn offer(&self, url: &str, number: &str) -> (StatusCode, String) {
         let mut url = url::Url::parse(url).unwrap();
         url.query_pairs_mut()
             .clear()
@@ -140,7 +142,9 @@ impl LinkDaemon {
             .unwrap()
     }
 
-    async fn link_row(&self) -> (String, Option<String>, Option<String>, Option<String>) {
+    pub(crate) async fn link_row(
+        &self,
+    ) -> (String, Option<String>, Option<String>, Option<String>) {
         sqlx::query_as(
             "SELECT status, customer_number, error_name, error_description
                FROM sync.customer_links ORDER BY created_at DESC LIMIT 1",
@@ -485,6 +489,7 @@ async fn the_scheduled_mirror_catches_up_a_link_whose_trigger_was_lost() {
                 auth_as: None,
                 sign_up_url: None,
             },
+            &Actor::cli_user(),
         )
         .await
         .unwrap();
@@ -521,7 +526,10 @@ async fn the_scheduled_mirror_catches_up_a_link_whose_trigger_was_lost() {
     let answer = LinkAnswer::Approved {
         customer_number: customer.customer_number.clone(),
     };
-    links.complete(&db.pool, secret, answer).await.unwrap();
+    links
+        .complete(&db.pool, secret, answer, &Actor::Browser)
+        .await
+        .unwrap();
 
     let (status, _, error) = mirror_pass(&settings, &db.pool).await;
     assert_eq!(

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use partner_sync::partners::rabobank::grants::{RefreshError, RefreshNeed};
+use partner_sync::store::audit::Actor;
 use partner_sync::store::runs::RunStatus;
 use partner_sync::telemetry::with_causes;
 use partner_sync_sandbox::{Fault, SandboxOptions};
@@ -100,11 +101,15 @@ async fn an_approved_consent_is_stored_sealed_and_its_tokens_work() {
     }
 
     // The sealed access token opens and the bank accepts it.
-    let token = bank.grants.access_token(&bank.db.pool, id).await.unwrap();
+    let token = bank
+        .grants
+        .access_token(&bank.db.pool, id, &Actor::Scheduler)
+        .await
+        .unwrap();
     assert!(secrets.contains(&token.expose_secret().to_owned()));
     let consent = bank
         .grants
-        .check_consent(&bank.db.pool, id, consent_id.as_deref())
+        .check_consent(&bank.db.pool, id, consent_id.as_deref(), &Actor::Scheduler)
         .await
         .unwrap();
     assert_eq!(consent.as_deref(), Some("valid"));
@@ -261,7 +266,10 @@ async fn concurrent_refreshes_from_tasks_and_replicas_reach_the_bank_once() {
             (replica_pool.clone(), replica.clone())
         };
         tasks.push(tokio::spawn(async move {
-            grants.refresh(&pool, id, need).await.map(|g| g.refreshed)
+            grants
+                .refresh(&pool, id, need, &Actor::Scheduler)
+                .await
+                .map(|g| g.refreshed)
         }));
     }
     let mut refreshed = 0;
@@ -284,7 +292,10 @@ async fn concurrent_refreshes_from_tasks_and_replicas_reach_the_bank_once() {
 
     // The grant still works afterwards, from either replica.
     bank.age(id, DAY).await;
-    let again = replica.refresh(&replica_pool, id, need).await.unwrap();
+    let again = replica
+        .refresh(&replica_pool, id, need, &Actor::Scheduler)
+        .await
+        .unwrap();
     assert!(again.refreshed);
     assert_eq!(bank.grant_status(id).await, ("active".to_owned(), 2, None));
 }
@@ -310,7 +321,7 @@ async fn a_hundred_rotations_of_ten_grants_from_two_replicas_never_reuse_a_token
             for _ in 0..rounds {
                 for id in &ids {
                     grants
-                        .refresh(&pool, *id, always)
+                        .refresh(&pool, *id, always, &Actor::Scheduler)
                         .await
                         .expect("refresh works");
                 }
@@ -371,6 +382,7 @@ async fn invalid_grant_marks_needs_reconsent_once_and_is_never_retried() {
             &bank.db.pool,
             id,
             RefreshNeed::RefreshTokenExpiresWithin(DAY),
+            &Actor::Scheduler,
         )
         .await
         .unwrap_err();
@@ -395,7 +407,7 @@ async fn an_unanswered_refresh_is_not_replayed_and_a_refused_one_is_retried_with
     let before = bank.sandbox.stats().token_requests;
     let err = bank
         .grants
-        .refresh(&bank.db.pool, id, need)
+        .refresh(&bank.db.pool, id, need, &Actor::Scheduler)
         .await
         .unwrap_err();
     assert!(matches!(err, RefreshError::OutcomeUnknown { .. }), "{err}");
@@ -416,7 +428,7 @@ async fn an_unanswered_refresh_is_not_replayed_and_a_refused_one_is_retried_with
         .unwrap();
     let err = bank
         .grants
-        .access_token(&bank.db.pool, id)
+        .access_token(&bank.db.pool, id, &Actor::Scheduler)
         .await
         .unwrap_err();
     assert!(matches!(err, RefreshError::OutcomeUnknown { .. }), "{err}");
@@ -430,7 +442,11 @@ async fn an_unanswered_refresh_is_not_replayed_and_a_refused_one_is_retried_with
         retry_after: None,
         times: 2,
     });
-    let current = bank.grants.refresh(&bank.db.pool, id, need).await.unwrap();
+    let current = bank
+        .grants
+        .refresh(&bank.db.pool, id, need, &Actor::Scheduler)
+        .await
+        .unwrap();
     assert!(current.refreshed);
     assert_eq!(bank.grant_status(id).await, ("active".to_owned(), 1, None));
 
@@ -444,7 +460,7 @@ async fn an_unanswered_refresh_is_not_replayed_and_a_refused_one_is_retried_with
     });
     let err = bank
         .grants
-        .refresh(&bank.db.pool, id, need)
+        .refresh(&bank.db.pool, id, need, &Actor::Scheduler)
         .await
         .unwrap_err();
     assert!(matches!(err, RefreshError::Transient { .. }), "{err}");
@@ -453,7 +469,7 @@ async fn an_unanswered_refresh_is_not_replayed_and_a_refused_one_is_retried_with
     assert!(last_error.unwrap().contains("503"));
     assert!(
         bank.grants
-            .refresh(&bank.db.pool, id, need)
+            .refresh(&bank.db.pool, id, need, &Actor::Scheduler)
             .await
             .unwrap()
             .refreshed
@@ -470,7 +486,10 @@ async fn a_tampered_ciphertext_or_a_wrong_key_is_a_clear_error_without_a_request
     let (other_pool, other_key) = bank
         .replica(&[("PARTNER_SYNC__SECURITY__TOKEN_KEY", OTHER_TOKEN_KEY)])
         .await;
-    let err = other_key.refresh(&other_pool, id, need).await.unwrap_err();
+    let err = other_key
+        .refresh(&other_pool, id, need, &Actor::Scheduler)
+        .await
+        .unwrap_err();
     // The cause (which key sealed it) is the error's source, written once after it.
     let message = with_causes(&err);
     assert!(matches!(err, RefreshError::Crypto { .. }), "{message}");
@@ -491,7 +510,7 @@ async fn a_tampered_ciphertext_or_a_wrong_key_is_a_clear_error_without_a_request
     .unwrap();
     let err = bank
         .grants
-        .refresh(&bank.db.pool, id, need)
+        .refresh(&bank.db.pool, id, need, &Actor::Scheduler)
         .await
         .unwrap_err();
     let message = with_causes(&err);

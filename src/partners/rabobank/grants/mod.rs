@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +42,7 @@ use crate::partners::rabobank::grant_store::{
 };
 use crate::partners::rabobank::{self, ConsentError, RabobankClient, TokenError, TokenGrant};
 use crate::settings::{HttpSettings, Settings};
+use crate::store::audit::{self, Actor, Entry};
 
 /// How long a `state` handed out by `rabobank authorize` stays usable.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(10 * 60);
@@ -305,10 +307,12 @@ impl RabobankGrants {
     }
 
     /// The callback: the state first (consumed whatever follows), then the bank's answer.
+    /// `actor` carried the callback (a browser); a consent granted or refused is audited.
     pub async fn complete_consent(
         &self,
         pool: &PgPool,
         params: &CallbackParams,
+        actor: &Actor,
     ) -> Result<ConsentOutcome, CallbackError> {
         let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
             return Err(CallbackError::BadState("missing"));
@@ -324,7 +328,13 @@ impl RabobankGrants {
                 Some(description) => format!("{error}: {description}"),
                 None => error.to_owned(),
             };
-            store::record_state_outcome(pool, &hash, "denied", Some(&recorded), None).await?;
+            let mut tx = pool.begin().await?;
+            store::record_state_outcome(&mut *tx, &hash, "denied", Some(&recorded), None).await?;
+            let entry = Entry::new(actor, "consent.refused")
+                .partner(rabobank::PARTNER)
+                .detail(json!({ "label": consumed.label, "error": error }));
+            audit::record(&mut *tx, &entry).await?;
+            tx.commit().await?;
             tracing::warn!(label = consumed.label, error = %recorded, "Rabobank consent not given");
             return Ok(ConsentOutcome::Refused {
                 error: error.to_owned(),
@@ -354,8 +364,9 @@ impl RabobankGrants {
         };
         let grant_id = Uuid::new_v4();
         let tokens = self.keeper.seal(grant_id, &grant, &refresh_token, None);
+        let mut tx = pool.begin().await?;
         store::insert_grant(
-            pool,
+            &mut *tx,
             &NewGrant {
                 id: grant_id,
                 provider: rabobank::PARTNER,
@@ -365,7 +376,13 @@ impl RabobankGrants {
             },
         )
         .await?;
-        store::record_state_outcome(pool, &hash, "granted", None, Some(grant_id)).await?;
+        store::record_state_outcome(&mut *tx, &hash, "granted", None, Some(grant_id)).await?;
+        let entry = grant_entry(actor, "consent.granted", grant_id).detail(json!({
+            "label": consumed.label,
+            "consent_id": grant.consent_id,
+        }));
+        audit::record(&mut *tx, &entry).await?;
+        tx.commit().await?;
         tracing::info!(%grant_id, label = consumed.label, consent_id = grant.consent_id, "Rabobank consent stored");
         Ok(ConsentOutcome::Granted {
             grant_id,
@@ -379,6 +396,7 @@ impl RabobankGrants {
         &self,
         pool: &PgPool,
         id: Uuid,
+        actor: &Actor,
     ) -> Result<SecretString, RefreshError> {
         if let Some(grant) = store::read(pool, id).await? {
             if grant.status == GrantStatus::Active.as_str()
@@ -393,6 +411,7 @@ impl RabobankGrants {
                 pool,
                 id,
                 RefreshNeed::AccessTokenExpiresWithin(ACCESS_TOKEN_MARGIN),
+                actor,
             )
             .await?;
         Ok(current.access_token)
@@ -400,14 +419,17 @@ impl RabobankGrants {
 
     /// The one refresh path; see the module docs. The caller may be cancelled at any point:
     /// until the hand-off nothing was sent or written, and after it the task finishes alone.
+    /// `actor` caused it (the scheduler, a signal, a command); rotations and the grant's
+    /// changes of state are audited under its name.
     pub async fn refresh(
         &self,
         pool: &PgPool,
         id: Uuid,
         need: RefreshNeed,
+        actor: &Actor,
     ) -> Result<CurrentGrant, RefreshError> {
         let mut lock = GrantLock::acquire(pool, id).await?;
-        let decided = self.decide(&mut lock, id, need).await;
+        let decided = self.decide(&mut lock, id, need, actor).await;
         let (grant, refresh_token) = match decided {
             Ok(Decision::Send(grant, refresh_token)) => (grant, refresh_token),
             Ok(Decision::Current(current)) => {
@@ -422,9 +444,10 @@ impl RabobankGrants {
         let keeper = self.keeper.clone();
         let pool = pool.clone();
         let stop = self.refreshes.stop.clone();
+        let actor = actor.clone();
         let handed_off = self.refreshes.tracker.spawn(async move {
             keeper
-                .send_and_save(&pool, lock, grant, refresh_token, &stop)
+                .send_and_save(&pool, lock, grant, refresh_token, &stop, &actor)
                 .await
         });
         handed_off.await.unwrap_or_else(|failed| {
@@ -442,6 +465,7 @@ impl RabobankGrants {
         lock: &mut GrantLock,
         id: Uuid,
         need: RefreshNeed,
+        actor: &Actor,
     ) -> Result<Decision, RefreshError> {
         let mut grant = store::read(lock.conn()?, id)
             .await?
@@ -450,6 +474,7 @@ impl RabobankGrants {
             // The lock is ours, so whoever marked this refresh in flight is gone.
             if let Some(interrupted) = store::mark_interrupted(lock.conn()?, id).await? {
                 report_interrupted(&interrupted);
+                audit::record(lock.conn()?, &in_doubt_entry(actor, &interrupted)).await?;
             }
             grant = store::read(lock.conn()?, id)
                 .await?
@@ -498,6 +523,7 @@ impl RabobankGrants {
         pool: &PgPool,
         id: Uuid,
         consent_id: Option<&str>,
+        actor: &Actor,
     ) -> anyhow::Result<Option<String>> {
         let Some(consent_id) = consent_id else {
             return Ok(None);
@@ -505,9 +531,12 @@ impl RabobankGrants {
         if !self.client().checks_consents() {
             return Ok(None);
         }
-        let access_token = self.access_token(pool, id).await?;
+        let access_token = self.access_token(pool, id, actor).await?;
         let Some(answer) = self.client().consent(&access_token, consent_id).await else {
             return Ok(None);
+        };
+        let revoked = |status: &str| {
+            grant_entry(actor, "grant.revoked", id).detail(json!({ "consent_status": status }))
         };
         let status = match answer {
             Ok(details) if details.is_ended() => {
@@ -519,6 +548,7 @@ impl RabobankGrants {
                     &format!("the consent has ended: {status}"),
                 )
                 .await?;
+                audit::record(pool, &revoked(&status)).await?;
                 status
             }
             Ok(details) => details.summary_status(),
@@ -530,6 +560,7 @@ impl RabobankGrants {
                     "CONSENT_INVALID: the user revoked the consent or it expired",
                 )
                 .await?;
+                audit::record(pool, &revoked("CONSENT_INVALID")).await?;
                 "CONSENT_INVALID".to_owned()
             }
             Err(error) => return Err(error.into()),
@@ -537,6 +568,21 @@ impl RabobankGrants {
         store::record_consent_status(pool, id, &status).await?;
         Ok(Some(status))
     }
+}
+
+/// An audit entry about grant `id`.
+fn grant_entry(actor: &Actor, action: &'static str, id: Uuid) -> Entry {
+    Entry::new(actor, action)
+        .partner(rabobank::PARTNER)
+        .subject(id.to_string())
+}
+
+/// The audit entry of a refresh found interrupted: the grant is in doubt.
+fn in_doubt_entry(actor: &Actor, interrupted: &InterruptedRefresh) -> Entry {
+    grant_entry(actor, "grant.in_doubt", interrupted.id).detail(json!({
+        "reason": "interrupted",
+        "in_doubt_since": interrupted.refresh_in_doubt_since,
+    }))
 }
 
 /// `at + span`, saturating at the latest time chrono can represent: spans come from the bank's

@@ -13,9 +13,10 @@ impl TokenKeeper {
         grant: SealedGrant,
         refresh_token: SecretString,
         stop: &CancellationToken,
+        actor: &Actor,
     ) -> Result<CurrentGrant, RefreshError> {
         let outcome = self
-            .send_and_save_locked(pool, &mut lock, grant, &refresh_token, stop)
+            .send_and_save_locked(pool, &mut lock, grant, &refresh_token, stop, actor)
             .await;
         lock.release().await;
         outcome
@@ -28,6 +29,7 @@ impl TokenKeeper {
         grant: SealedGrant,
         refresh_token: &SecretString,
         stop: &CancellationToken,
+        actor: &Actor,
     ) -> Result<CurrentGrant, RefreshError> {
         let id = grant.id;
         // Committed before sending: if this process dies before the answer is saved, the
@@ -41,7 +43,11 @@ impl TokenKeeper {
         }
         let fresh = match self.client.refresh(refresh_token, stop).await {
             Ok(fresh) => fresh,
-            Err(error) => return Err(self.record_refresh_failure(lock, &grant, error).await),
+            Err(error) => {
+                return Err(self
+                    .record_refresh_failure(lock, &grant, error, actor)
+                    .await);
+            }
         };
 
         let tokens = self.seal(
@@ -80,6 +86,13 @@ impl TokenKeeper {
             }
         }
         tracing::info!(grant_id = %id, refresh_count = grant.refresh_count + 1, refresh_expires_at = %tokens.refresh_expires_at, "rotated refresh token");
+        // Right after the save (which may have needed a fresh connection): the tokens are
+        // stored, so a trail that cannot be written is logged rather than failing the refresh.
+        let entry = grant_entry(actor, "grant.refreshed", id)
+            .detail(json!({ "refresh_count": grant.refresh_count + 1 }));
+        if let Err(error) = audit::record(pool, &entry).await {
+            tracing::error!(grant_id = %id, error = %error, "could not record a rotation in the audit trail");
+        }
         Ok(CurrentGrant {
             refreshed: true,
             access_token: fresh.access_token,
@@ -134,6 +147,7 @@ impl TokenKeeper {
         lock: &mut GrantLock,
         grant: &SealedGrant,
         error: TokenError,
+        actor: &Actor,
     ) -> RefreshError {
         let id = grant.id;
         let conn = match lock.conn() {
@@ -151,7 +165,12 @@ impl TokenKeeper {
                 let mut result =
                     store::set_status(&mut *conn, id, GrantStatus::NeedsReconsent, &detail).await;
                 if result.is_ok() {
-                    result = store::end_refresh(conn, id).await;
+                    result = store::end_refresh(&mut *conn, id).await;
+                }
+                if result.is_ok() {
+                    let entry = grant_entry(actor, "grant.needs_reconsent", id)
+                        .detail(json!({ "reason": detail }));
+                    result = audit::record(&mut *conn, &entry).await;
                 }
                 tracing::error!(grant_id = %id, label = grant.label, error = %detail, "Rabobank refused the refresh token: the grant needs a new consent");
                 (result, RefreshError::NeedsReconsent { id, detail })
@@ -160,10 +179,15 @@ impl TokenKeeper {
                 store::record_refresh_error(conn, id, &detail, false).await,
                 RefreshError::Transient { id, detail },
             ),
-            TokenError::OutcomeUnknown(detail) => (
-                store::record_refresh_error(conn, id, &detail, true).await,
-                RefreshError::OutcomeUnknown { id, detail },
-            ),
+            TokenError::OutcomeUnknown(detail) => {
+                let mut result = store::record_refresh_error(&mut *conn, id, &detail, true).await;
+                if result.is_ok() {
+                    let entry = grant_entry(actor, "grant.in_doubt", id)
+                        .detail(json!({ "reason": "unanswered", "error": detail }));
+                    result = audit::record(&mut *conn, &entry).await;
+                }
+                (result, RefreshError::OutcomeUnknown { id, detail })
+            }
             TokenError::Rejected(detail) => (
                 store::record_refresh_error(conn, id, &detail, false).await,
                 RefreshError::Rejected { id, detail },
@@ -223,6 +247,7 @@ impl TokenKeeper {
 /// in flight in a live process and is left alone. Run at start-up and by every rotation.
 pub async fn record_interrupted_refreshes(
     pool: &PgPool,
+    actor: &Actor,
 ) -> Result<Vec<InterruptedRefresh>, sqlx::Error> {
     let mut found = Vec::new();
     for id in store::refreshes_started(pool).await? {
@@ -230,7 +255,12 @@ pub async fn record_interrupted_refreshes(
             continue;
         };
         let interrupted = match lock.conn() {
-            Ok(conn) => store::mark_interrupted(conn, id).await,
+            Ok(conn) => match store::mark_interrupted(&mut *conn, id).await {
+                Ok(Some(interrupted)) => audit::record(conn, &in_doubt_entry(actor, &interrupted))
+                    .await
+                    .map(|()| Some(interrupted)),
+                other => other,
+            },
             Err(error) => Err(error),
         };
         lock.release().await;
