@@ -369,3 +369,25 @@ async fn resync_requests_and_guard_overrides_are_audited_and_since_filters() {
     let bad = run_binary(&["audit", "--since", "a week"], db_env).await;
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn a_signal_that_asks_for_runs_is_audited() {
+    let d = LinkDaemon::start(&[]).await;
+    d.daemon.signal(Signal::Usr1);
+    assert!(
+        wait_for(
+            &d.db,
+            "SELECT count(*) FROM sync.audit
+              WHERE actor = 'signal' AND action = 'signal.resync'
+                AND detail ->> 'signal' = 'SIGUSR1' AND detail ->> 'jobs_triggered' = '1'",
+            1,
+            Duration::from_secs(5)
+        )
+        .await,
+        "{:?}",
+        trail(&d.db).await
+    );
+    // The runs it started act for the signal too: nothing else was audited.
+    assert_eq!(trail(&d.db).await.len(), 1);
+    d.daemon.stop_cleanly().await;
+}
