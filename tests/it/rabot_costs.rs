@@ -4,6 +4,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use partner_sync::events::TriggerCause;
+use partner_sync::events::dispatcher::{JobRunner, RunOutcome};
 use partner_sync::jobs::JobName;
 use partner_sync::partners::rabot::RabotClient;
 use partner_sync::partners::rabot::costs_job::RabotCosts;
@@ -12,6 +14,8 @@ use partner_sync::store::runs::{RunCounts, RunStatus};
 use partner_sync_sandbox::{Sandbox, rabot_documented_cost_components};
 use serde_json::Value;
 use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
@@ -443,5 +447,71 @@ async fn a_contract_gone_at_rabot_fails_only_that_item() {
     assert_eq!(
         count(&db.pool, PERIODS).await,
         period_count(&sandbox, &remaining)
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_run_between_contracts_never_inside_one() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(8)).await;
+    let settings = settings(&sandbox, &db, &[("PARTNER_SYNC__RABOT__CONCURRENCY", "1")]);
+    let (status, _, error) = mirror_pass(&settings, &db.pool).await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    let contracts = sandbox_contracts(&sandbox);
+    // Each costs answer now takes 100 ms: the run lasts well over a second.
+    sandbox.set_latency(std::time::Duration::from_millis(100));
+
+    let client = RabotClient::new(&settings.rabot, &settings.http).expect("client builds");
+    let runner = JobRunner::new(
+        JobName::RabotCosts,
+        Arc::new(RabotCosts::new(&settings, client)),
+        db.pool.clone(),
+        std::time::Duration::from_secs(5),
+    );
+    let cancel = CancellationToken::new();
+    let run = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let (counts, _) = watch::channel(RunCounts::default());
+            runner.run_once(TriggerCause::Cli, &cancel, counts).await
+        })
+    };
+    let stored = "SELECT count(DISTINCT contract_number) FROM mirror.rabot_contract_costs_periods";
+    assert!(wait_for(&db, stored, 1, std::time::Duration::from_secs(20)).await);
+    cancel.cancel();
+    let outcome = run
+        .await
+        .expect("the run ends")
+        .expect("the run is recorded");
+    let RunOutcome::Finished { status, .. } = outcome else {
+        panic!("nothing else holds the lock");
+    };
+    assert_eq!(status, RunStatus::Cancelled);
+
+    let done = count(&db.pool, stored).await;
+    assert!(
+        (1..contracts.len() as i64).contains(&done),
+        "{done} of {} contracts",
+        contracts.len()
+    );
+    // Every contract stored is whole: all its periods, all their components.
+    let stored_contracts: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT contract_number FROM mirror.rabot_contract_costs_periods",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let whole: Vec<(String, String)> = contracts
+        .into_iter()
+        .filter(|(_, contract)| stored_contracts.contains(contract))
+        .collect();
+    assert_eq!(whole.len(), stored_contracts.len());
+    assert_eq!(
+        stored_components(&db.pool).await,
+        served_components(&sandbox, &whole)
+    );
+    assert_eq!(
+        count(&db.pool, PERIODS).await,
+        period_count(&sandbox, &whole)
     );
 }
