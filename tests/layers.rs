@@ -29,11 +29,16 @@ const LAYERS: &[&[&str]] = &[
 /// Inside a partner's folder (`src/partners/<partner>/`), its parts, bottom to top: a part may
 /// use its own rank and those below. Jobs use everything; nothing uses a job.
 const PARTNER_PARTS: &[&[&str]] = &[
-    &["wire"],
+    &["wire", "cost_wire"],
     &["client"],
-    &["store", "link_store", "grant_store"],
+    &["store", "link_store", "grant_store", "cost_store"],
     &["links", "grants"],
-    &["mirror_job", "customer_refresh_job", "rotation_job"],
+    &[
+        "mirror_job",
+        "customer_refresh_job",
+        "rotation_job",
+        "costs_job",
+    ],
 ];
 
 /// Shared by every partner's wire types; belongs to no partner.

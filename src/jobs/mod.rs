@@ -8,6 +8,7 @@ use crate::job::Job;
 use crate::partners::energyzero::mirror_job::EnergyzeroMirror;
 use crate::partners::rabobank::grants::RabobankGrants;
 use crate::partners::rabobank::rotation_job::RabobankRotation;
+use crate::partners::rabot::costs_job::RabotCosts;
 use crate::partners::rabot::customer_refresh_job::RabotCustomerRefresh;
 use crate::partners::rabot::links::RabotLinks;
 use crate::partners::rabot::mirror_job::RabotMirror;
@@ -20,6 +21,7 @@ pub enum JobName {
     RabotMirror,
     RabotLinkMirror,
     RabotCustomerRefresh,
+    RabotCosts,
     EnergyzeroMirror,
     RabobankTokenRotation,
 }
@@ -76,7 +78,7 @@ pub struct JobSpec {
 }
 
 /// Every job, in the order `status` and `--help` list them.
-pub static JOBS: [JobSpec; 5] = [
+pub static JOBS: [JobSpec; 6] = [
     JobSpec {
         job: JobName::RabotMirror,
         name: "rabot_mirror",
@@ -136,6 +138,27 @@ pub static JOBS: [JobSpec; 5] = [
                     parts.settings,
                     rabot.client().clone(),
                 )) as Arc<dyn Job>
+            }))
+        },
+    },
+    // Prices change rarely and each contract costs a request: a schedule of its own, and
+    // `rabot` on the command line keeps meaning the customer and contract mirror.
+    JobSpec {
+        job: JobName::RabotCosts,
+        name: "rabot_costs",
+        partner: "rabot",
+        alias: None,
+        help: "RABOT contract price components, on rabot.costs_schedule",
+        runs_on: RunsOn::Schedule,
+        mirror: true,
+        enabled: |s| s.rabot.enabled,
+        schedule: Some(|s| &s.rabot.costs_schedule),
+        // rabot.stale_after is set for the frequent mirror; this job's threshold follows its
+        // own schedule (2 × its longest gap).
+        stale_after: |_| None,
+        build: |parts| {
+            Ok(parts.rabot.map(|rabot| {
+                Arc::new(RabotCosts::new(parts.settings, rabot.client().clone())) as Arc<dyn Job>
             }))
         },
     },
@@ -329,6 +352,7 @@ mod tests {
             JobName::RabotMirror
             | JobName::RabotLinkMirror
             | JobName::RabotCustomerRefresh
+            | JobName::RabotCosts
             | JobName::RabobankTokenRotation
             | JobName::EnergyzeroMirror => JOBS.iter().any(|spec| spec.job == job),
         };
@@ -336,6 +360,7 @@ mod tests {
             JobName::RabotMirror,
             JobName::RabotLinkMirror,
             JobName::RabotCustomerRefresh,
+            JobName::RabotCosts,
             JobName::EnergyzeroMirror,
             JobName::RabobankTokenRotation,
         ] {
@@ -385,6 +410,12 @@ mod tests {
         }
         assert_eq!(JobName::from_cli_name("Rabot"), None);
         assert_eq!(JobName::from_cli_name(""), None);
-        assert_eq!(JobName::cli_names().count(), 8);
+        assert_eq!(JobName::cli_names().count(), 9);
+        // The costs job has no partner name of its own: `rabot` stays the mirror.
+        assert_eq!(
+            JobName::from_cli_name("rabot_costs"),
+            Some(JobName::RabotCosts)
+        );
+        assert!(JobName::RabotCosts.is_mirror() && JobName::RabotCosts.is_scheduled());
     }
 }

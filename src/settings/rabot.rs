@@ -34,6 +34,8 @@ pub struct RabotSettings {
     #[serde(deserialize_with = "list")]
     pub external_ids: Vec<String>,
     pub schedule: String,
+    /// When `rabot_costs` reads every live contract's price components.
+    pub costs_schedule: String,
     /// See [`optional_duration`]; `None` = 2 × the schedule's interval.
     #[serde(with = "optional_duration")]
     pub stale_after: Option<Duration>,
@@ -86,6 +88,7 @@ impl RabotSettings {
             ));
         }
         validate_stale_after("rabot.stale_after", self.stale_after)?;
-        validate_cron("rabot.schedule", &self.schedule)
+        validate_cron("rabot.schedule", &self.schedule)?;
+        validate_cron("rabot.costs_schedule", &self.costs_schedule)
     }
 }

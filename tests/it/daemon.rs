@@ -25,7 +25,8 @@ async fn scheduled_runs_never_overlap_and_sigterm_stops_cleanly() {
     ));
     let mut daemon = Daemon::run(env);
 
-    let succeeded = "SELECT count(*) FROM sync.runs WHERE status = 'succeeded'";
+    let succeeded =
+        "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND status = 'succeeded'";
     let ran = wait_for(&db, succeeded, 3, Duration::from_secs(30)).await;
     assert!(ran, "three scheduled runs: {}", daemon.log());
 
@@ -48,7 +49,9 @@ async fn scheduled_runs_never_overlap_and_sigterm_stops_cleanly() {
         chrono::DateTime<chrono::Utc>,
         chrono::DateTime<chrono::Utc>,
         String,
-    )> = sqlx::query_as("SELECT started_at, finished_at, cause FROM sync.runs ORDER BY started_at")
+    )> = sqlx::query_as(
+        "SELECT started_at, finished_at, cause FROM sync.runs WHERE job = 'rabot_mirror' ORDER BY started_at",
+    )
         .fetch_all(&db.pool)
         .await
         .unwrap();
@@ -74,9 +77,10 @@ async fn sigterm_during_a_slow_pass_cancels_it_without_a_partial_batch() {
     env.push(("PARTNER_SYNC__DAEMON__SHUTDOWN_GRACE".into(), "1s".into()));
     let mut daemon = Daemon::run(env);
 
+    // The start-up runs every scheduled job; this test follows the mirror's.
     let started = wait_for(
         &db,
-        "SELECT count(*) FROM sync.runs",
+        "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror'",
         1,
         Duration::from_secs(20),
     )
@@ -87,11 +91,12 @@ async fn sigterm_during_a_slow_pass_cancels_it_without_a_partial_batch() {
     assert!(status.success(), "exit status {status:?}");
     assert!(took < Duration::from_secs(8), "grace 1 s, took {took:?}");
 
-    let (status, error): (String, Option<String>) =
-        sqlx::query_as("SELECT status, error FROM sync.runs ORDER BY id DESC LIMIT 1")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (status, error): (String, Option<String>) = sqlx::query_as(
+        "SELECT status, error FROM sync.runs WHERE job = 'rabot_mirror' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(status, "cancelled", "{error:?}");
     // Whole pages only: every mirrored customer has all its contracts, in multiples of a page.
     let customers = count(&db.pool, "SELECT count(*) FROM mirror.rabot_customers").await;

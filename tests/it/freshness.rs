@@ -136,8 +136,9 @@ async fn the_daemon_reports_freshness_failures_staleness_and_grants() {
 
     // Failed passes count up; the last success stays where it was.
     for failures in 1..=2 {
+        // The customer list only: SIGUSR1 also runs rabot_costs, whose paths start the same.
         sandbox.inject_fault(Fault {
-            path_contains: "/customers".into(),
+            path_contains: "/customers?".into(),
             status: 400,
             retry_after: None,
             times: 1,

@@ -10,6 +10,7 @@ use crate::common::*;
 fn quiet_env(sandbox: &partner_sync_sandbox::Sandbox, db: &TestDb) -> Vec<(String, String)> {
     let mut env = sandbox_env(sandbox, &db.url);
     env.push(("PARTNER_SYNC__RABOT__SCHEDULE".into(), NEVER.into()));
+    env.push(("PARTNER_SYNC__RABOT__COSTS_SCHEDULE".into(), NEVER.into()));
     env
 }
 
@@ -24,13 +25,14 @@ async fn sigusr1_resyncs_within_two_seconds_and_a_burst_gives_at_most_two_runs()
     let daemon = Daemon::run_ready(quiet_env(&sandbox, &db)).await;
 
     daemon.signal(Signal::Usr1);
-    let signalled = "SELECT count(*) FROM sync.runs WHERE cause = 'signal'";
+    let signalled =
+        "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND cause = 'signal'";
     assert!(
         wait_for(&db, signalled, 1, Duration::from_secs(2)).await,
         "a run within 2 s: {}",
         daemon.log()
     );
-    let done = "SELECT count(*) FROM sync.runs WHERE status <> 'running'";
+    let done = "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND status <> 'running'";
     assert!(wait_for(&db, done, 1, Duration::from_secs(20)).await);
 
     // 100 signals while nothing runs: the first starts a run, the rest coalesce into one more.
@@ -78,7 +80,7 @@ async fn sighup_refuses_an_invalid_file_and_applies_a_changed_schedule() {
     assert!(
         wait_for(
             &db,
-            "SELECT count(*) FROM sync.runs WHERE cause = 'signal'",
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND cause = 'signal'",
             1,
             Duration::from_secs(5)
         )
@@ -87,7 +89,7 @@ async fn sighup_refuses_an_invalid_file_and_applies_a_changed_schedule() {
     assert_eq!(
         count(
             &db.pool,
-            "SELECT count(*) FROM sync.runs WHERE cause = 'schedule'"
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND cause = 'schedule'"
         )
         .await,
         0
@@ -103,7 +105,7 @@ async fn sighup_refuses_an_invalid_file_and_applies_a_changed_schedule() {
     assert!(
         wait_for(
             &db,
-            "SELECT count(*) FROM sync.runs WHERE cause = 'schedule'",
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND cause = 'schedule'",
             2,
             Duration::from_secs(10)
         )
@@ -148,7 +150,7 @@ async fn two_daemons_run_each_tick_once_and_resync_wait_goes_through_notify() {
     assert_eq!(
         count(
             &db.pool,
-            "SELECT count(*) FROM sync.runs WHERE cause = 'notify'"
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND cause = 'notify'"
         )
         .await,
         1,
@@ -162,7 +164,7 @@ async fn two_daemons_run_each_tick_once_and_resync_wait_goes_through_notify() {
     }
     // Every even second between the window's start and its end is one tick; each ran once.
     let ticks: Vec<(chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
-        "SELECT started_at, host FROM sync.runs WHERE cause = 'schedule' AND started_at >= $1 ORDER BY started_at",
+        "SELECT started_at, host FROM sync.runs WHERE job = 'rabot_mirror' AND cause = 'schedule' AND started_at >= $1 ORDER BY started_at",
     )
     .bind(window_start)
     .fetch_all(&db.pool)
@@ -215,7 +217,7 @@ async fn a_replica_killed_mid_run_leaves_the_other_able_to_run_the_job() {
     assert!(
         wait_for(
             &db,
-            "SELECT count(*) FROM sync.runs WHERE status = 'running'",
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND status = 'running'",
             1,
             Duration::from_secs(5)
         )
@@ -230,7 +232,7 @@ async fn a_replica_killed_mid_run_leaves_the_other_able_to_run_the_job() {
         survivor.signal(Signal::Usr1);
         if wait_for(
             &db,
-            "SELECT count(*) FROM sync.runs WHERE status = 'succeeded'",
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND status = 'succeeded'",
             1,
             Duration::from_secs(1),
         )
@@ -241,11 +243,12 @@ async fn a_replica_killed_mid_run_leaves_the_other_able_to_run_the_job() {
         }
     }
     assert!(succeeded, "{}", survivor.log());
-    let (status, error): (String, Option<String>) =
-        sqlx::query_as("SELECT status, error FROM sync.runs ORDER BY id LIMIT 1")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (status, error): (String, Option<String>) = sqlx::query_as(
+        "SELECT status, error FROM sync.runs WHERE job = 'rabot_mirror' ORDER BY id LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(status, "failed", "the killed run is visibly not succeeded");
     assert!(error.unwrap().contains("abandoned"));
     survivor.stop_cleanly().await;
@@ -387,7 +390,7 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
     assert!(
         wait_for(
             &db,
-            "SELECT count(*) FROM sync.runs WHERE status = 'running'",
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND status = 'running'",
             1,
             Duration::from_secs(5)
         )
@@ -407,7 +410,7 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
     assert!(
         wait_for(
             &db,
-            "SELECT count(*) FROM sync.runs WHERE status = 'failed'",
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND status = 'failed'",
             1,
             Duration::from_secs(30)
         )
@@ -416,10 +419,12 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
         daemon.log()
     );
 
-    let error: String = sqlx::query_scalar("SELECT error FROM sync.runs WHERE status = 'failed'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let error: String = sqlx::query_scalar(
+        "SELECT error FROM sync.runs WHERE job = 'rabot_mirror' AND status = 'failed'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert!(error.contains("job lock"), "{error}");
 
     // The listener comes back on its own and the next request runs.
@@ -434,7 +439,7 @@ async fn the_listener_reconnects_and_a_run_that_loses_the_database_fails_cleanly
     assert_eq!(
         count(
             &db.pool,
-            "SELECT count(*) FROM sync.runs WHERE status = 'succeeded'"
+            "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND status = 'succeeded'"
         )
         .await,
         1
@@ -465,7 +470,8 @@ async fn sighup_keeps_resync_requests_queued_behind_a_running_pass() {
     );
 
     daemon.signal(Signal::Usr1);
-    let running = "SELECT count(*) FROM sync.runs WHERE status = 'running'";
+    let running =
+        "SELECT count(*) FROM sync.runs WHERE job = 'rabot_mirror' AND status = 'running'";
     assert!(wait_for(&db, running, 1, Duration::from_secs(5)).await);
     let resync = |env: Vec<(String, String)>| {
         tokio::spawn(async move {
@@ -519,11 +525,12 @@ async fn sighup_keeps_resync_requests_queued_behind_a_running_pass() {
             .all(|(run, skipped)| run.is_some() && skipped.is_none())
     );
     assert_eq!(answers[0].0, answers[1].0, "{answers:?}");
-    let runs: Vec<(String, String)> =
-        sqlx::query_as("SELECT cause, status FROM sync.runs ORDER BY id")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let runs: Vec<(String, String)> = sqlx::query_as(
+        "SELECT cause, status FROM sync.runs WHERE job = 'rabot_mirror' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(
         runs,
         [("signal", "succeeded"), ("notify", "succeeded")]
@@ -619,7 +626,7 @@ async fn a_resync_waits_for_a_run_of_its_job_on_another_replica_instead_of_being
         String::from_utf8_lossy(&out.stderr)
     );
     let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
-        "SELECT started_at FROM sync.runs WHERE cause = 'notify' AND status = 'succeeded'",
+        "SELECT started_at FROM sync.runs WHERE job = 'rabot_mirror' AND cause = 'notify' AND status = 'succeeded'",
     )
     .fetch_one(&db.pool)
     .await

@@ -32,6 +32,11 @@ async fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
             "0 * * * *",
             "rabot.schedule",
         ),
+        (
+            "PARTNER_SYNC__RABOT__COSTS_SCHEDULE",
+            "daily",
+            "rabot.costs_schedule",
+        ),
         ("PARTNER_SYNC__RABOT__PAGE_SIZE", "0", "rabot.page_size"),
         ("PARTNER_SYNC__RABOT__PAGE_SIZE", "1001", "rabot.page_size"),
         (

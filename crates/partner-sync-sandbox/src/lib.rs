@@ -26,7 +26,10 @@ pub use energyzero::EnergyzeroOptions;
 pub use energyzero::EnergyzeroStats;
 pub use gate::{Fault, SandboxStats};
 pub use rabobank::{RabobankGrantView, RabobankOptions, RabobankStats};
-pub use rabot::{CUSTOMER_PASSWORD as RABOT_CUSTOMER_PASSWORD, LinkableCustomer};
+pub use rabot::{
+    CUSTOMER_PASSWORD as RABOT_CUSTOMER_PASSWORD, LinkableCustomer,
+    documented_cost_components as rabot_documented_cost_components,
+};
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

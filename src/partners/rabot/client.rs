@@ -10,9 +10,10 @@ use futures::Stream;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
+use super::cost_wire::ContractCosts;
 use crate::http::authorized::{ApiError, AuthorizedHttp};
 use crate::http::client_credentials::ClientCredentials;
-use crate::http::token_cache::TokenCache;
+use crate::http::token_cache::{AuthError, TokenCache};
 use crate::http::{HttpError, PartnerHttp, RateLimit, Replay};
 use crate::partners::lenient::{str_field, without_nul};
 use crate::settings::{HttpSettings, RabotSettings};
@@ -46,6 +47,17 @@ impl RabotError {
             RabotError::Api(ApiError::Forbidden { .. }) => Some(reqwest::StatusCode::FORBIDDEN),
             _ => None,
         }
+    }
+
+    /// The client's credentials or scopes were refused at the token endpoint: every request
+    /// would fail the same way, and only a person fixing the settings helps.
+    pub fn is_partner_rejected(&self) -> bool {
+        matches!(
+            self,
+            RabotError::Api(ApiError::Auth(
+                AuthError::CredentialsRejected { .. } | AuthError::ScopeRejected { .. }
+            ))
+        )
     }
 }
 
@@ -167,6 +179,41 @@ impl RabotClient {
             }
             other => other,
         }
+    }
+
+    /// `GET /customers/{customerNumber}/contracts/{contractNumber}/costs`: the contract's price
+    /// periods. Not a paged list: one answer holds every period RABOT returns.
+    pub async fn contract_costs(
+        &self,
+        customer_number: &str,
+        contract_number: &str,
+    ) -> Result<ContractCosts, RabotError> {
+        let url = self.url(&[
+            "customers",
+            customer_number,
+            "contracts",
+            contract_number,
+            "costs",
+        ]);
+        let path = url.path().to_owned();
+        let protocol = |detail: String| RabotError::Protocol {
+            path: path.clone(),
+            detail,
+        };
+        for number in [customer_number, contract_number] {
+            wire::addressable(number).map_err(protocol)?;
+        }
+        let envelope: wire::Envelope = self.api.get_json(&url).await?;
+        if envelope.is_success == Some(false) {
+            return Err(RabotError::Unsuccessful {
+                detail: envelope.error_text(),
+                path,
+            });
+        }
+        let data = envelope
+            .data
+            .ok_or_else(|| protocol("the answer has no data field".to_owned()))?;
+        ContractCosts::from_data(data).map_err(protocol)
     }
 
     /// `POST /customers/link`: the URL to send the customer to (valid about 10 minutes).

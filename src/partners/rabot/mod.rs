@@ -1,7 +1,11 @@
-//! RABOT Partner API, all of it: the client and its wire types, the mirror tables and the
-//! customer links they are stored in, the linking flow, and the jobs that run them.
+//! RABOT Partner API, all of it: the client and its wire types, the mirror tables (customers,
+//! contracts, contract costs) and the customer links they are stored in, the linking flow, and
+//! the jobs that run them.
 
 mod client;
+pub mod cost_store;
+pub mod cost_wire;
+pub mod costs_job;
 pub mod customer_refresh_job;
 pub mod link_store;
 pub mod links;
@@ -10,4 +14,5 @@ pub mod store;
 pub mod wire;
 
 pub use client::{PARTNER, Page, RabotClient, RabotError};
+pub use cost_wire::{ContractCosts, CostComponent, CostPeriod};
 pub use wire::{Contract, Customer, LinkRequest};

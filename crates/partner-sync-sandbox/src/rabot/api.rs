@@ -81,7 +81,7 @@ impl ApiError {
         }
     }
 
-    fn insufficient_scope(message: impl Into<String>) -> Self {
+    pub(super) fn insufficient_scope(message: impl Into<String>) -> Self {
         Self {
             challenge: Some(r#"Bearer error="insufficient_scope""#),
             ..Self::new(StatusCode::FORBIDDEN, "insufficient-scope", message)
@@ -196,6 +196,11 @@ pub(super) async fn issue_token(
         .into_response())
 }
 
+/// Whether the token's scopes hold a role that may read every customer's contracts.
+pub(super) fn has_contract_role(scopes: &[String]) -> bool {
+    CONTRACT_ROLES.iter().any(|role| has_scope(scopes, role))
+}
+
 /// The scopes of the request's bearer token, which must include `api:partner`.
 pub(super) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
     let Some(scopes) = bearer_token(headers).and_then(|token| shared.rabot.tokens.grant_of(token))
@@ -284,8 +289,10 @@ pub(super) async fn list_contracts(
         ));
     };
     let (_, page) = paged_query(query.as_deref())?;
-    let has_role = CONTRACT_ROLES.iter().any(|role| has_scope(&scopes, role));
-    match shared.rabot.contract_page(&customer_number, has_role, page) {
+    match shared
+        .rabot
+        .contract_page(&customer_number, has_contract_role(&scopes), page)
+    {
         ContractPage::Found(items, has_more_items) => Ok(envelope_page(items, has_more_items)),
         ContractPage::UnknownCustomer => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -2,7 +2,7 @@
 //! the seed and the customer's (and contract's) position, so the same options give
 //! byte-identical JSON, and adding customers leaves the earlier ones unchanged.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
@@ -215,6 +215,7 @@ pub(super) fn generate_customers(options: &SandboxOptions) -> (Vec<Customer>, Ve
             number,
             record,
             contracts,
+            costs: HashMap::new(),
         });
     }
     let hidden = customers.split_off(count);

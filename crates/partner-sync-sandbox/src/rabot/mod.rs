@@ -5,10 +5,12 @@
 //! Every JSON shape here is written by hand from that document; nothing is borrowed from the
 //! client in src/partners, so the integration tests check the client against the docs.
 //!
-//! `api.rs` answers the token endpoint and the lists, `linking.rs` the customer links, and
-//! `data.rs` generates the customers; this file holds the partner's state.
+//! `api.rs` answers the token endpoint and the lists, `costs.rs` a contract's price components,
+//! `linking.rs` the customer links, and `data.rs` generates the customers; this file holds the
+//! partner's state.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,12 +19,14 @@ use axum::routing::{get, post};
 use serde_json::Value;
 
 mod api;
+mod costs;
 mod data;
 mod linking;
 
 #[cfg(test)]
 mod tests;
 
+pub use costs::documented_components as documented_cost_components;
 pub use linking::{CUSTOMER_PASSWORD, LinkableCustomer};
 
 use crate::gate::PartnerPaths;
@@ -45,6 +49,10 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route(
             "/rabot/partner/v1/customers/{customer_number}/contracts",
             get(api::list_contracts),
+        )
+        .route(
+            "/rabot/partner/v1/customers/{customer_number}/contracts/{contract_number}/costs",
+            get(costs::contract_costs),
         )
         .merge(linking::routes())
 }
@@ -72,6 +80,8 @@ pub(super) struct Rabot {
     customers: Mutex<Customers>,
     /// Customer links waiting for the customer, by the `state` in their authorization URL.
     links: Mutex<HashMap<String, linking::PendingLink>>,
+    /// Contract costs answer `data` as the latest period alone instead of the array.
+    costs_as_object: AtomicBool,
 }
 
 enum ContractPage {
@@ -93,6 +103,8 @@ struct Customer {
     /// The customer object exactly as the API serves it.
     record: Value,
     contracts: Vec<Value>,
+    /// Contract costs a test edited, by contract number; the others are generated when asked.
+    costs: HashMap<String, Vec<Value>>,
 }
 
 impl Customer {
@@ -153,6 +165,7 @@ impl Rabot {
             tokens: TokenStore::default(),
             customers: Mutex::new(Customers::new(data::generate_customers(options))),
             links: Mutex::new(HashMap::new()),
+            costs_as_object: AtomicBool::new(false),
         }
     }
 
@@ -287,6 +300,7 @@ impl Rabot {
         match customer.contract_position(contract_number) {
             Some(position) => {
                 customer.contracts.remove(position);
+                customer.costs.remove(contract_number);
                 true
             }
             None => false,

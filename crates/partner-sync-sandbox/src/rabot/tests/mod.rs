@@ -1,5 +1,5 @@
-//! RABOT's tests over HTTP: the API (`api.rs`), the generated data (`data.rs`) and customer
-//! links (`linking.rs`), with the requests they share here.
+//! RABOT's tests over HTTP: the API (`api.rs`), contract costs (`costs.rs`), the generated data
+//! (`data.rs`) and customer links (`linking.rs`), with the requests they share here.
 
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::Sandbox;
 
 mod api;
+mod costs;
 mod data;
 mod linking;
 
