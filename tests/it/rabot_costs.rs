@@ -10,6 +10,7 @@ use partner_sync::jobs::JobName;
 use partner_sync::partners::rabot::RabotClient;
 use partner_sync::partners::rabot::costs_job::RabotCosts;
 use partner_sync::settings::Settings;
+use partner_sync::store::audit::Actor;
 use partner_sync::store::runs::{RunCounts, RunStatus};
 use partner_sync_sandbox::{Sandbox, rabot_documented_cost_components};
 use serde_json::Value;
@@ -473,7 +474,9 @@ async fn shutdown_stops_the_run_between_contracts_never_inside_one() {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             let (counts, _) = watch::channel(RunCounts::default());
-            runner.run_once(TriggerCause::Cli, &cancel, counts).await
+            runner
+                .run_once(TriggerCause::Cli, Actor::Scheduler, &cancel, counts)
+                .await
         })
     };
     let stored = "SELECT count(DISTINCT contract_number) FROM mirror.rabot_contract_costs_periods";
