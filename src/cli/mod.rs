@@ -1,14 +1,12 @@
 //! Command line: parse, load settings, and hand over to the library. Exit codes: 0 success,
 //! 1 a failed run or other error, 2 unusable settings.
 
-use std::io::IsTerminal as _;
 #[cfg(feature = "sandbox")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -19,10 +17,7 @@ use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
 use crate::jobs::{self, JobName};
-use crate::partners::rabobank::grant_store;
 use crate::partners::rabobank::grants::{self, RabobankGrants, RefreshTasks};
-use crate::partners::rabot::customer_refresh_job;
-use crate::partners::rabot::link_store;
 use crate::partners::rabot::links::{LinkSpec, RabotLinks};
 #[cfg(feature = "sandbox")]
 use crate::sandbox::{self, SandboxOptions};
@@ -30,6 +25,12 @@ use crate::settings::{LogFormat, Settings};
 use crate::store::audit::{self, Actor, Entry};
 use crate::store::runs::{RunCounts, RunStatus};
 use crate::{app, resync, status, store, telemetry};
+
+mod parsers;
+mod reports;
+
+use parsers::{CustomerIdParser, JobNameParser, parse_label};
+use reports::{list_audit, list_grants, list_links, show_status};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -181,72 +182,6 @@ pub enum RabobankCommand {
     },
 }
 
-/// The one parser of the jobs a command names (`sync`, `resync`, `status`): partner names and
-/// job names, as [`JobName::from_cli_name`] reads them. `--help` lists every accepted name with
-/// what it runs; an unknown one is refused (exit 2) on one line that lists them all.
-#[derive(Debug, Clone, Copy)]
-struct JobNameParser;
-
-impl TypedValueParser for JobNameParser {
-    type Value = JobName;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<JobName, clap::Error> {
-        let name = value.to_string_lossy();
-        JobName::from_cli_name(&name).ok_or_else(|| {
-            let names: Vec<&str> = JobName::cli_names().collect();
-            // Debug formatting escapes control characters, so the line stays one line.
-            clap::Error::raw(
-                clap::error::ErrorKind::InvalidValue,
-                format!(
-                    "unknown job {name:?}; accepted names: {}\n",
-                    names.join(", ")
-                ),
-            )
-            .with_cmd(cmd)
-        })
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        let partners = JobName::aliases()
-            .map(|(partner, job)| PossibleValue::new(partner).help(format!("stands for {job}")));
-        let jobs = JobName::all().map(|job| PossibleValue::new(job.as_str()).help(job.spec().help));
-        Some(Box::new(partners.chain(jobs)))
-    }
-}
-
-/// `--customer ID`, checked as [`customer_refresh_job::customer_id`] does. The refusal
-/// never repeats the value: it may be kilobytes long or hold terminal escapes.
-#[derive(Debug, Clone, Copy)]
-struct CustomerIdParser;
-
-impl TypedValueParser for CustomerIdParser {
-    type Value = String;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<String, clap::Error> {
-        let refused = |reason: String| {
-            clap::Error::raw(
-                clap::error::ErrorKind::InvalidValue,
-                format!("invalid --customer: {reason}\n"),
-            )
-            .with_cmd(cmd)
-        };
-        let text = value
-            .to_str()
-            .ok_or_else(|| refused("it is not valid UTF-8".to_owned()))?;
-        customer_refresh_job::customer_id(text).map_err(refused)
-    }
-}
-
 impl Command {
     /// Arguments each valid alone that do not go together; a usage error (exit 2).
     fn refused_combination(&self) -> Option<String> {
@@ -280,14 +215,6 @@ impl Command {
             _ => None,
         }
     }
-}
-
-fn parse_label(text: &str) -> Result<String, String> {
-    let label = text.trim();
-    if label.is_empty() || label.chars().count() > 200 || label.chars().any(char::is_control) {
-        return Err("a label is 1 to 200 printable characters".to_owned());
-    }
-    Ok(label.to_owned())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -535,68 +462,6 @@ async fn unlink_rabot(settings: &Settings, customer_number: &str) -> anyhow::Res
     Ok(())
 }
 
-async fn list_links(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let pool = app::open_database(settings).await?;
-    let links = link_store::list(&pool).await?;
-    if json {
-        for link in &links {
-            println!("{}", serde_json::to_string(link)?);
-        }
-        return Ok(());
-    }
-    if links.is_empty() {
-        println!("no links: start one with `partner-sync link rabot --external-id ID`");
-        return Ok(());
-    }
-    print!("{}", status::render_links(&links));
-    Ok(())
-}
-
-async fn list_audit(
-    settings: &Settings,
-    since: Option<std::time::Duration>,
-    subject: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let since = since.map(|span| {
-        chrono::Duration::from_std(span)
-            .ok()
-            .and_then(|span| chrono::Utc::now().checked_sub_signed(span))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
-    });
-    let pool = app::open_database(settings).await?;
-    let entries = audit::list(&pool, since, subject).await?;
-    if json {
-        for entry in &entries {
-            println!("{}", serde_json::to_string(entry)?);
-        }
-        return Ok(());
-    }
-    if entries.is_empty() {
-        println!("no audit entries");
-        return Ok(());
-    }
-    print!("{}", status::render_audit(&entries));
-    Ok(())
-}
-
-async fn list_grants(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let pool = app::open_database(settings).await?;
-    let grants = grant_store::list(&pool).await?;
-    if json {
-        for grant in &grants {
-            println!("{}", serde_json::to_string(grant)?);
-        }
-        return Ok(());
-    }
-    if grants.is_empty() {
-        println!("no grants: connect one with `partner-sync rabobank authorize`");
-        return Ok(());
-    }
-    print!("{}", status::render_grants(&grants));
-    Ok(())
-}
-
 async fn resync(
     settings: &Settings,
     jobs: Vec<JobName>,
@@ -663,21 +528,6 @@ async fn resync(
         outcomes.iter().all(resync::Outcome::succeeded),
         "not every requested run succeeded"
     );
-    Ok(())
-}
-
-async fn show_status(settings: &Settings, jobs: &[JobName], json: bool) -> anyhow::Result<()> {
-    let pool = app::open_database(settings).await?;
-    let report = status::report(&pool, settings, jobs).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        let colour = status::colour_wanted(
-            std::io::stdout().is_terminal(),
-            std::env::var_os("NO_COLOR").as_deref(),
-        );
-        print!("{}", report.render_table(colour));
-    }
     Ok(())
 }
 
