@@ -64,6 +64,10 @@ pub const GRANT_CONSENT_EXPIRES_IN: &str = "partner_sync_grant_consent_expires_i
 /// `revoked`, as `partner-sync grants` shows them); states no grant is in are absent.
 pub const GRANTS: &str = "partner_sync_grants";
 
+/// RABOT contracts whose consumption RABOT refused with 403 (a customer who has not linked,
+/// read with `role:finance-reporting` alone): expected, skipped, and counted here.
+pub const RABOT_CONSUMPTION_FORBIDDEN: &str = "partner_sync_rabot_consumption_forbidden_total";
+
 /// The `kind` values of [`RUN_ROWS`].
 pub const ROW_KINDS: [&str; 6] = [
     "inserted",
@@ -136,6 +140,10 @@ fn describe() {
         "Time requests waited for the partner's rate limit."
     );
     describe_counter!(
+        RABOT_CONSUMPTION_FORBIDDEN,
+        "RABOT contracts whose consumption was refused with 403 (customer not linked), skipped."
+    );
+    describe_counter!(
         TOKEN_REQUESTS,
         "Token requests sent to partners: client credentials, code exchanges, refreshes."
     );
@@ -194,6 +202,11 @@ pub fn http_request(partner: &'static str, status: Option<StatusCode>) {
 /// A request waited `waited` for the partner's rate limiter.
 pub fn rate_limit_waited(partner: &'static str, waited: Duration) {
     histogram!(RATE_LIMIT_WAIT, "partner" => partner).record(waited.as_secs_f64());
+}
+
+/// `contracts` RABOT contracts' consumption was refused with 403 and skipped.
+pub fn rabot_consumption_forbidden(contracts: u64) {
+    counter!(RABOT_CONSUMPTION_FORBIDDEN).increment(contracts);
 }
 
 /// An access token was requested from a partner.

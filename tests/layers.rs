@@ -29,15 +29,22 @@ const LAYERS: &[&[&str]] = &[
 /// Inside a partner's folder (`src/partners/<partner>/`), its parts, bottom to top: a part may
 /// use its own rank and those below. Jobs use everything; nothing uses a job.
 const PARTNER_PARTS: &[&[&str]] = &[
-    &["wire", "cost_wire"],
+    &["wire", "cost_wire", "metrics_wire"],
     &["client"],
-    &["store", "link_store", "grant_store", "cost_store"],
+    &[
+        "store",
+        "link_store",
+        "grant_store",
+        "cost_store",
+        "consumption_store",
+    ],
     &["links", "grants"],
     &[
         "mirror_job",
         "customer_refresh_job",
         "rotation_job",
         "costs_job",
+        "consumption_job",
     ],
 ];
 

@@ -8,6 +8,7 @@ use crate::job::Job;
 use crate::partners::energyzero::mirror_job::EnergyzeroMirror;
 use crate::partners::rabobank::grants::RabobankGrants;
 use crate::partners::rabobank::rotation_job::RabobankRotation;
+use crate::partners::rabot::consumption_job::RabotConsumption;
 use crate::partners::rabot::costs_job::RabotCosts;
 use crate::partners::rabot::customer_refresh_job::RabotCustomerRefresh;
 use crate::partners::rabot::links::RabotLinks;
@@ -22,6 +23,7 @@ pub enum JobName {
     RabotLinkMirror,
     RabotCustomerRefresh,
     RabotCosts,
+    RabotConsumption,
     EnergyzeroMirror,
     RabobankTokenRotation,
 }
@@ -78,7 +80,7 @@ pub struct JobSpec {
 }
 
 /// Every job, in the order `status` and `--help` list them.
-pub static JOBS: [JobSpec; 6] = [
+pub static JOBS: [JobSpec; 7] = [
     JobSpec {
         job: JobName::RabotMirror,
         name: "rabot_mirror",
@@ -159,6 +161,28 @@ pub static JOBS: [JobSpec; 6] = [
         build: |parts| {
             Ok(parts.rabot.map(|rabot| {
                 Arc::new(RabotCosts::new(parts.settings, rabot.client().clone())) as Arc<dyn Job>
+            }))
+        },
+    },
+    // One request per contract, and most periods never change once Final: a daily schedule
+    // of its own, after the costs job's.
+    JobSpec {
+        job: JobName::RabotConsumption,
+        name: "rabot_consumption",
+        partner: "rabot",
+        alias: None,
+        help: "RABOT contract consumption, on rabot.consumption_schedule",
+        runs_on: RunsOn::Schedule,
+        mirror: true,
+        enabled: |s| s.rabot.enabled,
+        schedule: Some(|s| &s.rabot.consumption_schedule),
+        stale_after: |_| None,
+        build: |parts| {
+            Ok(parts.rabot.map(|rabot| {
+                Arc::new(RabotConsumption::new(
+                    parts.settings,
+                    rabot.client().clone(),
+                )) as Arc<dyn Job>
             }))
         },
     },
@@ -353,6 +377,7 @@ mod tests {
             | JobName::RabotLinkMirror
             | JobName::RabotCustomerRefresh
             | JobName::RabotCosts
+            | JobName::RabotConsumption
             | JobName::RabobankTokenRotation
             | JobName::EnergyzeroMirror => JOBS.iter().any(|spec| spec.job == job),
         };
@@ -361,6 +386,7 @@ mod tests {
             JobName::RabotLinkMirror,
             JobName::RabotCustomerRefresh,
             JobName::RabotCosts,
+            JobName::RabotConsumption,
             JobName::EnergyzeroMirror,
             JobName::RabobankTokenRotation,
         ] {
@@ -410,12 +436,17 @@ mod tests {
         }
         assert_eq!(JobName::from_cli_name("Rabot"), None);
         assert_eq!(JobName::from_cli_name(""), None);
-        assert_eq!(JobName::cli_names().count(), 9);
+        assert_eq!(JobName::cli_names().count(), 10);
         // The costs job has no partner name of its own: `rabot` stays the mirror.
         assert_eq!(
             JobName::from_cli_name("rabot_costs"),
             Some(JobName::RabotCosts)
         );
         assert!(JobName::RabotCosts.is_mirror() && JobName::RabotCosts.is_scheduled());
+        assert_eq!(
+            JobName::from_cli_name("rabot_consumption"),
+            Some(JobName::RabotConsumption)
+        );
+        assert!(JobName::RabotConsumption.is_mirror() && JobName::RabotConsumption.is_scheduled());
     }
 }

@@ -14,6 +14,15 @@ use super::{SettingsError, TombstoneGuard, list, optional_duration};
 pub const RABOT_LINKS_PATH: &str = "/links/rabot";
 /// In `rabot.external_ids`: the external ids of every linked customer.
 pub const LINKED_CUSTOMERS: &str = "@linked";
+/// The `Interval` values RABOT documents for contract metrics.
+pub const METRIC_INTERVALS: [&str; 6] = [
+    "QuarterHourly",
+    "Hourly",
+    "Daily",
+    "Weekly",
+    "Monthly",
+    "Yearly",
+];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RabotSettings {
@@ -36,6 +45,22 @@ pub struct RabotSettings {
     pub schedule: String,
     /// When `rabot_costs` reads every live contract's price components.
     pub costs_schedule: String,
+    /// When `rabot_consumption` reads every live contract's consumption.
+    pub consumption_schedule: String,
+    /// The `Interval` consumption is asked in (one of [`METRIC_INTERVALS`]).
+    pub consumption_interval: String,
+    /// Stored periods re-read before the newest one, Final or not (RABOT may correct them).
+    pub consumption_lookback: u32,
+    /// How far back a contract with nothing stored is read (never before its delivery start).
+    #[serde(with = "humantime_serde")]
+    pub consumption_backfill_limit: Duration,
+    /// The zone RABOT's zone-less metric timestamps are read in.
+    #[serde(with = "super::zone_name")]
+    pub metrics_timezone: chrono_tz::Tz,
+    /// The query parameter carrying the metric type (its name is not documented).
+    pub metric_type_parameter: String,
+    /// The query parameter carrying the value type (its name is not documented).
+    pub value_type_parameter: String,
     /// See [`optional_duration`]; `None` = 2 × the schedule's interval.
     #[serde(with = "optional_duration")]
     pub stale_after: Option<Duration>,
@@ -89,6 +114,36 @@ impl RabotSettings {
         }
         validate_stale_after("rabot.stale_after", self.stale_after)?;
         validate_cron("rabot.schedule", &self.schedule)?;
-        validate_cron("rabot.costs_schedule", &self.costs_schedule)
+        validate_cron("rabot.costs_schedule", &self.costs_schedule)?;
+        validate_cron("rabot.consumption_schedule", &self.consumption_schedule)?;
+        if !METRIC_INTERVALS.contains(&self.consumption_interval.as_str()) {
+            return Err(SettingsError::invalid(
+                "rabot.consumption_interval",
+                format!("must be one of {}", METRIC_INTERVALS.join(", ")),
+            ));
+        }
+        if self.consumption_backfill_limit.is_zero() {
+            return Err(SettingsError::invalid(
+                "rabot.consumption_backfill_limit",
+                "must be longer than 0s",
+            ));
+        }
+        for (key, name) in [
+            ("rabot.metric_type_parameter", &self.metric_type_parameter),
+            ("rabot.value_type_parameter", &self.value_type_parameter),
+        ] {
+            // A query parameter name: nothing that would need escaping or could split it.
+            let well_formed = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !well_formed {
+                return Err(SettingsError::invalid(
+                    key,
+                    "must be a query parameter name (letters, digits, '.', '_' or '-')",
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::cost_wire::ContractCosts;
+use super::metrics_wire::{ContractMetrics, Interval};
 use crate::http::authorized::{ApiError, AuthorizedHttp};
 use crate::http::client_credentials::ClientCredentials;
 use crate::http::token_cache::{AuthError, TokenCache};
@@ -82,6 +83,19 @@ impl<T> Page<T> {
             moved: false,
         }
     }
+}
+
+/// What a metrics request asks for, and how its zone-less timestamps are read.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsQuery<'a> {
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+    pub interval: Interval,
+    pub zone: chrono_tz::Tz,
+    /// The names the two type parameters are sent under (`rabot.metric_type_parameter`,
+    /// `rabot.value_type_parameter`): the documents do not give them.
+    pub metric_type_parameter: &'a str,
+    pub value_type_parameter: &'a str,
 }
 
 #[derive(Clone)]
@@ -214,6 +228,52 @@ impl RabotClient {
             .data
             .ok_or_else(|| protocol("the answer has no data field".to_owned()))?;
         ContractCosts::from_data(data).map_err(protocol)
+    }
+
+    /// `GET /customers/{customerNumber}/contracts/{contractNumber}/metrics`: the contract's
+    /// consumption (metric type Consumption, value type Actual) in `query.interval` periods
+    /// from `query.from` to `query.to`. Every parameter is sent, none left to RABOT's defaults.
+    pub async fn contract_consumption(
+        &self,
+        customer_number: &str,
+        contract_number: &str,
+        query: &MetricsQuery<'_>,
+    ) -> Result<ContractMetrics, RabotError> {
+        let mut url = self.url(&[
+            "customers",
+            customer_number,
+            "contracts",
+            contract_number,
+            "metrics",
+        ]);
+        let path = url.path().to_owned();
+        let protocol = |detail: String| RabotError::Protocol {
+            path: path.clone(),
+            detail,
+        };
+        for number in [customer_number, contract_number] {
+            wire::addressable(number).map_err(protocol)?;
+        }
+        let instant = |at: chrono::DateTime<chrono::Utc>| {
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        url.query_pairs_mut()
+            .append_pair("Period.From", &instant(query.from))
+            .append_pair("Period.To", &instant(query.to))
+            .append_pair("Interval", query.interval.as_str())
+            .append_pair(query.metric_type_parameter, "Consumption")
+            .append_pair(query.value_type_parameter, "Actual");
+        let envelope: wire::Envelope = self.api.get_json(&url).await?;
+        if envelope.is_success == Some(false) {
+            return Err(RabotError::Unsuccessful {
+                detail: envelope.error_text(),
+                path,
+            });
+        }
+        let data = envelope
+            .data
+            .ok_or_else(|| protocol("the answer has no data field".to_owned()))?;
+        ContractMetrics::from_data(data, query.interval, query.zone).map_err(protocol)
     }
 
     /// `POST /customers/link`: the URL to send the customer to (valid about 10 minutes).
