@@ -28,6 +28,7 @@ pub use gate::{Fault, SandboxStats};
 pub use rabobank::{RabobankGrantView, RabobankOptions, RabobankStats};
 pub use rabot::{
     CUSTOMER_PASSWORD as RABOT_CUSTOMER_PASSWORD, LinkableCustomer,
+    UNREADABLE_METRICS_MOMENT as RABOT_UNREADABLE_METRICS_MOMENT,
     documented_cost_components as rabot_documented_cost_components,
 };
 

@@ -6,6 +6,7 @@
 //! client in src/partners, so the integration tests check the client against the docs.
 //!
 //! `api.rs` answers the token endpoint and the lists, `costs.rs` a contract's price components,
+//! `metrics.rs` its consumption,
 //! `linking.rs` the customer links, and `data.rs` generates the customers; this file holds the
 //! partner's state.
 
@@ -22,12 +23,14 @@ mod api;
 mod costs;
 mod data;
 mod linking;
+mod metrics;
 
 #[cfg(test)]
 mod tests;
 
 pub use costs::documented_components as documented_cost_components;
 pub use linking::{CUSTOMER_PASSWORD, LinkableCustomer};
+pub use metrics::UNREADABLE_MOMENT as UNREADABLE_METRICS_MOMENT;
 
 use crate::gate::PartnerPaths;
 use crate::oauth::TokenStore;
@@ -53,6 +56,10 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route(
             "/rabot/partner/v1/customers/{customer_number}/contracts/{contract_number}/costs",
             get(costs::contract_costs),
+        )
+        .route(
+            "/rabot/partner/v1/customers/{customer_number}/contracts/{contract_number}/metrics",
+            get(metrics::contract_metrics),
         )
         .merge(linking::routes())
 }
@@ -82,6 +89,8 @@ pub(super) struct Rabot {
     links: Mutex<HashMap<String, linking::PendingLink>>,
     /// Contract costs answer `data` as the latest period alone instead of the array.
     costs_as_object: AtomicBool,
+    /// The knobs of the contract metrics answers.
+    metrics: metrics::MetricsKnobs,
 }
 
 enum ContractPage {
@@ -166,6 +175,7 @@ impl Rabot {
             customers: Mutex::new(Customers::new(data::generate_customers(options))),
             links: Mutex::new(HashMap::new()),
             costs_as_object: AtomicBool::new(false),
+            metrics: metrics::MetricsKnobs::default(),
         }
     }
 

@@ -1,4 +1,4 @@
-//! RABOT's tests over HTTP: the API (`api.rs`), contract costs (`costs.rs`), the generated data
+//! RABOT's tests over HTTP: the API (`api.rs`), contract costs (`costs.rs`), metrics (`metrics.rs`), the generated data
 //! (`data.rs`) and customer links (`linking.rs`), with the requests they share here.
 
 use axum::http::StatusCode;
@@ -10,6 +10,7 @@ mod api;
 mod costs;
 mod data;
 mod linking;
+mod metrics;
 
 async fn get(
     client: &reqwest::Client,
