@@ -18,6 +18,7 @@ mod monitoring;
 mod operations;
 pub mod ops_http;
 pub mod rabobank;
+mod rabot_consumption;
 mod rabot_costs;
 mod rabot_mirror;
 mod schedule;

@@ -24,9 +24,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{
-    DateTime, Datelike, Days, Duration, Months, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc,
-};
+use chrono::{DateTime, Datelike, Days, Duration, Months, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Europe::Berlin;
 use serde_json::{Value, json};
 
@@ -426,6 +424,7 @@ impl Sandbox {
 /// The hour and minute a moment is written with, for tests of the alignment.
 #[cfg(test)]
 pub(super) fn clock_of(moment: &str) -> Option<(u32, u32)> {
+    use chrono::Timelike;
     NaiveDateTime::parse_from_str(moment, MOMENT)
         .ok()
         .map(|at| (at.hour(), at.minute()))
