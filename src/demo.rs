@@ -1,7 +1,8 @@
 //! `partner-sync demo`: every partner flow against the built-in sandbox and a real database.
 //! A RABOT customer links (the sandbox's login page approved by a scripted browser, the redirect
 //! served by the daemon's own HTTP server) and is mirrored at once; then the whole RABOT mirror
-//! and the EnergyZero mirror run, each recorded in `sync.runs`, with a summary of what landed.
+//! with each contract's costs and consumption, and the EnergyZero mirror run, each recorded in
+//! `sync.runs`, with a summary of what landed.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,6 +21,8 @@ use crate::events::signals;
 use crate::job::Job;
 use crate::jobs::JobName;
 use crate::partners::energyzero::mirror_job::EnergyzeroMirror;
+use crate::partners::rabot::consumption_job::RabotConsumption;
+use crate::partners::rabot::costs_job::RabotCosts;
 use crate::partners::rabot::links::{LinkSpec, RabotLinks};
 use crate::partners::rabot::mirror_job::RabotMirror;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
@@ -90,6 +93,58 @@ pub async fn run(
         )
     );
 
+    // What finance reads per contract: prices, then consumption (which RABOT answers only for
+    // customers who linked: the demo's role:finance-reporting gets 403 for the others).
+    let costs = Arc::new(RabotCosts::new(&settings, links.client().clone()));
+    let costs = run_job(
+        JobName::RabotCosts,
+        costs,
+        &pool,
+        &settings,
+        &shutdown,
+        TriggerCause::Cli,
+    )
+    .await?;
+    let (contracts, periods, components): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(DISTINCT contract_number) FROM mirror.rabot_contract_costs_periods),
+                (SELECT count(*) FROM mirror.rabot_contract_costs_periods),
+                (SELECT count(*) FROM mirror.rabot_contract_cost_components)",
+    )
+    .fetch_one(&pool)
+    .await?;
+    println!(
+        "{}",
+        costs.line(
+            "RABOT costs",
+            &format!("{contracts} contracts, {periods} periods, {components} components")
+        )
+    );
+    let consumption_job = Arc::new(RabotConsumption::new(&settings, links.client().clone()));
+    let consumption = run_job(
+        JobName::RabotConsumption,
+        consumption_job.clone(),
+        &pool,
+        &settings,
+        &shutdown,
+        TriggerCause::Cli,
+    )
+    .await?;
+    let (contracts, periods): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT contract_number), count(*) FROM mirror.rabot_contract_consumption",
+    )
+    .fetch_one(&pool)
+    .await?;
+    println!(
+        "{}\n",
+        consumption.line(
+            "RABOT consumption",
+            &format!(
+                "{contracts} contracts, {periods} periods, {} forbidden (not linked)",
+                consumption_job.last_run_forbidden()
+            )
+        )
+    );
+
     let energyzero = Arc::new(EnergyzeroMirror::new(&settings)?);
     let energyzero = run_job(
         JobName::EnergyzeroMirror,
@@ -113,7 +168,7 @@ pub async fn run(
     sandbox.shutdown().await;
     pool.close().await;
 
-    let runs = [&link.run, &rabot, &energyzero];
+    let runs = [&link.run, &rabot, &costs, &consumption, &energyzero];
     let changed: i64 = runs
         .iter()
         .map(|r| r.counts.inserted + r.counts.updated + r.counts.deleted)
@@ -206,6 +261,26 @@ impl DemoRun {
         );
         if let Some(error) = &self.error {
             text.push_str(&format!("\n  error      {error}"));
+        }
+        text
+    }
+}
+
+impl DemoRun {
+    /// One line: what the table holds, and what this run changed.
+    fn line(&self, title: &str, stored: &str) -> String {
+        let c = &self.counts;
+        let mut text = format!(
+            "{title}: {stored} (run {} {}: {} inserted, {} updated, {} unchanged, {} requests)",
+            self.run_id,
+            self.status.as_str(),
+            c.inserted,
+            c.updated,
+            c.unchanged,
+            c.requests,
+        );
+        if let Some(error) = &self.error {
+            text.push_str(&format!("; error: {error}"));
         }
         text
     }

@@ -248,6 +248,9 @@ fn delivery(contract: &Value) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) 
     (start, end)
 }
 
+/// One generated period: start, end, kWh, and whether it is Final.
+type Record = (DateTime<Utc>, DateTime<Utc>, f64, bool);
+
 /// The records for `request`, oldest first, each with its value (kWh), or an error when
 /// there would be too many.
 fn records(
@@ -256,7 +259,7 @@ fn records(
     request: &Request,
     knobs: &MetricsKnobs,
     now: DateTime<Utc>,
-) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>, f64, bool)>, ApiError> {
+) -> Result<Vec<Record>, ApiError> {
     let number = contract["contractNumber"].as_str().unwrap_or_default();
     let yearly = contract["expectedAnnualConsumptionInKwhPerYear"]
         .as_f64()
