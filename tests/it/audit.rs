@@ -374,13 +374,13 @@ async fn resync_requests_and_guard_overrides_are_audited_and_since_filters() {
 async fn a_signal_that_asks_for_runs_is_audited() {
     let d = LinkDaemon::start(&[]).await;
     d.daemon.signal(Signal::Usr1);
-    // RABOT's two mirrors: rabot_mirror and rabot_costs.
+    // RABOT's three mirrors: rabot_mirror, rabot_costs and rabot_consumption.
     assert!(
         wait_for(
             &d.db,
             "SELECT count(*) FROM sync.audit
               WHERE actor = 'signal' AND action = 'signal.resync'
-                AND detail ->> 'signal' = 'SIGUSR1' AND detail ->> 'jobs_triggered' = '2'",
+                AND detail ->> 'signal' = 'SIGUSR1' AND detail ->> 'jobs_triggered' = '3'",
             1,
             Duration::from_secs(5)
         )

@@ -115,13 +115,14 @@ async fn sync_exits_0_on_success_and_1_on_failure() {
 /// `--help`, and refuses an unknown name with exit 2 and one line that lists them all.
 #[tokio::test]
 async fn every_command_naming_jobs_lists_and_accepts_the_same_names() {
-    const NAMES: [&str; 8] = [
+    const NAMES: [&str; 9] = [
         "rabot",
         "energyzero",
         "rabobank",
         "rabot_mirror",
         "rabot_link_mirror",
         "rabot_costs",
+        "rabot_consumption",
         "rabobank_token_rotation",
         "energyzero_mirror",
     ];
