@@ -44,10 +44,23 @@ async fn the_demo_creates_its_database_and_a_second_run_changes_nothing() {
         stdout.contains("nothing changed since the last demo"),
         "{stdout}"
     );
+    // Costs and consumption, one line each, nothing written the second time; with
+    // role:finance-reporting only linked customers' consumption is read, the rest is forbidden.
+    for title in ["RABOT costs: ", "RABOT consumption: "] {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(title))
+            .unwrap_or_else(|| panic!("{title}: {stdout}"));
+        assert!(line.contains("succeeded: 0 inserted, 0 updated"), "{line}");
+    }
+    assert!(
+        stdout.contains("122 contracts, ") && stdout.contains(" forbidden (not linked)"),
+        "{stdout}"
+    );
     let pool = db.pool().await;
     let succeeded = "SELECT count(*) FROM sync.runs WHERE status = 'succeeded'";
-    // Each demo: the link mirror, the RABOT mirror and the EnergyZero mirror.
-    assert_eq!(count(&pool, succeeded).await, 6);
+    // Each demo: the link mirror, the RABOT mirror, costs, consumption and the EnergyZero mirror.
+    assert_eq!(count(&pool, succeeded).await, 10);
     let linked = "SELECT count(*) FROM sync.customer_links WHERE status = 'linked'";
     assert_eq!(count(&pool, linked).await, 2);
     pool.close().await;
