@@ -130,6 +130,13 @@ async fn a_first_run_back_fills_and_the_next_reads_only_open_and_look_back_perio
     for (contract, from) in &first_reads {
         assert!(*from >= two_years_ago, "{contract} read from {from}");
     }
+    // A contract delivered within those two years is read from its first day's midnight (UTC).
+    for (contract, day) in delivery_starts(&db.pool).await {
+        let midnight = day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+        if midnight > two_years_ago + chrono::Duration::days(1) && midnight < Utc::now() {
+            assert_eq!(first_reads.get(&contract), Some(&midnight), "{contract}");
+        }
+    }
     for (contract, start, end, value, _, _) in &stored {
         // Read as UTC (the default), Berlin's midnights are 22:00 or 23:00.
         assert!(matches!(start.hour(), 22 | 23), "{contract} {start}");
@@ -198,6 +205,42 @@ async fn a_first_run_back_fills_and_the_next_reads_only_open_and_look_back_perio
     assert_eq!(status, RunStatus::Succeeded);
     assert_eq!((third.inserted, third.updated), (0, 0));
     assert_eq!(rows(&db.pool).await, after);
+}
+
+async fn delivery_starts(pool: &PgPool) -> Vec<(String, chrono::NaiveDate)> {
+    sqlx::query_as(
+        "SELECT contract_number, delivery_start FROM mirror.rabot_contracts
+          WHERE delivery_start IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_contract_with_nothing_stored_is_read_from_its_delivery_start_within_the_limit() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(application_sandbox(3)).await;
+    let settings = mirrored(
+        &sandbox,
+        &db,
+        &[(
+            "PARTNER_SYNC__RABOT__CONSUMPTION_BACKFILL_LIMIT",
+            "100years",
+        )],
+    )
+    .await;
+    let since = sandbox.recent_requests().len();
+    let (status, _, error) = consumption_pass(&job(&settings), &db.pool).await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    let reads = asked_from(&sandbox, since);
+    let deliveries = delivery_starts(&db.pool).await;
+    assert!(!deliveries.is_empty());
+    for (contract, day) in deliveries {
+        // Midnight on the clock of rabot.metrics_timezone (UTC here).
+        let midnight = day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+        assert_eq!(reads.get(&contract), Some(&midnight), "{contract}");
+    }
 }
 
 /// The counter's value in the process's recorder (0 before its first increment).

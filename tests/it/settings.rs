@@ -106,6 +106,41 @@ async fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
             "rabot.stale_after",
         ),
         ("PARTNER_SYNC__RABOT__STALE_AFTER", "soon", "stale_after"),
+        (
+            "PARTNER_SYNC__RABOT__METRICS_TIMEZONE",
+            "Europe/Berlim",
+            "rabot.metrics_timezone",
+        ),
+        (
+            "PARTNER_SYNC__RABOT__METRICS_TIMEZONE",
+            "Europe/Berlim",
+            "Europe/Berlin",
+        ),
+        (
+            "PARTNER_SYNC__RABOT__CONSUMPTION_INTERVAL",
+            "Fortnightly",
+            "rabot.consumption_interval",
+        ),
+        (
+            "PARTNER_SYNC__RABOT__CONSUMPTION_SCHEDULE",
+            "daily",
+            "rabot.consumption_schedule",
+        ),
+        (
+            "PARTNER_SYNC__RABOT__CONSUMPTION_BACKFILL_LIMIT",
+            "0s",
+            "rabot.consumption_backfill_limit",
+        ),
+        (
+            "PARTNER_SYNC__RABOT__METRIC_TYPE_PARAMETER",
+            "Metric Type",
+            "rabot.metric_type_parameter",
+        ),
+        (
+            "PARTNER_SYNC__RABOT__VALUE_TYPE_PARAMETER",
+            "",
+            "rabot.value_type_parameter",
+        ),
     ];
     for (key, value, named) in cases {
         let mut env = ENABLED.to_vec();
