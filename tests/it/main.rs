@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod customer_refresh;
 mod daemon;
+mod drift;
 mod energyzero;
 mod energyzero_client;
 mod freshness;
