@@ -9,6 +9,7 @@ mod daemon;
 mod drift;
 mod energyzero;
 mod energyzero_client;
+mod finance_guide;
 mod freshness;
 mod hostile_api;
 mod hostile_clients;
