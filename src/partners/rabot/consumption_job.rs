@@ -243,6 +243,7 @@ impl RabotConsumption {
             Err(error) => return Err(ContractFailure::Contract(error)),
         };
         let fetched = metrics.periods.len() as i64;
+        ctx.note_drift(|drift| metrics.periods.iter().for_each(|p| p.note_drift(drift)));
         let stored = consumption_store::upsert_contract_consumption(
             &ctx.pool,
             &contract.contract_number,

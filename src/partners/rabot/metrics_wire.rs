@@ -14,6 +14,10 @@ use chrono_tz::Tz;
 use serde_json::Value;
 
 use crate::partners::lenient::{decimal_field, str_field, without_nul};
+use crate::store::drift::Drift;
+
+/// A record's documented members; any other is schema drift.
+const RECORD_MEMBERS: [&str; 4] = ["moment", "value", "valueRelevanceType", "valueState"];
 
 /// RABOT's `Interval` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +91,13 @@ pub struct MetricPeriod {
     pub value_state: Option<String>,
     pub relevance_type: Option<String>,
     pub raw: Value,
+}
+
+impl MetricPeriod {
+    /// Members of the record the documents do not list.
+    pub fn note_drift(&self, drift: &mut Drift) {
+        drift.unknown_members("metric record", &self.raw, &RECORD_MEMBERS);
+    }
 }
 
 /// A metrics answer's periods, the unit they are in, and how many records could not be read.
