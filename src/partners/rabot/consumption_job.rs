@@ -27,7 +27,8 @@ use tracing::Instrument;
 use crate::http::one_line;
 use crate::job::{Job, JobError, RunContext};
 use crate::metrics;
-use crate::partners::rabot::consumption_store::{self, LiveContract};
+use crate::partners::rabot::consumption_store;
+use crate::partners::rabot::store::{self, LiveContract};
 use crate::partners::rabot::{Interval, MetricsQuery, RabotClient, RabotError};
 use crate::settings::Settings;
 use crate::store::runs;
@@ -89,7 +90,7 @@ impl RabotConsumption {
         let requests_before = self.client.requests_sent();
         let requests = || (self.client.requests_sent() - requests_before) as i64;
         self.last_forbidden.store(0, Ordering::Relaxed);
-        let contracts = consumption_store::live_contracts(&ctx.pool).await?;
+        let contracts = store::live_contracts(&ctx.pool).await?;
         if contracts.is_empty() {
             tracing::info!("no live RABOT contracts: the RABOT mirror has not stored any yet");
             return Ok(());

@@ -3,33 +3,13 @@
 //! of periods a run must read again. Nothing here deletes or tombstones: consumption that was
 //! measured stays true.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::partners::rabot::{Interval, MetricPeriod};
 use crate::store::runs::UpsertCounts;
 use crate::store::{content_hash, counts, dedup_last};
-
-/// A live contract whose consumption the job reads.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LiveContract {
-    pub customer_number: String,
-    pub contract_number: String,
-    /// `actualDateOfDelivery`: nothing was consumed before it.
-    pub delivery_start: Option<NaiveDate>,
-}
-
-/// Every contract the mirror shows live, in key order.
-pub async fn live_contracts(pool: &PgPool) -> Result<Vec<LiveContract>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT customer_number, contract_number, delivery_start FROM mirror.rabot_contracts
-          WHERE deleted_at IS NULL
-          ORDER BY customer_number, contract_number",
-    )
-    .fetch_all(pool)
-    .await
-}
 
 /// What is stored of one contract in one interval, as far as the next read needs it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]

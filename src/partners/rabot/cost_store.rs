@@ -18,18 +18,6 @@ pub struct StoredCosts {
     pub components: UpsertCounts,
 }
 
-/// The contracts whose costs the job reads: every contract the mirror shows live, as
-/// (customer number, contract number), in key order.
-pub async fn live_contracts(pool: &PgPool) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT customer_number, contract_number FROM mirror.rabot_contracts
-          WHERE deleted_at IS NULL
-          ORDER BY customer_number, contract_number",
-    )
-    .fetch_all(pool)
-    .await
-}
-
 /// Upserts one contract's periods and their components in one transaction. A period repeated
 /// in the answer keeps its last occurrence, as does a component repeated within a period.
 pub async fn upsert_contract_costs(

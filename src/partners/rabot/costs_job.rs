@@ -14,8 +14,8 @@ use tracing::Instrument;
 
 use crate::http::one_line;
 use crate::job::{Job, JobError, RunContext};
-use crate::partners::rabot::cost_store;
 use crate::partners::rabot::{RabotClient, RabotError};
+use crate::partners::rabot::{cost_store, store};
 use crate::settings::Settings;
 use crate::store::runs;
 
@@ -45,14 +45,19 @@ impl RabotCosts {
         // The client (and its counter) lives as long as the daemon; a run reports its own share.
         let requests_before = self.client.requests_sent();
         let requests = || (self.client.requests_sent() - requests_before) as i64;
-        let contracts = cost_store::live_contracts(&ctx.pool).await?;
+        let contracts = store::live_contracts(&ctx.pool).await?;
         if contracts.is_empty() {
             tracing::info!("no live RABOT contracts: the RABOT mirror has not stored any yet");
             return Ok(());
         }
 
         let mut outcomes = stream::iter(contracts.clone())
-            .map(|(customer_number, contract_number)| {
+            .map(|contract| {
+                let store::LiveContract {
+                    customer_number,
+                    contract_number,
+                    ..
+                } = contract;
                 let span = tracing::info_span!("contract", %customer_number, %contract_number);
                 async move {
                     let outcome = self

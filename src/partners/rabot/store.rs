@@ -29,6 +29,26 @@ impl std::fmt::Display for Scope {
     }
 }
 
+/// A contract the mirror shows live: what the per-contract jobs (costs, consumption) read.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LiveContract {
+    pub customer_number: String,
+    pub contract_number: String,
+    /// `actualDateOfDelivery`: nothing was consumed before it.
+    pub delivery_start: Option<NaiveDate>,
+}
+
+/// Every contract the mirror shows live, in key order.
+pub async fn live_contracts(pool: &PgPool) -> Result<Vec<LiveContract>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT customer_number, contract_number, delivery_start FROM mirror.rabot_contracts
+          WHERE deleted_at IS NULL
+          ORDER BY customer_number, contract_number",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// Whether `customer_number` is a customer of the mirror (tombstoned or not): `None` if not,
 /// else the external id it was last mirrored with.
 pub async fn mirrored_external_id(
