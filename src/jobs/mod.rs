@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::finance::snapshot_job::MonthEndSnapshot;
 use crate::job::Job;
 use crate::partners::energyzero::mirror_job::EnergyzeroMirror;
 use crate::partners::rabobank::grants::RabobankGrants;
@@ -24,6 +25,7 @@ pub enum JobName {
     RabotCosts,
     EnergyzeroMirror,
     RabobankTokenRotation,
+    MonthEndSnapshot,
 }
 
 /// What starts a job's runs.
@@ -78,7 +80,7 @@ pub struct JobSpec {
 }
 
 /// Every job, in the order `status` and `--help` list them.
-pub static JOBS: [JobSpec; 6] = [
+pub static JOBS: [JobSpec; 7] = [
     JobSpec {
         job: JobName::RabotMirror,
         name: "rabot_mirror",
@@ -196,6 +198,25 @@ pub static JOBS: [JobSpec; 6] = [
             Ok(parts.rabobank.map(|grants| {
                 Arc::new(RabobankRotation::new(parts.settings, grants.clone())) as Arc<dyn Job>
             }))
+        },
+    },
+    // Not a partner's: it freezes the RABOT mirror's closed months (so only while RABOT is
+    // mirrored) and applies `[retention]` after them, so no month loses history before it is
+    // frozen. Its section is `[month_end]`.
+    JobSpec {
+        job: JobName::MonthEndSnapshot,
+        name: "month_end_snapshot",
+        partner: "month_end",
+        alias: None,
+        help: "freeze closed months' RABOT contracts, then apply retention, on month_end.schedule",
+        runs_on: RunsOn::Schedule,
+        mirror: false,
+        enabled: |s| s.month_end.enabled && s.rabot.enabled,
+        schedule: Some(|s| &s.month_end.schedule),
+        stale_after: |_| None,
+        build: |parts| {
+            Ok(is_enabled(parts.settings, JobName::MonthEndSnapshot)
+                .then(|| Arc::new(MonthEndSnapshot::new(parts.settings)) as Arc<dyn Job>))
         },
     },
 ];
@@ -354,7 +375,8 @@ mod tests {
             | JobName::RabotCustomerRefresh
             | JobName::RabotCosts
             | JobName::RabobankTokenRotation
-            | JobName::EnergyzeroMirror => JOBS.iter().any(|spec| spec.job == job),
+            | JobName::EnergyzeroMirror
+            | JobName::MonthEndSnapshot => JOBS.iter().any(|spec| spec.job == job),
         };
         for job in [
             JobName::RabotMirror,
@@ -363,6 +385,7 @@ mod tests {
             JobName::RabotCosts,
             JobName::EnergyzeroMirror,
             JobName::RabobankTokenRotation,
+            JobName::MonthEndSnapshot,
         ] {
             assert!(in_table(job), "{job:?} is not in JOBS");
         }
@@ -410,7 +433,7 @@ mod tests {
         }
         assert_eq!(JobName::from_cli_name("Rabot"), None);
         assert_eq!(JobName::from_cli_name(""), None);
-        assert_eq!(JobName::cli_names().count(), 9);
+        assert_eq!(JobName::cli_names().count(), 10);
         // The costs job has no partner name of its own: `rabot` stays the mirror.
         assert_eq!(
             JobName::from_cli_name("rabot_costs"),

@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 mod energyzero;
+mod finance;
 mod masking;
 mod rabobank;
 mod rabot;
@@ -19,6 +20,7 @@ mod sources;
 mod validation;
 
 pub use energyzero::EnergyzeroSettings;
+pub use finance::{MonthEndSettings, RetentionSettings};
 pub use rabobank::{RABOBANK_CALLBACK_PATH, RabobankSettings, RabobankVariant};
 pub use rabot::{LINKED_CUSTOMERS, RABOT_LINKS_PATH, RabotSettings};
 
@@ -49,6 +51,8 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub rabobank: RabobankSettings,
     pub energyzero: EnergyzeroSettings,
+    pub month_end: MonthEndSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -374,7 +378,10 @@ impl Settings {
         if self.energyzero.enabled {
             self.energyzero.validate()?;
         }
-        Ok(())
+        if self.month_end.enabled {
+            self.month_end.validate()?;
+        }
+        self.retention.validate()
     }
 
     /// The effective settings as TOML with every secret masked, for `check-config`.

@@ -1,5 +1,6 @@
 //! Integration tests: one binary (one link step) for all of them.
 
+mod as_of;
 mod audit;
 mod cli;
 #[path = "../common/mod.rs"]
@@ -8,6 +9,7 @@ mod customer_refresh;
 mod daemon;
 mod energyzero;
 mod energyzero_client;
+mod forget;
 mod freshness;
 mod hostile_api;
 mod hostile_clients;
@@ -23,5 +25,6 @@ mod rabot_mirror;
 mod schedule;
 mod secrets;
 mod settings;
+mod snapshots;
 mod status;
 mod token_cache;

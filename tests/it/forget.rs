@@ -1,0 +1,224 @@
+//! `partner-sync forget rabot N`: refused while RABOT returns the customer, else the customer
+//! erased from every table that holds it, other customers untouched, the erasure audited.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use partner_sync::finance::snapshot_job::MonthEndSnapshot;
+use partner_sync::jobs::JobName;
+use partner_sync::partners::rabot::RabotClient;
+use partner_sync::partners::rabot::costs_job::RabotCosts;
+use partner_sync::store::runs::RunStatus;
+use sqlx::PgPool;
+
+use crate::common::*;
+
+/// Rows of `customer` in every table that may hold it, by table.
+async fn rows_of(
+    pool: &PgPool,
+    customer: &str,
+    contracts: &[String],
+) -> BTreeMap<&'static str, i64> {
+    let by_customer = [
+        "mirror.rabot_customers",
+        "mirror.rabot_customers_versions",
+        "mirror.rabot_contracts",
+        "mirror.rabot_contracts_versions",
+        "mirror.month_end_contracts",
+    ];
+    let by_contract = [
+        "mirror.rabot_contract_costs_periods",
+        "mirror.rabot_contract_costs_periods_versions",
+        "mirror.rabot_contract_cost_components",
+        "mirror.rabot_contract_cost_components_versions",
+    ];
+    let mut rows = BTreeMap::new();
+    for table in by_customer {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE customer_number = $1"
+        ))
+        .bind(customer)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        rows.insert(table, n);
+    }
+    for table in by_contract {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE contract_number = ANY($1)"
+        ))
+        .bind(contracts)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        rows.insert(table, n);
+    }
+    let links: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sync.customer_links WHERE customer_number = $1")
+            .bind(customer)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    rows.insert("sync.customer_links", links);
+    rows
+}
+
+async fn link(pool: &PgPool, customer: &str, status: &str) {
+    sqlx::query(
+        "INSERT INTO sync.customer_links (id, success_hash, external_id, authorization_url,
+                                          expires_at, customer_number, status, mirrored_at)
+         VALUES (gen_random_uuid(), sha256(gen_random_uuid()::text::bytea), 'ext-' || $1,
+                 'https://rabot.invalid/authorize', now(), $1, $2, now())",
+    )
+    .bind(customer)
+    .bind(status)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn forget_refuses_a_live_customer_and_erases_a_tombstoned_one_everywhere() {
+    let sandbox = start_sandbox(small_sandbox(3)).await;
+    let db = TestDb::new().await;
+    let settings = settings(&sandbox, &db, &[]);
+    let (status, _, error) = mirror_pass(&settings, &db.pool).await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    let client = RabotClient::new(&settings.rabot, &settings.http).unwrap();
+    let (status, _, error) = run_pass(
+        JobName::RabotCosts,
+        Arc::new(RabotCosts::new(&settings, client)),
+        &db.pool,
+    )
+    .await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    // A closed month holding every contract.
+    sqlx::query(
+        "UPDATE mirror.rabot_contracts_versions SET valid_from = valid_from - interval '40 days'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (status, _, error) = run_pass(
+        JobName::MonthEndSnapshot,
+        Arc::new(MonthEndSnapshot::new(&settings)),
+        &db.pool,
+    )
+    .await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+
+    let customers = sandbox.customer_numbers();
+    let (gone, kept) = (customers[0].clone(), customers[1].clone());
+    let gone_contracts = sandbox.contract_numbers(&gone);
+    let kept_contracts = sandbox.contract_numbers(&kept);
+    link(&db.pool, &gone, "unlinked").await;
+    link(&db.pool, &kept, "unlinked").await;
+    let (email, last_name): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT email, last_name FROM mirror.rabot_customers WHERE customer_number = $1",
+    )
+    .bind(&gone)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+
+    let env = sandbox_env(&sandbox, &db.url);
+    // Live: refused, nothing erased.
+    let before = rows_of(&db.pool, &gone, &gone_contracts).await;
+    let out = run_binary(&["forget", "rabot", &gone], env.clone()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is live in the mirror") && stderr.contains("resync rabot --customer"),
+        "{stderr}"
+    );
+    assert_eq!(rows_of(&db.pool, &gone, &gone_contracts).await, before);
+    // Unknown: said so.
+    let out = run_binary(&["forget", "rabot", "NO-SUCH-CUSTOMER"], env.clone()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is unknown"), "{stderr}");
+
+    // RABOT stops returning it; a pass tombstones it.
+    assert!(sandbox.remove_customer(&gone));
+    let (status, _, error) = mirror_pass(&settings, &db.pool).await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    assert!(tombstoned_customers(&db.pool).await.contains(&gone));
+    let before = rows_of(&db.pool, &gone, &gone_contracts).await;
+    for table in [
+        "mirror.rabot_customers",
+        "mirror.rabot_contracts_versions",
+        "mirror.rabot_contract_cost_components",
+        "mirror.month_end_contracts",
+        "sync.customer_links",
+    ] {
+        assert!(
+            before[table] > 0,
+            "{table} holds the customer before: {before:?}"
+        );
+    }
+    let kept_before = rows_of(&db.pool, &kept, &kept_contracts).await;
+    let out = run_binary(&["forget", "rabot", &gone], env.clone()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("forgot RABOT customer {gone}")),
+        "{stdout}"
+    );
+    let after = rows_of(&db.pool, &gone, &gone_contracts).await;
+    assert!(after.values().all(|n| *n == 0), "{after:?}");
+    assert_eq!(rows_of(&db.pool, &kept, &kept_contracts).await, kept_before);
+
+    let (actor, subject, detail): (String, Option<String>, serde_json::Value) = sqlx::query_as(
+        "SELECT actor, subject, detail FROM sync.audit WHERE action = 'customer.forgotten'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("one audit entry");
+    assert!(!actor.is_empty());
+    assert_eq!(subject.as_deref(), Some(gone.as_str()));
+    assert_eq!(
+        detail["erased"]["mirror.rabot_contracts_versions"],
+        before["mirror.rabot_contracts_versions"]
+    );
+    let text = detail.to_string();
+    for personal in [email, last_name, Some(format!("ext-{gone}"))]
+        .into_iter()
+        .flatten()
+    {
+        assert!(!text.contains(&personal), "{personal} in {text}");
+    }
+
+    // Forgotten twice: nothing is left to erase.
+    let out = run_binary(&["forget", "rabot", &gone], env).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is unknown"));
+}
+
+#[tokio::test]
+async fn forget_refuses_a_tombstoned_customer_whose_link_is_active() {
+    let sandbox = start_sandbox(small_sandbox(2)).await;
+    let db = TestDb::new().await;
+    let settings = settings(&sandbox, &db, &[]);
+    let (status, _, error) = mirror_pass(&settings, &db.pool).await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    let gone = sandbox.customer_numbers()[0].clone();
+    link(&db.pool, &gone, "linked").await;
+    assert!(sandbox.remove_customer(&gone));
+    let (status, _, error) = mirror_pass(&settings, &db.pool).await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+
+    let out = run_binary(&["forget", "rabot", &gone], sandbox_env(&sandbox, &db.url)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("unlink rabot {gone}")), "{stderr}");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM mirror.rabot_customers").await,
+        2,
+        "nothing erased"
+    );
+}
