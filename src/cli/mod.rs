@@ -136,11 +136,11 @@ pub enum Command {
         partner: LinkPartner,
         customer_number: String,
     },
-    /// Erase a customer the partner no longer returns (tombstoned in the mirror, or never
-    /// mirrored but linked once) from every mirror table, history, price table, month-end
-    /// snapshot and link, in one transaction; the audit trail records the customer number and
-    /// the rows erased per table, nothing else. Refused (exit 1) while the mirror holds the
-    /// customer live or a link of it is active.
+    /// Erase a customer the partner no longer returns (tombstoned in the mirror, or unlinked
+    /// when the link was its only relation) from every mirror table, history, price table,
+    /// month-end snapshot and link, in one transaction; the audit trail records the customer
+    /// number and the rows erased per table, nothing else. Refused (exit 1) while the mirror
+    /// holds the customer live or a link of it is active.
     Forget {
         #[arg(value_enum)]
         partner: LinkPartner,

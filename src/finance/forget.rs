@@ -2,9 +2,10 @@
 //! every table that holds its data, in one transaction, and records the erasure in the audit
 //! trail.
 //!
-//! Refused while the mirror holds the customer or one of its contracts live (RABOT still
-//! returns it: the next pass would mirror it again), and while a link of it is `linked` (its
-//! link would bring it back). The audit entry names the customer number and counts rows per
+//! Refused while a link of the customer is `linked` (the link would bring it back), and while
+//! the mirror holds it or one of its contracts live (RABOT still returned it in the last pass),
+//! unless it was unlinked and the link was its only relation to us: no scope lists an unlinked
+//! customer again, so no pass would ever tombstone it. The audit entry names the customer number and counts rows per
 //! table; it holds nothing read from the customer (no name, address or external id). The
 //! number stays because it is RABOT's key, not a person's data once nothing here maps it to a
 //! person, and an erasure must be provable for the number it was asked for; the earlier
@@ -53,10 +54,9 @@ impl Refusal {
         match self {
             Refusal::Live => format!(
                 "customer {customer_number} is live in the mirror: RABOT still returned it in \
-                 the last pass, so it would be mirrored again. Once RABOT no longer returns it \
-                 (after `partner-sync unlink rabot {customer_number}` if it is linked), a pass \
-                 tombstones it — `partner-sync resync rabot --customer {customer_number}` runs \
-                 one now — and then it can be forgotten"
+                 the last pass, so it would be mirrored again. Once RABOT no longer returns it, \
+                 a pass tombstones it (`partner-sync resync rabot --customer {customer_number}` \
+                 runs one now) and then it can be forgotten"
             ),
             Refusal::Linked => format!(
                 "customer {customer_number} is still linked: run `partner-sync unlink rabot \
@@ -109,18 +109,30 @@ pub async fn forget_rabot_customer(
             .fetch_one(&mut *tx)
             .await?;
     }
-    if live {
-        return Ok(Err(Refusal::Live));
-    }
-    let linked: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sync.customer_links
-                         WHERE partner = 'rabot' AND customer_number = $1 AND status = 'linked')",
+    let (linked, unlinked): (bool, bool) = sqlx::query_as(
+        "SELECT coalesce(bool_or(status = 'linked'), false),
+                coalesce(bool_or(status = 'unlinked'), false)
+           FROM sync.customer_links WHERE partner = 'rabot' AND customer_number = $1",
     )
     .bind(customer_number)
     .fetch_one(&mut *tx)
     .await?;
     if linked {
         return Ok(Err(Refusal::Linked));
+    }
+    if live {
+        // RABOT lists a customer for us through its relations; with the link gone and no
+        // other relation (Owner, Affiliate), it is no longer returned.
+        let only_through_the_link: bool = sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM mirror.rabot_customers
+                                 WHERE customer_number = $1 AND NOT relations <@ '{Linked}')",
+        )
+        .bind(customer_number)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !(unlinked && only_through_the_link) {
+            return Ok(Err(Refusal::Live));
+        }
     }
 
     // Contracts this customer ever had, in the live table, its history or a snapshot.

@@ -194,9 +194,36 @@ async fn forget_refuses_a_live_customer_and_erases_a_tombstoned_one_everywhere()
     }
 
     // Forgotten twice: nothing is left to erase.
-    let out = run_binary(&["forget", "rabot", &gone], env).await;
+    let out = run_binary(&["forget", "rabot", &gone], env.clone()).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is unknown"));
+
+    // Unlinked, but RABOT still lists it as its Owner's: live, refused.
+    let unlinked = customers[2].clone();
+    let unlinked_contracts = sandbox.contract_numbers(&unlinked);
+    link(&db.pool, &unlinked, "unlinked").await;
+    let out = run_binary(&["forget", "rabot", &unlinked], env.clone()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is live in the mirror"));
+    // Unlinked, and the link was its only relation: no scope lists it again, so no pass would
+    // tombstone it; it is forgotten while still live.
+    sqlx::query(
+        "UPDATE mirror.rabot_customers SET relations = '{Linked}' WHERE customer_number = $1",
+    )
+    .bind(&unlinked)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let out = run_binary(&["forget", "rabot", &unlinked], env).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = rows_of(&db.pool, &unlinked, &unlinked_contracts).await;
+    assert!(after.values().all(|n| *n == 0), "{after:?}");
+    assert_eq!(rows_of(&db.pool, &kept, &kept_contracts).await, kept_before);
 }
 
 #[tokio::test]
