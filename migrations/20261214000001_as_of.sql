@@ -138,7 +138,7 @@ BEGIN
 END $$;
 
 -- Versions written before this migration: the current version of a row is its live row, copied
--- exactly; older ones are read from their payload by these helpers, which follow the wire
+-- exactly; older ones are read from their payload by these functions, which follow the wire
 -- modules' lenient rules (text: trimmed strings, numbers, booleans; dates: the first 10
 -- characters as YYYY-MM-DD; decimals: finite numbers or numeric strings; anything else NULL,
 -- never an error). They exist only for this one fill and are dropped at its end.
@@ -318,7 +318,7 @@ COMMENT ON FUNCTION mirror.energyzero_contracts_as_of(timestamptz) IS 'Every Ene
 -- a calendar day in a zone. The period in force on `on_date` is the one with the greatest
 -- validFrom whose date in `zone` is on or before `on_date`, i.e. validFrom earlier than the
 -- next day's local midnight. RABOT is a German supplier whose periods start at German
--- midnights, so the zone defaults to Europe/Berlin and needs no session setting.
+-- midnights, so the zone defaults to Europe/Berlin and needs no connection setting.
 CREATE FUNCTION mirror.rabot_contract_price_on(
     contract_number text,
     on_date date,
@@ -343,7 +343,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
               AND p.valid_from < (($2 + 1)::timestamp AT TIME ZONE $3))
      ORDER BY c.component
 $$;
-COMMENT ON FUNCTION mirror.rabot_contract_price_on(text, date, text) IS 'The price components of a RABOT contract in force on a calendar day: those of the period with the greatest valid_from whose date, read in `zone` (default Europe/Berlin, RABOT''s own; not the session''s TimeZone), is on or before `on_date`. One row per component (name, value, units) with the period''s valid_from; no rows when no period had started by then. Reads the current price periods (mirror.rabot_contract_costs_periods), which are never tombstoned. Example: SELECT * FROM mirror.rabot_contract_price_on(''K-1'', ''2026-11-30'').';
+COMMENT ON FUNCTION mirror.rabot_contract_price_on(text, date, text) IS 'The price components of a RABOT contract in force on a calendar day: those of the period with the greatest valid_from whose date, read in `zone` (default Europe/Berlin, RABOT''s own; never the connection''s TimeZone setting), is on or before `on_date`. One row per component (name, value, units) with the period''s valid_from; no rows when no period had started by then. Reads the current price periods (mirror.rabot_contract_costs_periods), which are never tombstoned. Example: SELECT * FROM mirror.rabot_contract_price_on(''K-1'', ''2026-11-30'').';
 
 -- 4. Month-end snapshots (job month_end_snapshot): each closed month's RABOT contracts as of its
 -- last moment, frozen once. A month is recorded in month_end_snapshots in the same transaction

@@ -236,7 +236,7 @@ async fn price_on_picks_the_period_in_force_on_the_day_read_in_berlin() {
         base_fee_on(&db.pool, "2026-06-30", Some("UTC")).await,
         Some(12.0)
     );
-    // The session's zone plays no part.
+    // The connection's own TimeZone plays no part.
     let mut tx = db.pool.begin().await.unwrap();
     sqlx::query("SET LOCAL TimeZone = 'America/Los_Angeles'")
         .execute(&mut *tx)
