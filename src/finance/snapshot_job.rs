@@ -14,6 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::job::{Job, JobError, RunContext};
 use crate::settings::{RetentionSettings, Settings};
@@ -47,10 +48,12 @@ pub struct FrozenMonth {
 impl Job for MonthEndSnapshot {
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let frozen = freeze_closed_months(&ctx.pool, self.zone, ctx).await?;
+            let frozen = freeze_closed_months(&ctx.pool, self.zone, &ctx.cancel).await?;
             for month in &frozen {
                 tracing::info!(month = %month.month, contracts = month.contracts, "month frozen");
             }
+            let contracts: u64 = frozen.iter().map(|month| month.contracts).sum();
+            ctx.counts.send_modify(|c| c.inserted += contracts as i64);
             ctx.check_cancelled()?;
             let purged = retention::purge(&ctx.pool, &self.retention, &ctx.actor).await?;
             ctx.counts
@@ -90,11 +93,14 @@ async fn missing_months(
 pub async fn freeze_closed_months(
     pool: &PgPool,
     zone: Tz,
-    ctx: &RunContext,
+    cancel: &CancellationToken,
 ) -> Result<Vec<FrozenMonth>, JobError> {
     let mut frozen = Vec::new();
     for (month, snapshot_at) in missing_months(pool, zone).await? {
-        ctx.check_cancelled()?;
+        // Between months, never inside one: a month is frozen whole or not at all.
+        if cancel.is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
         let mut tx = pool.begin().await?;
         // The claim: a concurrent run waits here for the other's commit, then finds the month
         // taken and inserts nothing.
@@ -130,7 +136,6 @@ pub async fn freeze_closed_months(
         .await?
         .rows_affected();
         tx.commit().await?;
-        ctx.counts.send_modify(|c| c.inserted += contracts as i64);
         frozen.push(FrozenMonth {
             month,
             snapshot_at,

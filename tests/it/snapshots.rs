@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use partner_sync::finance::retention::{self, RawTable};
-use partner_sync::finance::snapshot_job::MonthEndSnapshot;
+use partner_sync::finance::snapshot_job::{self, MonthEndSnapshot};
 use partner_sync::jobs::JobName;
 use partner_sync::settings::{RetentionSettings, Settings};
 use partner_sync::store::audit::Actor;
 use partner_sync::store::runs::{RunCounts, RunStatus};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
@@ -336,5 +337,34 @@ async fn a_raw_table_is_purged_by_its_own_setting() {
         )
         .await,
         1
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_freezing_at_once_freeze_each_month_once() {
+    let sandbox = start_sandbox(small_sandbox(3)).await;
+    let db = TestDb::new().await;
+    let settings = settings(&sandbox, &db, &[]);
+    let (status, _, error) = mirror_pass(&settings, &db.pool).await;
+    assert_eq!(status, RunStatus::Succeeded, "{error:?}");
+    backdate_mirror(&db.pool, 100).await;
+    // Each on a pool of its own, as two daemons would be.
+    let other = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let zone = chrono_tz::Tz::UTC;
+    let cancel = CancellationToken::new();
+    let (one, two) = tokio::join!(
+        snapshot_job::freeze_closed_months(&db.pool, zone, &cancel),
+        snapshot_job::freeze_closed_months(&other, zone, &cancel),
+    );
+    let (one, two) = (one.expect("freezes"), two.expect("freezes"));
+    let months = count(&db.pool, "SELECT count(*) FROM mirror.month_end_snapshots").await;
+    assert!((3..=4).contains(&months), "{months} months");
+    assert_eq!((one.len() + two.len()) as i64, months, "{one:?} {two:?}");
+    for month in one.iter().chain(&two) {
+        assert_eq!(month.contracts, 6, "{month:?}");
+    }
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM mirror.month_end_contracts").await,
+        months * 6
     );
 }
