@@ -24,7 +24,9 @@ RUN mkdir -p src benches crates/partner-sync-sandbox/src \
  && cargo build --release --locked -p partner-sync $FEATURES \
  && rm -rf src benches crates/partner-sync-sandbox/src
 # Compile-time inputs: config/default.toml (include_str!) and migrations/ (sqlx::migrate!) are
-# embedded in the binary, and benches/ must exist for the manifest's [[bench]].
+# embedded in the binary (build.rs rebuilds it when a migration changes), and benches/ must
+# exist for the manifest's [[bench]].
+COPY build.rs ./
 COPY src src
 COPY crates crates
 COPY migrations migrations

@@ -8,6 +8,10 @@
 //! A second table measures the store alone (no HTTP): the batched upsert of N contracts when
 //! they are new, unchanged, and all changed, with the WAL each pass wrote.
 //!
+//! A third table runs every RABOT job (`rabot_mirror`, `rabot_costs`, `rabot_consumption`) once
+//! each over 1,000 customers with 2 contracts each at a fixed request rate (`--rate`, default
+//! 100/s), and sets the wall time against `requests / rate`, the least any client could take.
+//!
 //! The sandbox runs in its own process on purpose: a child's peak RSS as the kernel reports it
 //! includes its parent's resident memory at spawn time, and an in-process sandbox holding all
 //! customers would be counted as the mirror's.
@@ -52,9 +56,13 @@ async fn fresh_database() -> anyhow::Result<()> {
 /// Runs `partner-sync sync rabot` and measures it with wait4, which reports the child's own
 /// peak RSS (getrusage's RUSAGE_CHILDREN would mix passes together).
 fn sync_pass(env: &[(String, String)]) -> anyhow::Result<Pass> {
+    sync_job("rabot", env)
+}
+
+fn sync_job(job: &str, env: &[(String, String)]) -> anyhow::Result<Pass> {
     let started = Instant::now();
     let child = Command::new(BIN)
-        .args(["sync", "rabot"])
+        .args(["sync", job])
         .env("RUST_LOG", "warn")
         .envs(env.iter().cloned())
         .spawn()?;
@@ -67,7 +75,7 @@ fn sync_pass(env: &[(String, String)]) -> anyhow::Result<Pass> {
     anyhow::ensure!(pid > 0, "wait4 failed: {}", std::io::Error::last_os_error());
     anyhow::ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "sync failed"
+        "sync {job} failed"
     );
     Ok(Pass {
         elapsed,
@@ -171,11 +179,123 @@ async fn store_only(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The daemon's settings for RABOT at the sandbox at `base`, then `overrides`.
+fn rabot_env(
+    base: &str,
+    options: &SandboxOptions,
+    overrides: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", server_url(DATABASE)),
+        ("PARTNER_SYNC__RABOT__ENABLED", "true".into()),
+        (
+            "PARTNER_SYNC__RABOT__TOKEN_URL",
+            format!("{base}/rabot/connect/token"),
+        ),
+        (
+            "PARTNER_SYNC__RABOT__API_BASE_URL",
+            format!("{base}/rabot/partner/v1"),
+        ),
+        ("PARTNER_SYNC__RABOT__CLIENT_ID", options.client_id.clone()),
+        (
+            "PARTNER_SYNC__RABOT__CLIENT_SECRET",
+            options.client_secret.clone(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .chain(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .collect()
+}
+
+/// Every RABOT job once, one after the other as separate `sync` runs, at `rate` requests per
+/// second (burst 5, concurrency 4: the defaults); prints each job's wall time against
+/// `requests / rate`.
+async fn rate_limited(customers: usize, rate: f64) -> anyhow::Result<()> {
+    fresh_database().await?;
+    let options = SandboxOptions::default();
+    let (mut sandbox, base) = start_sandbox(customers)?;
+    let rate_text = rate.to_string();
+    let env = rabot_env(
+        &base,
+        &options,
+        &[("PARTNER_SYNC__RABOT__REQUESTS_PER_SECOND", &rate_text)],
+    );
+    let jobs = ["rabot_mirror", "rabot_costs", "rabot_consumption"];
+    let passes = tokio::task::spawn_blocking(move || {
+        jobs.iter()
+            .map(|job| sync_job(job, &env))
+            .collect::<anyhow::Result<Vec<Pass>>>()
+    })
+    .await?;
+    sandbox.kill()?;
+    sandbox.wait()?;
+    let passes = passes?;
+
+    let pool = sqlx::PgPool::connect(&server_url(DATABASE)).await?;
+    println!(
+        "\nevery RABOT job, {customers} customers with {} contracts each, at {rate} requests/s",
+        options.contracts_per_customer
+    );
+    println!(
+        "{:>18} {:>9} {:>10} {:>14} {:>8}",
+        "job", "requests", "seconds", "requests/rate", "ratio"
+    );
+    let (mut all_requests, mut all_seconds) = (0, 0.0);
+    for (job, pass) in jobs.iter().zip(&passes) {
+        let requests: i64 = sqlx::query_scalar(
+            "SELECT requests FROM sync.runs WHERE job = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(job)
+        .fetch_one(&pool)
+        .await?;
+        let seconds = pass.elapsed.as_secs_f64();
+        all_requests += requests;
+        all_seconds += seconds;
+        println!(
+            "{:>18} {:>9} {:>10.2} {:>14.2} {:>8.3}",
+            job,
+            requests,
+            seconds,
+            requests as f64 / rate,
+            seconds / (requests as f64 / rate)
+        );
+    }
+    println!(
+        "{:>18} {:>9} {:>10.2} {:>14.2} {:>8.3}",
+        "all",
+        all_requests,
+        all_seconds,
+        all_requests as f64 / rate,
+        all_seconds / (all_requests as f64 / rate)
+    );
+    pool.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let counts: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rate_at = args.iter().position(|a| a == "--rate");
+    let rate: f64 = match rate_at {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|r| r.parse().ok())
+            .filter(|r: &f64| *r > 0.0)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--rate needs a positive number of requests per second")
+            })?,
+        None => 100.0,
+    };
+    let counts: Vec<usize> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| rate_at.is_none_or(|at| *i != at + 1))
+        .filter_map(|(_, a)| a.parse().ok())
         .collect();
     let counts: Vec<usize> = if counts.is_empty() {
         vec![1_000, 10_000]
@@ -197,30 +317,16 @@ async fn main() -> anyhow::Result<()> {
         fresh_database().await?;
         let options = SandboxOptions::default();
         let (mut sandbox, base) = start_sandbox(customers)?;
-        let env: Vec<(String, String)> = [
-            ("DATABASE_URL", server_url(DATABASE)),
-            ("PARTNER_SYNC__RABOT__ENABLED", "true".into()),
-            (
-                "PARTNER_SYNC__RABOT__TOKEN_URL",
-                format!("{base}/rabot/connect/token"),
-            ),
-            (
-                "PARTNER_SYNC__RABOT__API_BASE_URL",
-                format!("{base}/rabot/partner/v1"),
-            ),
-            ("PARTNER_SYNC__RABOT__CLIENT_ID", options.client_id.clone()),
-            (
-                "PARTNER_SYNC__RABOT__CLIENT_SECRET",
-                options.client_secret.clone(),
-            ),
-            ("PARTNER_SYNC__RABOT__REQUESTS_PER_SECOND", "100000".into()),
-            ("PARTNER_SYNC__RABOT__BURST", "1000".into()),
-            ("PARTNER_SYNC__RABOT__PAGE_SIZE", "500".into()),
-            ("PARTNER_SYNC__RABOT__CONCURRENCY", "16".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let env = rabot_env(
+            &base,
+            &options,
+            &[
+                ("PARTNER_SYNC__RABOT__REQUESTS_PER_SECOND", "100000"),
+                ("PARTNER_SYNC__RABOT__BURST", "1000"),
+                ("PARTNER_SYNC__RABOT__PAGE_SIZE", "500"),
+                ("PARTNER_SYNC__RABOT__CONCURRENCY", "16"),
+            ],
+        );
 
         let passes =
             tokio::task::spawn_blocking(move || anyhow::Ok((sync_pass(&env)?, sync_pass(&env)?)))
@@ -248,5 +354,6 @@ async fn main() -> anyhow::Result<()> {
         "contracts", "pass", "seconds", "rows/s", "vs new", "WAL MiB"
     );
     store_only(*counts.iter().max().unwrap_or(&10_000) * 2).await?;
+    rate_limited(1_000, rate).await?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::store::drift::Drift;
 use crate::store::runs::RunCounts;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,9 @@ pub struct RunContext {
     /// Set by a run that succeeded although some items failed: the runner records it as the
     /// run's `error` while the status stays `succeeded`.
     pub(crate) partial_failure: std::sync::Mutex<Option<String>>,
+    /// Names in the partner's answers the typed columns do not know; the runner records them
+    /// with the run.
+    pub(crate) drift: std::sync::Mutex<Drift>,
 }
 
 impl RunContext {
@@ -58,6 +62,25 @@ impl RunContext {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
+    }
+
+    /// Adds what `note` finds to the run's schema drift.
+    pub fn note_drift(&self, note: impl FnOnce(&mut Drift)) {
+        note(
+            &mut self
+                .drift
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
+
+    pub(crate) fn take_drift(&self) -> Drift {
+        std::mem::take(
+            &mut *self
+                .drift
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     pub fn check_cancelled(&self) -> Result<(), JobError> {

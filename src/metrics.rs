@@ -29,6 +29,11 @@ pub const HTTP_REQUESTS: &str = "partner_sync_http_requests_total";
 pub const RATE_LIMIT_WAIT: &str = "partner_sync_rate_limit_wait_seconds";
 /// Token requests (client credentials, code exchanges, refreshes), label `partner`.
 pub const TOKEN_REQUESTS: &str = "partner_sync_token_requests_total";
+/// Items whose partner answer held a name the typed columns do not know (a new field, enum
+/// value or fee name), labels `partner` and `place` (e.g. `contract.contractState`). The names
+/// themselves are in `sync.runs.drift`: a label per name would let a partner grow the series
+/// without bound.
+pub const SCHEMA_DRIFT: &str = "partner_sync_schema_drift_total";
 /// Seconds until an active grant's refresh token expires, labels `provider`, `grant_id` and
 /// `label`; read from the database at every scrape.
 pub const GRANT_REFRESH_EXPIRES_IN: &str = "partner_sync_grant_refresh_expires_in_seconds";
@@ -139,6 +144,10 @@ fn describe() {
         TOKEN_REQUESTS,
         "Token requests sent to partners: client credentials, code exchanges, refreshes."
     );
+    describe_counter!(
+        SCHEMA_DRIFT,
+        "Items whose partner answer held a field, enum value or fee name the typed columns do not know."
+    );
 }
 
 /// Histograms keep raw samples until upkeep folds them into buckets; without scrapes they
@@ -183,6 +192,11 @@ pub fn run_finished(job: &'static str, status: &'static str, took: Duration, row
     for (kind, n) in ROW_KINDS.into_iter().zip(rows) {
         counter!(RUN_ROWS, "job" => job, "kind" => kind).increment(u64::try_from(n).unwrap_or(0));
     }
+}
+
+/// A run saw `items` items with names unknown at `place`.
+pub fn schema_drift(partner: &'static str, place: &'static str, items: u64) {
+    counter!(SCHEMA_DRIFT, "partner" => partner, "place" => place).increment(items);
 }
 
 /// One attempt of a request got an answer (`Some(status)`) or failed without one (`None`).

@@ -12,7 +12,7 @@
 //! from then on the old runner forwards anything that still reaches it. Nothing queued is lost
 //! to a reload and the two never run the job at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +29,7 @@ use super::{Trigger, TriggerCause};
 use crate::job::{Job, JobError, RunContext};
 use crate::jobs::{JobName, ScheduledJob};
 use crate::store::audit::Actor;
+use crate::store::drift::Drift;
 use crate::store::runs::{self, RunCounts, RunStatus};
 use crate::store::trigger_requests;
 
@@ -296,6 +297,7 @@ impl JobRunner {
             requests: requests.to_vec(),
             actor,
             partial_failure: Default::default(),
+            drift: Default::default(),
         };
         let hard_stop = async {
             cancel.cancelled().await;
@@ -330,7 +332,17 @@ impl JobRunner {
             ),
             Err(JobError::Failed(e)) => (RunStatus::Failed, Some(format!("{e:#}"))),
         };
-        runs::finish(&self.pool, run_id, status, &counts, error.as_deref()).await?;
+        let drift = ctx.take_drift();
+        runs::finish(
+            &self.pool,
+            run_id,
+            status,
+            &counts,
+            error.as_deref(),
+            &drift,
+        )
+        .await?;
+        report_drift(self.name, &drift);
         crate::metrics::run_finished(
             self.name.as_str(),
             status.as_str(),
@@ -366,6 +378,43 @@ impl JobRunner {
             counts,
             error,
         })
+    }
+}
+
+/// Unknown names already warned about today, so a new name is one warning a day, not one per
+/// run (the mirror may run every few minutes). Bounded like a run's drift: at most
+/// [`MAX_WARNED_PER_DAY`] names a day are remembered, after which the rest still count in the
+/// metric and `sync.runs.drift`.
+static WARNED_TODAY: Mutex<WarnedNames> = Mutex::new((None, BTreeSet::new()));
+/// The day, and the (partner, place, name) warned about on it.
+type WarnedNames = (
+    Option<chrono::NaiveDate>,
+    BTreeSet<(&'static str, &'static str, String)>,
+);
+const MAX_WARNED_PER_DAY: usize = 1_000;
+
+/// The drift a run saw: counted by partner and place, and one warning per new name per day.
+fn report_drift(job: JobName, drift: &Drift) {
+    let today = chrono::Utc::now().date_naive();
+    let mut warned = WARNED_TODAY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warned.0 != Some(today) {
+        *warned = (Some(today), BTreeSet::new());
+    }
+    for (place, names) in drift.places() {
+        crate::metrics::schema_drift(job.partner(), place, names.values().sum());
+        for (name, items) in names {
+            let key = (job.partner(), place, name.clone());
+            if warned.1.len() < MAX_WARNED_PER_DAY && warned.1.insert(key) {
+                tracing::warn!(
+                    place,
+                    name = %name,
+                    items,
+                    "the partner sent a name the mirror's typed columns do not know; it is kept in raw"
+                );
+            }
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use crate::freshness::{self, Freshness, Policy};
 use crate::jobs::JobName;
 use crate::partners::rabobank::grant_store::{self, GrantSummary};
 use crate::settings::Settings;
+use crate::store::drift::{self, SeenDrift};
 use crate::store::runs::{self, RunRow};
 
 #[derive(Debug, Serialize)]
@@ -32,6 +33,8 @@ pub struct StatusReport {
     pub jobs: Vec<JobStatus>,
     pub grants: Vec<GrantSummary>,
     pub recent_failures: Vec<RunRow>,
+    /// Names the partners sent in the last [`DRIFT_WINDOW`] that the typed columns do not know.
+    pub drift: Vec<SeenDrift>,
     /// The clock the report's "days left" are counted from.
     pub generated_at: DateTime<Utc>,
     /// `daemon.timezone`: the zone schedules are read in and the table shows times in (the
@@ -74,6 +77,8 @@ impl From<Freshness> for JobFreshness {
 }
 
 const RECENT_FAILURES: i64 = 5;
+/// How far back `status` looks for schema drift.
+pub const DRIFT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
 /// The report of the jobs in `only` (every job when it is empty): their rows and their recent
 /// failures; the grants are listed whichever jobs are asked for.
@@ -110,8 +115,11 @@ pub async fn report(
         })
         .collect();
     let only_names: Vec<&str> = only.iter().map(|j| j.as_str()).collect();
+    let mut drift = drift::seen_since(pool, now - DRIFT_WINDOW).await?;
+    drift.retain(|seen| selected.iter().any(|job| job.as_str() == seen.job));
     Ok(StatusReport {
         jobs,
+        drift,
         grants: grant_store::list(pool).await?,
         recent_failures: runs::recent_failures(pool, &only_names, RECENT_FAILURES).await?,
         generated_at: now,

@@ -85,6 +85,9 @@ fn days_left(until: DateTime<Utc>, now: DateTime<Utc>) -> Cell {
     }
 }
 
+/// Drift lines `status` shows before it points to `--json`.
+const MAX_DRIFT_LINES: usize = 20;
+
 impl StatusReport {
     /// One table per partner (of the jobs in the report), the grants under Rabobank, then the
     /// recent failures. `colour`: see [`super::colour_wanted`].
@@ -120,6 +123,7 @@ impl StatusReport {
                 }
             }
         }
+        out.push_str(&self.drift_lines());
         out.push_str("\nRECENT FAILURES\n");
         if self.recent_failures.is_empty() {
             out.push_str("  (none)\n");
@@ -132,6 +136,35 @@ impl StatusReport {
                 r.id,
                 printable(&r.cause),
                 printable(r.error.as_deref().unwrap_or(""))
+            ));
+        }
+        out
+    }
+
+    /// The schema drift section: nothing when there was none.
+    fn drift_lines(&self) -> String {
+        if self.drift.is_empty() {
+            return String::new();
+        }
+        let mut out = format!(
+            "\nSCHEMA DRIFT (last {} days: names the typed columns do not know, kept in raw)\n",
+            super::DRIFT_WINDOW.num_days()
+        );
+        for seen in self.drift.iter().take(MAX_DRIFT_LINES) {
+            out.push_str(&format!(
+                "  {} {}: {} ({} items in {} runs, last {})\n",
+                printable(&seen.job),
+                printable(&seen.place),
+                printable(&seen.name),
+                thousands(seen.items),
+                thousands(seen.runs),
+                when(seen.last_seen, self.timezone)
+            ));
+        }
+        if self.drift.len() > MAX_DRIFT_LINES {
+            out.push_str(&format!(
+                "  … and {} more (`status --json` lists them all)\n",
+                self.drift.len() - MAX_DRIFT_LINES
             ));
         }
         out
@@ -498,6 +531,7 @@ mod tests {
                 ),
             ],
             recent_failures: vec![run("rabot_mirror", "failed", Some("boom"))],
+            drift: vec![],
             generated_at: at("2026-12-03T10:00:00Z"),
             timezone: Tz::UTC,
             consent_lifetime: Some(Duration::from_secs(180 * 86_400)),
@@ -648,6 +682,36 @@ mod tests {
             "red\\u{1b}[31m\\nFAKE\\tline\\r\\u{7f}\\u{9b}"
         );
         assert_eq!(printable("a\u{202e}b"), "a\\u{202e}b");
+    }
+
+    #[test]
+    fn drift_is_listed_escaped_and_bounded_and_absent_when_there_is_none() {
+        let mut report = report();
+        assert!(!report.render_table(false).contains("SCHEMA DRIFT"));
+        let seen = |name: &str| crate::store::drift::SeenDrift {
+            job: "rabot_mirror".to_owned(),
+            place: "contract.contractState".to_owned(),
+            name: name.to_owned(),
+            items: 1234,
+            runs: 3,
+            first_seen: at("2026-12-01T10:00:00Z"),
+            last_seen: at("2026-12-03T09:00:00Z"),
+        };
+        report.drift = vec![seen("Open"), seen("Evil\u{1b}[2J")];
+        let table = report.render_table(false);
+        assert!(table.contains("SCHEMA DRIFT (last 7 days"), "{table}");
+        assert_eq!(
+            line(&table, "rabot_mirror contract.contractState: Open").trim(),
+            "rabot_mirror contract.contractState: Open (1,234 items in 3 runs, last 2026-12-03 09:00:00 UTC)"
+        );
+        assert!(table.contains(r"Evil\u{1b}[2J"), "{table}");
+
+        report.drift = (0..MAX_DRIFT_LINES + 5)
+            .map(|i| seen(&format!("S{i}")))
+            .collect();
+        let table = report.render_table(false);
+        assert!(table.contains("… and 5 more"), "{table}");
+        assert!(!table.contains(&format!("S{MAX_DRIFT_LINES} ")), "{table}");
     }
 
     #[test]

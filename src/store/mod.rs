@@ -3,6 +3,7 @@
 //! database name in [`create_database_if_missing`], which is quoted.
 
 pub mod audit;
+pub mod drift;
 pub mod runs;
 pub mod schedule_ticks;
 pub mod trigger_requests;

@@ -2,6 +2,8 @@
 
 use sqlx::PgPool;
 
+use crate::store::drift::Drift;
+
 /// What a run did, as recorded in `sync.runs` and printed by the demo.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunCounts {
@@ -80,11 +82,12 @@ pub async fn finish(
     status: RunStatus,
     counts: &RunCounts,
     error: Option<&str>,
+    drift: &Drift,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE sync.runs SET status = $2, finished_at = now(), pages = $3, requests = $4,
                 fetched = $5, inserted = $6, updated = $7, unchanged = $8, deleted = $9,
-                skipped = $10, failed = $11, error = $12
+                skipped = $10, failed = $11, error = $12, drift = $13
           WHERE id = $1",
     )
     .bind(run_id)
@@ -99,6 +102,7 @@ pub async fn finish(
     .bind(counts.skipped)
     .bind(counts.failed)
     .bind(error)
+    .bind(drift.to_json())
     .execute(pool)
     .await?;
     Ok(())

@@ -146,6 +146,7 @@ impl EnergyzeroMirror {
             Err(error) => return Err(UserFailure::User(error)),
         };
         let fetched = 1 + pass.contracts.len() as i64;
+        ctx.note_drift(|drift| pass.contracts.iter().for_each(|c| c.note_drift(drift)));
         let seen: Vec<String> = pass
             .contracts
             .iter()

@@ -6,6 +6,26 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
 use crate::partners::lenient::{date_field, decimal_field, str_field, without_nul};
+use crate::store::drift::Drift;
+
+/// The documented `ContractPhase` values. GraphQL answers only the fields the query names, so
+/// a new field cannot arrive unasked; a new enum value can, and is reported as schema drift.
+pub const CONTRACT_PHASES: &[&str] = &[
+    "USER_INPUT",
+    "USER_AGREEMENT",
+    "METERING_POINTS_CHECKED",
+    "DATE_CHECKED",
+    "SMART_METER_CHECKED",
+    "USAGE_CHECKED",
+    "SMART_METER_FOUND",
+    "FIRST_INVOICE_SEND",
+    "FIRST_PAYMENT_DONE",
+    "DELIVERY_PLANNED",
+    "DELIVERY_STARTED",
+    "DELIVERY_FAILED",
+    "DELIVERY_STOPPED",
+    "NEVER_DELIVERED",
+];
 
 /// One `me` answer, split into the user, one page of contracts and where the next page starts.
 #[derive(Debug)]
@@ -205,6 +225,11 @@ impl Contract {
             delivery_city: str_field(&delivery, "city"),
             raw,
         })
+    }
+
+    /// A `phase` EnergyZero's documents do not list.
+    pub fn note_drift(&self, drift: &mut Drift) {
+        drift.unknown_value("contract.phase", self.phase.as_deref(), CONTRACT_PHASES);
     }
 }
 

@@ -8,9 +8,30 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::partners::lenient::{decimal_field, str_field, without_nul};
+use crate::store::drift::Drift;
 
 /// The member of a period that is not a component.
 const VALID_FROM: &str = "validFrom";
+
+/// The fees RABOT documents, each a group of columns in the view `mirror.rabot_contract_costs`;
+/// any other component is stored like these and reported as schema drift.
+pub const FEES: &[&str] = &[
+    "baseServiceFee",
+    "variableServiceFee",
+    "baseGridFee",
+    "variableGridFee",
+    "meteringFee",
+    "expectedEnergyCost",
+    "guaranteeOfOrigin",
+    "concessionFee",
+    "kwkgFee",
+    "electricityTax",
+    "savingsShare",
+    "estimatedConsumption",
+    "offshoreFee",
+    "p19Fee",
+    "exchangeFee",
+];
 
 /// One price period: when it starts, its components, and the period exactly as RABOT sent it.
 #[derive(Debug, Clone)]
@@ -84,6 +105,15 @@ impl CostPeriod {
             components,
             raw,
         })
+    }
+}
+
+impl CostPeriod {
+    /// Components whose fee the view has no columns for.
+    pub fn note_drift(&self, drift: &mut Drift) {
+        for component in &self.components {
+            drift.unknown_value("cost component", Some(&component.name), FEES);
+        }
     }
 }
 

@@ -129,6 +129,7 @@ impl RabotCosts {
                 .iter()
                 .map(|period| period.components.len() as i64)
                 .sum::<i64>();
+        ctx.note_drift(|drift| costs.periods.iter().for_each(|p| p.note_drift(drift)));
         let stored = cost_store::upsert_contract_costs(&ctx.pool, contract_number, costs.periods)
             .await
             .map_err(|error| ContractFailure::Run(error.into()))?;

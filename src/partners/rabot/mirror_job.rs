@@ -206,12 +206,16 @@ impl RabotMirror {
 /// Writes customers and contracts read together in one transaction, so they land together or
 /// not at all; a row the database refuses is set aside (logged, recorded in
 /// `sync.run_failures`), not the batch. Adds the upserts and the refused rows (as skipped) to
-/// the run's counts and returns how many rows were refused.
+/// the run's counts, notes the run's schema drift, and returns how many rows were refused.
 pub(super) async fn store_read(
     ctx: &RunContext,
     customers: Vec<Customer>,
     contracts: Vec<Contract>,
 ) -> Result<usize, JobError> {
+    ctx.note_drift(|drift| {
+        customers.iter().for_each(|c| c.note_drift(drift));
+        contracts.iter().for_each(|c| c.note_drift(drift));
+    });
     let mut tx = ctx.pool.begin().await?;
     let run_id = ctx.run_id;
     let customers = upsert_setting_aside(

@@ -7,6 +7,58 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::partners::lenient::{date_field, decimal_field, scalar_string, str_field};
+use crate::store::drift::Drift;
+
+/// A customer's members as RABOT documents them (`GET /customers`); any other is schema drift.
+pub const CUSTOMER_FIELDS: &[&str] = &[
+    "customerNumber",
+    "emailAddress",
+    "externalIdentifier",
+    "firstName",
+    "lastName",
+    "businessName",
+    "relations",
+];
+
+/// A contract's members as RABOT documents them (`GET /customers/{n}/contracts`), typed or
+/// kept only in `raw`; any other is schema drift.
+pub const CONTRACT_FIELDS: &[&str] = &[
+    "contractNumber",
+    "tariffName",
+    "contractState",
+    "name",
+    "deliveryAddress",
+    "billingAddress",
+    "bankDetail",
+    "meterNumber",
+    "meLoIdentifier",
+    "maLoIdentifier",
+    "actualDateOfDelivery",
+    "endDateOfDelivery",
+    "cancellationPeriod",
+    "cancellationPeriodUnit",
+    "durationPeriod",
+    "durationPeriodUnit",
+    "renewalPeriod",
+    "renewalPeriodUnit",
+    "expectedAnnualConsumptionInKwhPerYear",
+    "accountingMethod",
+    "distributionSystemOperatorCode",
+    "distributionSystemOperatorName",
+    "previousSupplierCode",
+    "previousSupplierName",
+    "paragraph14AInfo",
+];
+
+/// The documented `contractState` values. One reference example shows `Open`, which is not in
+/// the list: such a value is stored as sent and reported as drift.
+pub const CONTRACT_STATES: &[&str] = &[
+    "PendingDelivery",
+    "Delivery",
+    "Cancelled",
+    "Revoked",
+    "Unspecified",
+];
 
 /// The envelope around every RABOT answer.
 #[derive(Debug, Deserialize)]
@@ -119,6 +171,11 @@ impl Customer {
             raw,
         })
     }
+
+    /// Members RABOT sent that its documents do not list.
+    pub fn note_drift(&self, drift: &mut Drift) {
+        drift.unknown_members("customer", &self.raw, CUSTOMER_FIELDS);
+    }
 }
 
 /// Whether a customer number can be sent as a path segment (`/customers/{n}/contracts`). `.` and
@@ -175,6 +232,16 @@ impl Contract {
             grid_operator_name: str_field(&raw, "distributionSystemOperatorName"),
             raw,
         })
+    }
+
+    /// Members and `contractState` values RABOT sent that its documents do not list.
+    pub fn note_drift(&self, drift: &mut Drift) {
+        drift.unknown_members("contract", &self.raw, CONTRACT_FIELDS);
+        drift.unknown_value(
+            "contract.contractState",
+            self.state.as_deref(),
+            CONTRACT_STATES,
+        );
     }
 }
 

@@ -196,7 +196,8 @@ const OBJECT_TYPES: [&str; 6] = [
 /// Where the `me` resolver puts the user's contracts for the `contracts` resolver to page.
 const CONTRACTS_KEY: &str = "contracts";
 
-pub(super) fn customer_schema() -> anyhow::Result<Schema> {
+/// The customer API's schema; `new_phases` extend the documented `ContractPhase` values.
+pub(super) fn customer_schema(new_phases: &[String]) -> anyhow::Result<Schema> {
     let query = Object::new("Query").field(Field::new("me", TypeRef::named("User"), resolve_me));
     let contracts = Field::new(
         "contracts",
@@ -213,7 +214,14 @@ pub(super) fn customer_schema() -> anyhow::Result<Schema> {
         .register(json_object("PageInfo", PAGE_INFO_FIELDS))
         .register(json_object("Contract", CONTRACT_FIELDS))
         .register(json_object("Address", ADDRESS_FIELDS))
-        .register(Enum::new("ContractPhase").items(CONTRACT_PHASES))
+        .register(
+            Enum::new("ContractPhase").items(
+                CONTRACT_PHASES
+                    .iter()
+                    .map(|phase| phase.to_string())
+                    .chain(new_phases.iter().cloned()),
+            ),
+        )
         .finish()
         .context("building the EnergyZero GraphQL schema")
 }

@@ -229,7 +229,7 @@ impl Energyzero {
                 forbidden: HashSet::new(),
                 failing: HashSet::new(),
             }),
-            schema: customer_api::customer_schema()?,
+            schema: customer_api::customer_schema(&options.new_phases)?,
             stats: Mutex::new(EnergyzeroStats::default()),
         })
     }

@@ -41,6 +41,14 @@ pub struct EnergyzeroOptions {
         default_value = "1h"
     )]
     pub user_token_lifetime: Duration,
+    /// A ContractPhase value EnergyZero added after its documents (repeatable): the schema's
+    /// enum grows, as a partner's does, and contracts can be given the phase
+    #[arg(
+        id = "energyzero_new_phase",
+        value_name = "PHASE",
+        long = "energyzero-new-phase"
+    )]
+    pub new_phases: Vec<String>,
     /// Number of generated EnergyZero users
     #[arg(
         id = "energyzero_users",
