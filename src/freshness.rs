@@ -177,14 +177,15 @@ mod tests {
         assert_eq!(minutes(JobName::RabotLinkMirror), None);
         assert_eq!(minutes(JobName::RabobankTokenRotation), None);
         assert_eq!(minutes(JobName::RabotCustomerRefresh), None);
-        // Only RABOT is on: its jobs, scheduled or not.
+        // Only RABOT is on: its jobs, scheduled or not, and the month-end snapshot of its
+        // contracts.
         assert_eq!(
             Policy::enabled(&defaults)
                 .iter()
                 .map(|p| p.job)
                 .collect::<Vec<_>>(),
             JobName::all()
-                .filter(|&j| j.partner() == "rabot")
+                .filter(|&j| j.partner() == "rabot" || j == JobName::MonthEndSnapshot)
                 .collect::<Vec<_>>()
         );
 

@@ -8,6 +8,7 @@ pub mod crypto;
 #[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod events;
+pub mod finance;
 pub mod freshness;
 pub mod http;
 pub mod job;

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["server", "status", "resync"],
     &["events", "freshness"],
     &["jobs"],
-    &["partners"],
+    &["partners", "finance"],
     &["job"],
     &["store"],
     &["http"],

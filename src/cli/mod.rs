@@ -16,6 +16,7 @@ use crate::demo;
 use crate::events::TriggerCause;
 use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
+use crate::finance::forget;
 use crate::jobs::{self, JobName};
 use crate::partners::rabobank::grants::{self, RabobankGrants, RefreshTasks};
 use crate::partners::rabot::links::{LinkSpec, RabotLinks};
@@ -131,6 +132,16 @@ pub enum Command {
     },
     /// Remove a customer's link at the partner; its mirrored rows stay but are no longer refreshed.
     Unlink {
+        #[arg(value_enum)]
+        partner: LinkPartner,
+        customer_number: String,
+    },
+    /// Erase a customer the partner no longer returns (tombstoned in the mirror, or unlinked
+    /// when the link was its only relation) from every mirror table, history, price table,
+    /// month-end snapshot and link, in one transaction; the audit trail records the customer
+    /// number and the rows erased per table, nothing else. Refused (exit 1) while the mirror
+    /// holds the customer live or a link of it is active.
+    Forget {
         #[arg(value_enum)]
         partner: LinkPartner,
         customer_number: String,
@@ -283,6 +294,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             partner: LinkPartner::Rabot,
             customer_number,
         } => unlink_rabot(&settings, &customer_number).await,
+        Command::Forget {
+            partner: LinkPartner::Rabot,
+            customer_number,
+        } => forget_rabot(&settings, &customer_number).await,
         Command::Links { json } => list_links(&settings, json).await,
         Command::Audit {
             since,
@@ -460,6 +475,26 @@ async fn unlink_rabot(settings: &Settings, customer_number: &str) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+async fn forget_rabot(settings: &Settings, customer_number: &str) -> anyhow::Result<()> {
+    let pool = app::open_database(settings).await?;
+    match forget::forget_rabot_customer(&pool, customer_number, &Actor::cli_user()).await? {
+        Ok(erased) => {
+            let tables: Vec<String> = erased
+                .iter()
+                .filter(|(_, rows)| **rows > 0)
+                .map(|(table, rows)| format!("{table} {rows}"))
+                .collect();
+            println!(
+                "forgot RABOT customer {customer_number}: {} rows erased ({})",
+                erased.values().sum::<u64>(),
+                tables.join(", ")
+            );
+            Ok(())
+        }
+        Err(refusal) => anyhow::bail!("{}", refusal.explain(customer_number)),
+    }
 }
 
 async fn resync(

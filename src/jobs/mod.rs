@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::finance::snapshot_job::MonthEndSnapshot;
 use crate::job::Job;
 use crate::partners::energyzero::mirror_job::EnergyzeroMirror;
 use crate::partners::rabobank::grants::RabobankGrants;
@@ -26,6 +27,7 @@ pub enum JobName {
     RabotConsumption,
     EnergyzeroMirror,
     RabobankTokenRotation,
+    MonthEndSnapshot,
 }
 
 /// What starts a job's runs.
@@ -80,7 +82,7 @@ pub struct JobSpec {
 }
 
 /// Every job, in the order `status` and `--help` list them.
-pub static JOBS: [JobSpec; 7] = [
+pub static JOBS: [JobSpec; 8] = [
     JobSpec {
         job: JobName::RabotMirror,
         name: "rabot_mirror",
@@ -220,6 +222,25 @@ pub static JOBS: [JobSpec; 7] = [
             Ok(parts.rabobank.map(|grants| {
                 Arc::new(RabobankRotation::new(parts.settings, grants.clone())) as Arc<dyn Job>
             }))
+        },
+    },
+    // Not a partner's: it freezes the RABOT mirror's closed months (so only while RABOT is
+    // mirrored) and applies `[retention]` after them, so no month loses history before it is
+    // frozen. Its section is `[month_end]`.
+    JobSpec {
+        job: JobName::MonthEndSnapshot,
+        name: "month_end_snapshot",
+        partner: "month_end",
+        alias: None,
+        help: "freeze closed months' RABOT contracts, then apply retention, on month_end.schedule",
+        runs_on: RunsOn::Schedule,
+        mirror: false,
+        enabled: |s| s.month_end.enabled && s.rabot.enabled,
+        schedule: Some(|s| &s.month_end.schedule),
+        stale_after: |_| None,
+        build: |parts| {
+            Ok(is_enabled(parts.settings, JobName::MonthEndSnapshot)
+                .then(|| Arc::new(MonthEndSnapshot::new(parts.settings)) as Arc<dyn Job>))
         },
     },
 ];
@@ -379,7 +400,8 @@ mod tests {
             | JobName::RabotCosts
             | JobName::RabotConsumption
             | JobName::RabobankTokenRotation
-            | JobName::EnergyzeroMirror => JOBS.iter().any(|spec| spec.job == job),
+            | JobName::EnergyzeroMirror
+            | JobName::MonthEndSnapshot => JOBS.iter().any(|spec| spec.job == job),
         };
         for job in [
             JobName::RabotMirror,
@@ -389,6 +411,7 @@ mod tests {
             JobName::RabotConsumption,
             JobName::EnergyzeroMirror,
             JobName::RabobankTokenRotation,
+            JobName::MonthEndSnapshot,
         ] {
             assert!(in_table(job), "{job:?} is not in JOBS");
         }

@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 mod energyzero;
+mod finance;
 mod masking;
 mod rabobank;
 mod rabot;
@@ -19,6 +20,7 @@ mod sources;
 mod validation;
 
 pub use energyzero::EnergyzeroSettings;
+pub use finance::{MonthEndSettings, RetentionSettings};
 pub use rabobank::{RABOBANK_CALLBACK_PATH, RabobankSettings, RabobankVariant};
 pub use rabot::{LINKED_CUSTOMERS, RABOT_LINKS_PATH, RabotSettings};
 
@@ -49,6 +51,8 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub rabobank: RabobankSettings,
     pub energyzero: EnergyzeroSettings,
+    pub month_end: MonthEndSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -373,6 +377,24 @@ impl Settings {
         }
         if self.energyzero.enabled {
             self.energyzero.validate()?;
+        }
+        if self.month_end.enabled {
+            self.month_end.validate()?;
+        }
+        self.retention.validate()?;
+        // Purged periods inside the back-fill window would be read back by the next run.
+        if let Some(keep) = self.retention.raw_consumption {
+            if keep < self.rabot.consumption_backfill_limit {
+                return Err(SettingsError::invalid(
+                    "retention.raw_consumption",
+                    format!(
+                        "is shorter than rabot.consumption_backfill_limit ({}): consumption \
+                         purged inside that window would be read back from RABOT; keep it at \
+                         least as long",
+                        humantime::format_duration(self.rabot.consumption_backfill_limit)
+                    ),
+                ));
+            }
         }
         Ok(())
     }

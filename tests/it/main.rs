@@ -1,5 +1,6 @@
 //! Integration tests: one binary (one link step) for all of them.
 
+mod as_of;
 mod audit;
 mod cli;
 #[path = "../common/mod.rs"]
@@ -10,6 +11,7 @@ mod drift;
 mod energyzero;
 mod energyzero_client;
 mod finance_guide;
+mod forget;
 mod freshness;
 mod hostile_api;
 mod hostile_clients;
@@ -26,5 +28,6 @@ mod rabot_mirror;
 mod schedule;
 mod secrets;
 mod settings;
+mod snapshots;
 mod status;
 mod token_cache;

@@ -141,6 +141,12 @@ async fn invalid_values_stop_start_up_with_one_line_naming_the_key() {
             "",
             "rabot.value_type_parameter",
         ),
+        // Shorter than the consumption back-fill: purged periods would be read back.
+        (
+            "PARTNER_SYNC__RETENTION__RAW_CONSUMPTION",
+            "30d",
+            "rabot.consumption_backfill_limit",
+        ),
     ];
     for (key, value, named) in cases {
         let mut env = ENABLED.to_vec();
