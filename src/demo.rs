@@ -55,6 +55,9 @@ pub async fn run(
 
     store::create_database_if_missing(&settings.database).await?;
     let pool = app::open_database(&settings).await?;
+    // By the database's clock, which stamps the runs.
+    let started_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
     println!(
         "partner sandbox at {} (RABOT: {customers} customers, {contracts_per_customer} contracts each; \
          EnergyZero: {} users)\ndatabase {}\n",
@@ -165,6 +168,7 @@ pub async fn run(
             )
         )
     );
+    print_drift(&pool, started_at).await?;
     sandbox.shutdown().await;
     pool.close().await;
 
@@ -190,6 +194,25 @@ pub async fn run(
             failed.error.as_deref().unwrap_or_default()
         ),
     }
+}
+
+/// The names the demo's runs saw that the partners' documents do not list (the sandbox sends
+/// some, as partners do), instead of the daemon's once-a-day warnings.
+async fn print_drift(pool: &PgPool, since: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+    let seen = store::drift::seen_since(pool, since).await?;
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = seen
+        .iter()
+        .map(|s| format!("{} {}: {} ({} items)", s.job, s.place, s.name, s.items))
+        .collect();
+    println!(
+        "Schema drift: the partners sent names their documents do not list, kept in raw and shown by \
+         `partner-sync status`:\n  {}\n",
+        names.join("\n  ")
+    );
+    Ok(())
 }
 
 /// One job run through the real runner (lock, run row), with a progress line on a terminal.

@@ -252,7 +252,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     // The demo talks to a person: only warnings interleave with its report.
     let default_filter = match cli.command {
         #[cfg(feature = "sandbox")]
-        Command::Demo { .. } => "warn",
+        // The demo prints what each step did, drift included; warnings would repeat it.
+        Command::Demo { .. } => "error",
         Command::CheckConfig
         | Command::Status { .. }
         | Command::Grants { .. }

@@ -57,6 +57,14 @@ async fn the_demo_creates_its_database_and_a_second_run_changes_nothing() {
         stdout.contains("122 contracts, ") && stdout.contains(" forbidden (not linked)"),
         "{stdout}"
     );
+    // The sandbox sends names RABOT's documents do not list: said once, in words, not as the
+    // daemon's JSON warnings.
+    assert!(
+        stdout.contains("Schema drift: ") && stdout.contains("rabot_mirror customer: createdAt ("),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!stderr.contains("WARN"), "{stderr}");
     let pool = db.pool().await;
     let succeeded = "SELECT count(*) FROM sync.runs WHERE status = 'succeeded'";
     // Each demo: the link mirror, the RABOT mirror, costs, consumption and the EnergyZero mirror.
