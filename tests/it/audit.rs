@@ -392,3 +392,31 @@ async fn a_signal_that_asks_for_runs_is_audited() {
     assert_eq!(trail(&d.db).await.len(), 1);
     d.daemon.stop_cleanly().await;
 }
+
+#[tokio::test]
+async fn a_signal_that_asks_for_a_rotation_is_audited() {
+    let bank = Bank::start(small_sandbox(1)).await;
+    let mut env = crate::rabobank::rabobank_env(
+        &bank.sandbox,
+        &bank.db.url,
+        &bank.settings.server.public_url,
+    );
+    env.push(("PARTNER_SYNC__RABOBANK__SCHEDULE".into(), NEVER.into()));
+    let daemon = Daemon::run_ready(env).await;
+    daemon.signal(Signal::Usr2);
+    assert!(
+        wait_for(
+            &bank.db,
+            "SELECT count(*) FROM sync.audit
+              WHERE actor = 'signal' AND action = 'signal.rotate'
+                AND detail ->> 'signal' = 'SIGUSR2' AND detail ->> 'jobs_triggered' = '1'",
+            1,
+            Duration::from_secs(10)
+        )
+        .await,
+        "{:?}\n{}",
+        trail(&bank.db).await,
+        daemon.log()
+    );
+    daemon.stop_cleanly().await;
+}

@@ -199,6 +199,10 @@ async fn a_kill_after_the_bank_answered_is_reported_in_doubt_at_the_next_start()
     assert_eq!((marks.refresh_count, marks.refresh_started_at), (0, None));
     let logged = daemon.log();
     assert!(logged.contains("interrupted after it was sent"), "{logged}");
+    assert_eq!(
+        super::audited(&bank.db.pool, "grant.in_doubt").await,
+        [killed]
+    );
 
     let address = daemon.logged_address("operations server listening").await;
     let metrics = reqwest::get(format!("{address}/metrics"))

@@ -23,6 +23,20 @@ const DAY: Duration = Duration::from_secs(86_400);
 pub use crate::common::bank::{Bank, rabobank_env};
 use crate::common::bank::{bank_processed, refresh_marks};
 
+/// The grants `sync.audit` names under `action`, in the order they were recorded.
+pub async fn audited(pool: &sqlx::PgPool, action: &str) -> Vec<Uuid> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT subject FROM sync.audit WHERE action = $1 AND partner = 'rabobank' ORDER BY id",
+    )
+    .bind(action)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|subject| subject.parse().expect("a grant id"))
+    .collect()
+}
+
 fn bank_options() -> SandboxOptions {
     small_sandbox(1)
 }
@@ -370,12 +384,18 @@ async fn invalid_grant_marks_needs_reconsent_once_and_is_never_retried() {
     assert_eq!(grant_status, "needs_reconsent");
     assert!(last_error.unwrap().contains("invalid_grant"));
     assert_eq!(bank.grant_status(healthy).await.0, "active");
+    assert_eq!(audited(&bank.db.pool, "grant.needs_reconsent").await, [id]);
 
     // The next run leaves it alone: no second refresh with a refused token.
     let requests = bank.sandbox.rabobank_stats().refresh_requests;
     let (status, counts, _) = bank.rotation_pass().await;
     assert_eq!((status, counts.fetched), (RunStatus::Succeeded, 1));
     assert_eq!(bank.sandbox.rabobank_stats().refresh_requests, requests);
+    assert_eq!(
+        audited(&bank.db.pool, "grant.needs_reconsent").await,
+        [id],
+        "audited once"
+    );
     let err = bank
         .grants
         .refresh(
@@ -566,6 +586,11 @@ async fn ended_consents_are_marked_revoked() {
         consent_status(valid).await,
         ("active".into(), Some("valid".into()))
     );
+    let mut revoked = audited(&bank.db.pool, "grant.revoked").await;
+    revoked.sort();
+    let mut expected = vec![expired, withdrawn];
+    expected.sort();
+    assert_eq!(revoked, expected);
 }
 
 #[tokio::test]
