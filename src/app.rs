@@ -28,7 +28,12 @@ const RECORD_MARGIN: Duration = Duration::from_secs(5);
 
 /// Connects and, unless disabled, applies pending migrations.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = store::connect(&settings.database).await?;
+    // A running job holds one pooled connection for its whole run (its advisory lock) besides
+    // those its work takes. Without one more connection per job, jobs starting together (at
+    // start-up, on SIGUSR1) could hold every connection and wait on one another for the rest.
+    let mut database = settings.database.clone();
+    database.max_connections += crate::jobs::JOBS.len() as u32;
+    let pool = store::connect(&database).await?;
     if settings.database.migrate_on_start {
         store::migrate(&pool).await?;
     }

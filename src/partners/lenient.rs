@@ -5,6 +5,18 @@
 use chrono::NaiveDate;
 use serde_json::Value;
 
+/// What kind of JSON value `value` is, for an error message ("a string", "null", …).
+pub(crate) fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 pub(crate) fn scalar_string(value: &Value) -> Option<String> {
     match value {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),

@@ -256,6 +256,22 @@ pub async fn mirror_pass(
     .await
 }
 
+/// One costs pass through the real runner, as the daemon runs it.
+pub async fn costs_pass(
+    settings: &Settings,
+    pool: &PgPool,
+) -> (RunStatus, RunCounts, Option<String>) {
+    let client = RabotClient::new(&settings.rabot, &settings.http).expect("client builds");
+    run_pass(
+        JobName::RabotCosts,
+        Arc::new(partner_sync::partners::rabot::costs_job::RabotCosts::new(
+            settings, client,
+        )),
+        pool,
+    )
+    .await
+}
+
 /// One run of `job` through the real runner; a job kept between calls keeps its clients
 /// (and their token caches), as in the daemon.
 pub async fn run_pass(

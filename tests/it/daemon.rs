@@ -105,3 +105,48 @@ async fn sigterm_during_a_slow_pass_cancels_it_without_a_partial_batch() {
     assert_eq!(contracts, customers * 2);
     assert!(customers < 30, "the pass was interrupted");
 }
+
+/// Every job a RABOT daemon runs at start-up starts at once, each holding a connection for its
+/// lock: with a pool of one for their work, they still all finish, none waits for a connection
+/// another job's lock holds.
+#[tokio::test]
+async fn jobs_starting_together_do_not_exhaust_the_pool() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(5)).await;
+    let mut env = sandbox_env(&sandbox, &db.url);
+    env.extend(
+        [
+            ("PARTNER_SYNC__DATABASE__MAX_CONNECTIONS", "1"),
+            ("PARTNER_SYNC__DATABASE__ACQUIRE_TIMEOUT", "5s"),
+            ("PARTNER_SYNC__DAEMON__RUN_ON_START", "true"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let mut daemon = Daemon::run(env);
+    let finished = "SELECT count(*) FROM sync.runs WHERE status <> 'running'";
+    assert!(
+        wait_for(&db, finished, 4, Duration::from_secs(60)).await,
+        "{}",
+        daemon.log()
+    );
+    let failed: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT job, error FROM sync.runs WHERE status <> 'succeeded'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(failed.is_empty(), "{failed:?}\n{}", daemon.log());
+    let jobs: Vec<String> = sqlx::query_scalar("SELECT job FROM sync.runs ORDER BY job")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs,
+        [
+            "month_end_snapshot",
+            "rabot_consumption",
+            "rabot_costs",
+            "rabot_mirror"
+        ]
+    );
+    daemon.stop(Duration::from_secs(10)).await;
+}

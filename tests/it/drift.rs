@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use partner_sync::jobs::JobName;
 use partner_sync::partners::energyzero::mirror_job::EnergyzeroMirror;
-use partner_sync::partners::rabot::RabotClient;
 use partner_sync::partners::rabot::cost_wire::FEES;
-use partner_sync::partners::rabot::costs_job::RabotCosts;
 use partner_sync::partners::rabot::wire::{CONTRACT_FIELDS, CONTRACT_STATES, CUSTOMER_FIELDS};
 use partner_sync::store::runs::RunStatus;
 use partner_sync_sandbox::{Sandbox, SandboxOptions, rabot_documented_cost_components};
@@ -110,13 +108,7 @@ async fn rabot_runs_record_the_fields_states_and_fees_the_documents_do_not_list(
         .rabot_costs(second, &second_contract)
         .expect("the contract has costs")
         .len() as u64;
-    let client = RabotClient::new(&settings.rabot, &settings.http).unwrap();
-    let (status, _, error) = run_pass(
-        JobName::RabotCosts,
-        Arc::new(RabotCosts::new(&settings, client)),
-        &db.pool,
-    )
-    .await;
+    let (status, _, error) = costs_pass(&settings, &db.pool).await;
     assert_eq!(status, RunStatus::Succeeded, "{error:?}");
     let drift = last_drift(&db.pool, "rabot_costs").await;
     assert_eq!(

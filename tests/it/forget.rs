@@ -8,7 +8,6 @@ use partner_sync::finance::snapshot_job::MonthEndSnapshot;
 use partner_sync::jobs::JobName;
 use partner_sync::partners::rabot::RabotClient;
 use partner_sync::partners::rabot::consumption_job::RabotConsumption;
-use partner_sync::partners::rabot::costs_job::RabotCosts;
 use partner_sync::store::runs::RunStatus;
 use partner_sync_sandbox::SandboxOptions;
 use sqlx::PgPool;
@@ -76,13 +75,7 @@ async fn forget_refuses_a_live_customer_and_erases_a_tombstoned_one_everywhere()
     let settings = settings(&sandbox, &db, &[]);
     let (status, _, error) = mirror_pass(&settings, &db.pool).await;
     assert_eq!(status, RunStatus::Succeeded, "{error:?}");
-    let client = RabotClient::new(&settings.rabot, &settings.http).unwrap();
-    let (status, _, error) = run_pass(
-        JobName::RabotCosts,
-        Arc::new(RabotCosts::new(&settings, client)),
-        &db.pool,
-    )
-    .await;
+    let (status, _, error) = costs_pass(&settings, &db.pool).await;
     assert_eq!(status, RunStatus::Succeeded, "{error:?}");
     // Consumption for every contract.
     let application = load_settings(

@@ -20,17 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
-/// One costs pass through the real runner, as the daemon runs it.
-async fn costs_pass(settings: &Settings, pool: &PgPool) -> (RunStatus, RunCounts, Option<String>) {
-    let client = RabotClient::new(&settings.rabot, &settings.http).expect("client builds");
-    run_pass(
-        JobName::RabotCosts,
-        Arc::new(RabotCosts::new(settings, client)),
-        pool,
-    )
-    .await
-}
-
 /// Mirrors the sandbox's customers and contracts, the costs job's input.
 async fn mirrored(sandbox: &Sandbox, db: &TestDb) -> Settings {
     let settings = settings(sandbox, db, &[]);

@@ -16,7 +16,7 @@ use crate::http::authorized::{ApiError, AuthorizedHttp};
 use crate::http::client_credentials::ClientCredentials;
 use crate::http::token_cache::{AuthError, TokenCache};
 use crate::http::{HttpError, PartnerHttp, RateLimit, Replay};
-use crate::partners::lenient::{str_field, without_nul};
+use crate::partners::lenient::{json_kind, str_field, without_nul};
 use crate::settings::{HttpSettings, RabotSettings};
 use wire::{Contract, Customer, LinkRequest};
 
@@ -202,32 +202,10 @@ impl RabotClient {
         customer_number: &str,
         contract_number: &str,
     ) -> Result<ContractCosts, RabotError> {
-        let url = self.url(&[
-            "customers",
-            customer_number,
-            "contracts",
-            contract_number,
-            "costs",
-        ]);
-        let path = url.path().to_owned();
-        let protocol = |detail: String| RabotError::Protocol {
-            path: path.clone(),
-            detail,
-        };
-        for number in [customer_number, contract_number] {
-            wire::addressable(number).map_err(protocol)?;
-        }
-        let envelope: wire::Envelope = self.api.get_json(&url).await?;
-        if envelope.is_success == Some(false) {
-            return Err(RabotError::Unsuccessful {
-                detail: envelope.error_text(),
-                path,
-            });
-        }
-        let data = envelope
-            .data
-            .ok_or_else(|| protocol("the answer has no data field".to_owned()))?;
-        ContractCosts::from_data(data).map_err(protocol)
+        let (data, path) = self
+            .contract_data(customer_number, contract_number, "costs", &[])
+            .await?;
+        ContractCosts::from_data(data).map_err(|detail| RabotError::Protocol { path, detail })
     }
 
     /// `GET /customers/{customerNumber}/contracts/{contractNumber}/metrics`: the contract's
@@ -239,12 +217,39 @@ impl RabotClient {
         contract_number: &str,
         query: &MetricsQuery<'_>,
     ) -> Result<ContractMetrics, RabotError> {
+        let instant = |at: chrono::DateTime<chrono::Utc>| {
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let parameters = [
+            ("Period.From", instant(query.from)),
+            ("Period.To", instant(query.to)),
+            ("Interval", query.interval.as_str().to_owned()),
+            (query.metric_type_parameter, "Consumption".to_owned()),
+            (query.value_type_parameter, "Actual".to_owned()),
+        ];
+        let (data, path) = self
+            .contract_data(customer_number, contract_number, "metrics", &parameters)
+            .await?;
+        ContractMetrics::from_data(data, query.interval, query.zone)
+            .map_err(|detail| RabotError::Protocol { path, detail })
+    }
+
+    /// `GET /customers/{customerNumber}/contracts/{contractNumber}/{resource}` with
+    /// `parameters`: the envelope's `data` (an answer without one, or one that says it did not
+    /// succeed, is an error) and the path asked for, for the caller's own errors.
+    async fn contract_data(
+        &self,
+        customer_number: &str,
+        contract_number: &str,
+        resource: &str,
+        parameters: &[(&str, String)],
+    ) -> Result<(Value, String), RabotError> {
         let mut url = self.url(&[
             "customers",
             customer_number,
             "contracts",
             contract_number,
-            "metrics",
+            resource,
         ]);
         let path = url.path().to_owned();
         let protocol = |detail: String| RabotError::Protocol {
@@ -254,15 +259,9 @@ impl RabotClient {
         for number in [customer_number, contract_number] {
             wire::addressable(number).map_err(protocol)?;
         }
-        let instant = |at: chrono::DateTime<chrono::Utc>| {
-            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        };
-        url.query_pairs_mut()
-            .append_pair("Period.From", &instant(query.from))
-            .append_pair("Period.To", &instant(query.to))
-            .append_pair("Interval", query.interval.as_str())
-            .append_pair(query.metric_type_parameter, "Consumption")
-            .append_pair(query.value_type_parameter, "Actual");
+        if !parameters.is_empty() {
+            url.query_pairs_mut().extend_pairs(parameters);
+        }
         let envelope: wire::Envelope = self.api.get_json(&url).await?;
         if envelope.is_success == Some(false) {
             return Err(RabotError::Unsuccessful {
@@ -273,7 +272,7 @@ impl RabotClient {
         let data = envelope
             .data
             .ok_or_else(|| protocol("the answer has no data field".to_owned()))?;
-        ContractMetrics::from_data(data, query.interval, query.zone).map_err(protocol)
+        Ok((data, path))
     }
 
     /// `POST /customers/link`: the URL to send the customer to (valid about 10 minutes).
@@ -534,17 +533,6 @@ fn read_items<T>(raw: ListPage, read: impl Fn(Value) -> Result<T, String>) -> Pa
         }
     }
     page
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
 
-use crate::partners::lenient::{decimal_field, str_field, without_nul};
+use crate::partners::lenient::{decimal_field, json_kind, str_field, without_nul};
 use crate::store::drift::Drift;
 
 /// A record's documented members; any other is schema drift.
@@ -116,7 +116,7 @@ impl ContractMetrics {
         if !data.is_object() {
             return Err(format!(
                 "data is {} instead of a metrics object",
-                kind(&data)
+                json_kind(&data)
             ));
         }
         let answered = str_field(&data, "interval");
@@ -131,7 +131,12 @@ impl ContractMetrics {
             Some(Value::Array(records)) => records.clone(),
             // No records is a period without consumption, as an empty array would say.
             None | Some(Value::Null) => Vec::new(),
-            Some(other) => return Err(format!("records is {} instead of an array", kind(other))),
+            Some(other) => {
+                return Err(format!(
+                    "records is {} instead of an array",
+                    json_kind(other)
+                ));
+            }
         };
         let read: Vec<Result<(DateTime<Utc>, Value), String>> = records
             .into_iter()
@@ -170,7 +175,7 @@ impl ContractMetrics {
 /// A record's start, or why it cannot be read.
 fn read_start(record: &Value, zone: Tz) -> Result<DateTime<Utc>, String> {
     if !record.is_object() {
-        return Err(format!("a metric record that is {}", kind(record)));
+        return Err(format!("a metric record that is {}", json_kind(record)));
     }
     // A value that is there but no number would be stored as "no value": refused instead.
     match record.get("value") {
@@ -203,17 +208,6 @@ fn resolve(zone: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
         LocalResult::Single(at) => Some(at.with_timezone(&Utc)),
         LocalResult::Ambiguous(earlier, _) => Some(earlier.with_timezone(&Utc)),
         LocalResult::None => None,
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
