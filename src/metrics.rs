@@ -27,6 +27,9 @@ pub const RUN_ROWS: &str = "partner_sync_run_rows_total";
 pub const HTTP_REQUESTS: &str = "partner_sync_http_requests_total";
 /// Time a request waited for the partner's rate limiter, in seconds, label `partner`.
 pub const RATE_LIMIT_WAIT: &str = "partner_sync_rate_limit_wait_seconds";
+/// The request rate a partner client sends at now, in requests per second, label `partner`:
+/// the configured rate until the partner answers 429, then lower, climbing back (AIMD).
+pub const RATE_LIMIT_EFFECTIVE: &str = "partner_sync_rate_limit_effective_rps";
 /// Token requests (client credentials, code exchanges, refreshes), label `partner`.
 pub const TOKEN_REQUESTS: &str = "partner_sync_token_requests_total";
 /// Items whose partner answer held a name the typed columns do not know (a new field, enum
@@ -144,6 +147,10 @@ fn describe() {
         Unit::Seconds,
         "Time requests waited for the partner's rate limit."
     );
+    describe_gauge!(
+        RATE_LIMIT_EFFECTIVE,
+        "Requests per second a partner client sends at now: the configured rate, lowered after a 429 and climbing back."
+    );
     describe_counter!(
         RABOT_CONSUMPTION_FORBIDDEN,
         "RABOT contracts whose consumption was refused with 403 (customer not linked), skipped."
@@ -216,6 +223,11 @@ pub fn http_request(partner: &'static str, status: Option<StatusCode>) {
 /// A request waited `waited` for the partner's rate limiter.
 pub fn rate_limit_waited(partner: &'static str, waited: Duration) {
     histogram!(RATE_LIMIT_WAIT, "partner" => partner).record(waited.as_secs_f64());
+}
+
+/// A partner client's rate limiter now lets `requests_per_second` through.
+pub fn rate_limit_effective(partner: &'static str, requests_per_second: f64) {
+    gauge!(RATE_LIMIT_EFFECTIVE, "partner" => partner).set(requests_per_second);
 }
 
 /// `contracts` RABOT contracts' consumption was refused with 403 and skipped.

@@ -1,26 +1,26 @@
-//! The outbound stack every partner shares: one reqwest client with timeouts, a governor rate
-//! limiter per partner that every request passes (token requests included), and retries with
-//! exponential back-off and jitter that honour `Retry-After`.
+//! The outbound stack every partner shares: one reqwest client with timeouts, an adaptive rate
+//! limiter per partner client that every request passes (token requests included; lowered when
+//! the partner answers 429, see [`adaptive`]), and retries with exponential back-off and jitter
+//! that honour `Retry-After`.
 //!
 //! Authentication sits one layer up ([`authorized::AuthorizedHttp`] with a [`token_cache::TokenCache`]),
 //! so the retry loop never sees credentials.
 
+pub mod adaptive;
 pub mod authorized;
 pub mod client_credentials;
 pub mod retry;
 pub mod token_cache;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::settings::HttpSettings;
+pub use adaptive::AdaptiveLimiter;
 pub use retry::RetryPolicy;
 
 /// Longest part of a partner's error body quoted in an error message.
@@ -116,22 +116,13 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-impl RateLimit {
-    fn quota(self) -> Quota {
-        let period = Duration::from_secs_f64(1.0 / self.requests_per_second.max(1e-6));
-        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
-        Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-            .allow_burst(burst)
-    }
-}
-
 /// One partner's HTTP client: shares connections, the rate limit and the counters.
 #[derive(Clone)]
 pub struct PartnerHttp {
     partner: &'static str,
     client: reqwest::Client,
-    limiter: Arc<DefaultDirectRateLimiter>,
+    /// One per client, so every job and token request through it shares what it learns.
+    limiter: Arc<AdaptiveLimiter>,
     policy: RetryPolicy,
     /// Requests sent, retries and token requests included (`requests` in `sync.runs`).
     sent: Arc<AtomicU64>,
@@ -162,7 +153,11 @@ impl PartnerHttp {
         Ok(Self {
             partner,
             client,
-            limiter: Arc::new(RateLimiter::direct(rate.quota())),
+            limiter: Arc::new(AdaptiveLimiter::new(
+                partner,
+                rate.requests_per_second,
+                rate.burst,
+            )),
             policy: RetryPolicy::from_settings(settings),
             sent: Arc::default(),
         })
@@ -174,6 +169,11 @@ impl PartnerHttp {
 
     pub fn requests_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    /// The rate this client sends at now (the configured one unless the partner answered 429).
+    pub fn effective_rate(&self) -> f64 {
+        self.limiter.effective_rate()
     }
 
     /// Sends the request built by `build` (called once per attempt), retrying 429, 502, 503,
@@ -256,17 +256,26 @@ impl PartnerHttp {
             loop {
                 attempt += 1;
                 let waiting = std::time::Instant::now();
-                tokio::select! {
+                let ticket = tokio::select! {
                     biased;
                     _ = stopped() => return Err(not_sent(method, path)),
-                    _ = self.limiter.until_ready() => {}
-                }
+                    ticket = self.limiter.acquire() => ticket,
+                };
                 crate::metrics::rate_limit_waited(self.partner, waiting.elapsed());
                 self.sent.fetch_add(1, Ordering::Relaxed);
 
                 let request = build(self.client.request(method.clone(), url.clone()));
                 let sent = request.send().await;
                 crate::metrics::http_request(self.partner, sent.as_ref().ok().map(Response::status));
+                // Only answers tell the limiter anything: a 429 lowers the rate, any other
+                // answer lets it climb; no answer at all says nothing about the partner's limit.
+                match &sent {
+                    Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
+                        self.limiter.refused(ticket)
+                    }
+                    Ok(_) => self.limiter.accepted(ticket),
+                    Err(_) => {}
+                }
                 let (retry_reason, retry_after) = match sent {
                     Ok(response) if replay.retries_status(response.status()) => {
                         let status = response.status();

@@ -247,9 +247,11 @@ pub(crate) async fn gate(
             StatusCode::TOO_MANY_REQUESTS,
             "Rate limit exceeded, retry later.",
         );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait_seconds));
+        if !shared.options.rate_limit_without_retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait_seconds));
+        }
         return response;
     }
 

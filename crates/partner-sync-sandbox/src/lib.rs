@@ -102,6 +102,9 @@ pub struct SandboxOptions {
     /// Burst allowed by the enforced rate limit (default: equal to rate_limit)
     #[arg(long)]
     pub rate_limit_burst: Option<NonZeroU32>,
+    /// Answer the enforced rate limit's 429s without Retry-After (RABOT's documents allow both)
+    #[arg(long)]
+    pub rate_limit_without_retry_after: bool,
     /// Fraction (0.0..=1.0) of API (non-token) requests answered with 503 at random
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
@@ -150,6 +153,9 @@ pub async fn start(options: SandboxOptions, listen: SocketAddr) -> anyhow::Resul
     }
     if options.rate_limit.is_none() && options.rate_limit_burst.is_some() {
         bail!("a sandbox rate-limit burst needs a rate limit");
+    }
+    if options.rate_limit.is_none() && options.rate_limit_without_retry_after {
+        bail!("answering 429 without Retry-After needs a sandbox rate limit");
     }
     let rabobank = rabobank::Rabobank::new(&options.rabobank)?;
     let energyzero = energyzero::Energyzero::new(&options.energyzero, options.seed)?;

@@ -165,6 +165,48 @@ async fn enforced_rate_limit_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn the_rate_limit_can_answer_429_without_retry_after() {
+    let sandbox = started(SandboxOptions {
+        customers: 3,
+        rate_limit: NonZeroU32::new(1),
+        rate_limit_without_retry_after: true,
+        ..SandboxOptions::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let token = token(&client, &sandbox).await;
+    let mut limited = None;
+    for _ in 0..5 {
+        let response = client
+            .get(format!("{}/customers", sandbox.rabot_api_base_url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request");
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("a request over the limit is refused");
+    assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    let body: serde_json::Value = response.json().await.expect("JSON envelope");
+    assert_eq!(body["isSuccess"], false);
+    sandbox.shutdown().await;
+
+    // Without a rate limit the knob means nothing, so it is refused rather than ignored.
+    let refused = start(
+        SandboxOptions {
+            rate_limit_without_retry_after: true,
+            ..SandboxOptions::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test]
 async fn injected_faults_are_served_in_order_then_run_out() {
     let sandbox = started(SandboxOptions {
         customers: 2,

@@ -153,42 +153,57 @@ impl RabotMirror {
         // Why a row missing from this pass may still exist upstream; `None` = the pass saw
         // every row the partner has.
         let mut doubt: Option<&'static str> = None;
-        let mut pages = self.client.customer_pages(external_id);
-        while let Some(page) = pages.try_next().await.map_err(failed)? {
-            let numbers: Vec<String> = page
-                .items
-                .iter()
-                .map(|c| c.customer_number.clone())
-                .collect();
-            let contract_pages: Vec<Page<_>> = stream::iter(numbers)
-                .map(|number| self.client.contracts(number))
-                .buffer_unordered(self.concurrency)
-                .try_collect()
-                .await
-                .map_err(failed)?;
-
-            if page.moved || contract_pages.iter().any(|p| p.moved) {
-                doubt.get_or_insert("the list changed while it was read");
+        // Reading runs ahead of writing: while one page is stored, the next page's customers
+        // and the contracts of the two pages after it are being fetched, so the rate limit,
+        // not the partner's latency or the database, sets the pace. `concurrency` permits
+        // bound the contract requests in flight across those pages.
+        let permits = tokio::sync::Semaphore::new(self.concurrency);
+        let (sender, mut read) = tokio::sync::mpsc::channel(1);
+        let reading = async {
+            let mut pages = self
+                .client
+                .customer_pages(external_id)
+                .map_ok(|page| self.with_contracts(page, &permits))
+                .try_buffered(2);
+            while let Some(page) = pages.next().await {
+                if sender.send(page).await.is_err() {
+                    break;
+                }
             }
-            let fetched =
-                page.items.len() + contract_pages.iter().map(|p| p.items.len()).sum::<usize>();
-            let unreadable = page.skipped + contract_pages.iter().map(|p| p.skipped).sum::<usize>();
-            let pages_read = page.pages + contract_pages.iter().map(|p| p.pages).sum::<usize>();
-            let contracts = contract_pages.into_iter().flat_map(|p| p.items).collect();
+            drop(sender);
+            Ok::<_, JobError>(())
+        };
+        let writing = async {
+            while let Some(page) = read.recv().await {
+                let (page, contract_pages) = page.map_err(failed)?;
+                if page.moved || contract_pages.iter().any(|p| p.moved) {
+                    doubt.get_or_insert("the list changed while it was read");
+                }
+                let fetched =
+                    page.items.len() + contract_pages.iter().map(|p| p.items.len()).sum::<usize>();
+                let unreadable =
+                    page.skipped + contract_pages.iter().map(|p| p.skipped).sum::<usize>();
+                let pages_read = page.pages + contract_pages.iter().map(|p| p.pages).sum::<usize>();
+                let contracts = contract_pages.into_iter().flat_map(|p| p.items).collect();
 
-            let refused = store_read(ctx, page.items, contracts).await?;
-            if unreadable + refused > 0 {
-                doubt.get_or_insert("some rows could not be read or stored");
+                let refused = store_read(ctx, page.items, contracts).await?;
+                if unreadable + refused > 0 {
+                    doubt.get_or_insert("some rows could not be read or stored");
+                }
+                ctx.counts.send_modify(|c| {
+                    c.pages += pages_read as i32;
+                    c.fetched += fetched as i64;
+                    c.skipped += unreadable as i64;
+                    c.requests = self.requests_since(requests_before);
+                });
+                // Shutdown stops the pass between pages: the page in hand is written, not
+                // thrown away; what was read ahead is dropped unwritten.
+                ctx.check_cancelled()?;
             }
-            ctx.counts.send_modify(|c| {
-                c.pages += pages_read as i32;
-                c.fetched += fetched as i64;
-                c.skipped += unreadable as i64;
-                c.requests = self.requests_since(requests_before);
-            });
-            // Shutdown stops the pass between pages: the page in hand is written, not thrown away.
-            ctx.check_cancelled()?;
-        }
+            Ok(())
+        };
+        // The first error on either side ends both: reading stops when writing fails.
+        tokio::try_join!(reading, writing)?;
 
         // The scope's pass is complete: only now may rows it no longer returns be tombstoned,
         // and only when their absence is certain and not suspiciously large.
@@ -200,6 +215,32 @@ impl RabotMirror {
             return Ok(());
         }
         tombstone_unseen(ctx, &scope, &self.guard).await
+    }
+}
+
+impl RabotMirror {
+    /// A page of customers with each customer's contracts, fetched under `permits`.
+    async fn with_contracts(
+        &self,
+        page: Page<Customer>,
+        permits: &tokio::sync::Semaphore,
+    ) -> Result<(Page<Customer>, Vec<Page<Contract>>), crate::partners::rabot::RabotError> {
+        let numbers: Vec<String> = page
+            .items
+            .iter()
+            .map(|c| c.customer_number.clone())
+            .collect();
+        let contract_pages = stream::iter(numbers)
+            .map(|number| async move {
+                // Never closed, so acquiring cannot fail; if it did, going on unbounded is
+                // better than failing the pass.
+                let _permit = permits.acquire().await.ok();
+                self.client.contracts(number).await
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        Ok((page, contract_pages))
     }
 }
 
