@@ -214,7 +214,7 @@ fn rabot_env(
 }
 
 /// Every RABOT job once, one after the other as separate `sync` runs, at `rate` requests per
-/// second (burst 5, concurrency 4: the defaults); prints each job's wall time against
+/// second (the default burst and concurrency); prints each job's wall time against
 /// `requests / rate`.
 async fn rate_limited(customers: usize, rate: f64) -> anyhow::Result<()> {
     fresh_database().await?;
