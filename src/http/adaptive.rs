@@ -4,7 +4,8 @@
 //! is below what we send, so the rate drops at once to half of what the partner accepted over
 //! the last second (never more than half the current rate); every accepted answer raises it a
 //! little, by `INCREASE_PER_SECOND / rate`, so that traffic at the current rate climbs back by
-//! about one request per second each second, never above the configured rate. Only the first
+//! about one request per second each second (faster for a configured rate above 60/s: back
+//! within a minute), never above the configured rate. Only the first
 //! refusal of requests sent at the current rate lowers it: the others in flight at the same
 //! moment answer for the same excess, and counting each would drive the rate to the floor.
 //!
@@ -20,8 +21,12 @@ use tokio::time::{Duration, Instant};
 
 /// A refusal brings the rate down to this share of what the partner accepted.
 const DECREASE: f64 = 0.5;
-/// Requests per second the rate climbs each second while the partner accepts everything.
+/// Requests per second the rate climbs each second while the partner accepts everything, at
+/// least: a high configured rate climbs faster, back from the floor within [`RECOVERY`].
 const INCREASE_PER_SECOND: f64 = 1.0;
+/// The longest a climb from the floor to the configured rate takes, so one stray 429 does not
+/// hold a fast client back for many minutes.
+const RECOVERY: Duration = Duration::from_secs(60);
 /// How far back accepted answers are counted to measure what the partner lets through.
 const WINDOW: Duration = Duration::from_secs(1);
 /// The slowest rate a refusal can leave: some traffic must go on to learn the limit again.
@@ -140,7 +145,8 @@ impl AdaptiveLimiter {
         if bucket.rate < self.configured {
             let burst = self.burst_at(bucket.rate);
             bucket.refill(now, burst);
-            bucket.rate = (bucket.rate + INCREASE_PER_SECOND / bucket.rate).min(self.configured);
+            let increase = INCREASE_PER_SECOND.max(self.configured / RECOVERY.as_secs_f64());
+            bucket.rate = (bucket.rate + increase / bucket.rate).min(self.configured);
             self.report(bucket.rate);
         }
     }
@@ -155,7 +161,12 @@ impl AdaptiveLimiter {
         bucket.forget_before(now);
         let burst = self.burst_at(bucket.rate);
         bucket.refill(now, burst);
-        let let_through = bucket.accepted.len() as f64 / WINDOW.as_secs_f64();
+        // Nothing accepted yet (a 429 on the first requests) says nothing of the partner's
+        // limit: halve the current rate rather than fall to the floor.
+        let let_through = match bucket.accepted.len() {
+            0 => bucket.rate,
+            accepted => accepted as f64 / WINDOW.as_secs_f64(),
+        };
         let lowered = (DECREASE * bucket.rate.min(let_through))
             .max(FLOOR)
             .min(self.configured);

@@ -56,11 +56,37 @@ async fn a_refusal_goes_by_what_the_partner_let_through_not_by_what_was_configur
     let ticket = limiter.acquire().await;
     limiter.refused(ticket);
     assert_eq!(limiter.effective_rate(), 3.0);
-    // Nothing accepted at all: the floor, not zero.
+    // Nothing accepted in the last second says nothing of the limit: half the current rate.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ticket = limiter.acquire().await;
     limiter.refused(ticket);
+    assert_eq!(limiter.effective_rate(), 1.5);
+    // Never below the floor, however often it is refused.
+    for _ in 0..10 {
+        let ticket = limiter.acquire().await;
+        limiter.refused(ticket);
+    }
     assert_eq!(limiter.effective_rate(), FLOOR);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stray_refusal_of_a_fast_client_costs_half_its_rate_for_under_a_minute() {
+    let limiter = AdaptiveLimiter::new("test", 1000.0, 5);
+    // The very first request is refused: nothing is known of the partner's limit yet.
+    let ticket = limiter.acquire().await;
+    limiter.refused(ticket);
+    assert_eq!(limiter.effective_rate(), 500.0);
+    let started = Instant::now();
+    while limiter.effective_rate() < 1000.0 {
+        let ticket = limiter.acquire().await;
+        limiter.accepted(ticket);
+        assert!(
+            started.elapsed() < RECOVERY,
+            "{} after {:?}",
+            limiter.effective_rate(),
+            started.elapsed()
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,9 +134,11 @@ async fn a_rate_lowered_while_requests_wait_slows_the_waiting_ones_too() {
     });
     tokio::time::sleep(Duration::from_millis(10)).await;
     limiter.refused(first);
-    assert_eq!(limiter.effective_rate(), FLOOR);
+    // Nothing was accepted yet: half the rate.
+    assert_eq!(limiter.effective_rate(), 5.0);
     let waited = waiting.await.unwrap();
-    assert!(waited >= Duration::from_secs(4), "{waited:?}");
+    // At 5/s its token comes 200 ms after the last, not the 100 ms it was waiting for.
+    assert!(waited >= Duration::from_millis(190), "{waited:?}");
 }
 
 /// A partner enforcing `limit` requests per second with a bucket of `burst`, as the sandbox and
