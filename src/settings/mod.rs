@@ -78,11 +78,29 @@ pub struct DaemonSettings {
     pub timezone: chrono_tz::Tz,
 }
 
+/// Read through a string so that a wrong value is refused naming the choices, not the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum LogFormat {
+    /// Human-readable when stderr is a terminal, JSON otherwise; the daemon (`run`) always JSON.
+    Auto,
+    /// One JSON object per line.
     Json,
+    /// Human-readable lines.
     Pretty,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = &'static str;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "auto" => Ok(LogFormat::Auto),
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err("must be auto, json or pretty"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
