@@ -65,7 +65,12 @@ pub enum Command {
         allow_mass_delete: bool,
     },
     /// Apply pending database migrations.
-    Migrate,
+    Migrate {
+        /// First create the database named in DATABASE_URL (database.url) if it does not
+        /// exist, connecting to the server's `postgres` database to do so.
+        #[arg(long)]
+        create_database: bool,
+    },
     /// Validate the settings and print them with every secret masked.
     CheckConfig,
     /// Serve the simulated partner APIs for trials and tests.
@@ -301,7 +306,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => resync(&settings, jobs, customer.as_deref(), wait, timeout).await,
         Command::Status { jobs, json } => show_status(&settings, &jobs, json).await,
         Command::Healthcheck => healthcheck(&settings).await,
-        Command::Migrate => migrate(&settings).await,
+        Command::Migrate { create_database } => migrate(&settings, create_database).await,
         Command::CheckConfig => {
             print!("{}", settings.to_masked_toml());
             Ok(())

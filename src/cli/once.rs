@@ -15,7 +15,10 @@ use crate::store::audit::{self, Actor, Entry};
 use crate::store::runs::{RunCounts, RunStatus};
 use crate::{app, store};
 
-pub(super) async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+pub(super) async fn migrate(settings: &Settings, create_database: bool) -> anyhow::Result<()> {
+    if create_database {
+        store::create_database_if_missing(&settings.database).await?;
+    }
     let pool = store::connect(&settings.database).await?;
     store::migrate(&pool).await?;
     tracing::info!("migrations applied");

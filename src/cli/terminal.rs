@@ -16,7 +16,7 @@ impl Command {
         match self {
             Command::Run => "run".into(),
             Command::Sync { .. } => "sync".into(),
-            Command::Migrate => "migrate".into(),
+            Command::Migrate { .. } => "migrate".into(),
             Command::CheckConfig => "check-config".into(),
             #[cfg(feature = "sandbox")]
             Command::Sandbox { .. } => "sandbox".into(),

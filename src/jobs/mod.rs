@@ -459,7 +459,7 @@ mod tests {
         }
         assert_eq!(JobName::from_cli_name("Rabot"), None);
         assert_eq!(JobName::from_cli_name(""), None);
-        assert_eq!(JobName::cli_names().count(), 10);
+        assert_eq!(JobName::cli_names().count(), 11);
         // The costs job has no partner name of its own: `rabot` stays the mirror.
         assert_eq!(
             JobName::from_cli_name("rabot_costs"),

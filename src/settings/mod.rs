@@ -62,6 +62,10 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// Time allowed to open one connection (TCP, TLS, authentication): a server that is down,
+    /// unknown or refusing us is reported within it, not after `acquire_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     pub migrate_on_start: bool,
 }
 
@@ -352,6 +356,12 @@ impl Settings {
             return Err(SettingsError::invalid(
                 "database.max_connections",
                 "must be at least 1",
+            ));
+        }
+        if self.database.connect_timeout.is_zero() {
+            return Err(SettingsError::invalid(
+                "database.connect_timeout",
+                "must be longer than 0s",
             ));
         }
         if self.daemon.stuck_after.is_zero() {

@@ -38,7 +38,7 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-fn url_with_database(name: &str) -> String {
+pub fn url_with_database(name: &str) -> String {
     let mut url = url::Url::parse(&server_url()).expect("DATABASE_URL is not a URL");
     url.set_path(&format!("/{name}"));
     url.to_string()

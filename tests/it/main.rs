@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
+mod connect_errors;
 mod customer_refresh;
 mod daemon;
 mod drift;
