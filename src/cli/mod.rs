@@ -21,6 +21,7 @@ use crate::settings::{LogFormat, Settings};
 use crate::telemetry::{self, Output};
 
 mod actions;
+mod generate;
 mod once;
 mod parsers;
 mod reports;
@@ -29,6 +30,7 @@ mod terminal;
 #[cfg(feature = "sandbox")]
 use actions::serve_sandbox;
 use actions::{forget_rabot, healthcheck, link_rabot, rabobank_authorize, resync, unlink_rabot};
+pub use generate::CompletionShell;
 use once::{migrate, run_job_once};
 use parsers::{CustomerIdParser, JobNameParser, parse_label};
 use reports::{list_audit, list_grants, list_links, show_status};
@@ -36,7 +38,7 @@ use reports::{list_audit, list_grants, list_links, show_status};
 #[derive(Debug, Parser)]
 #[command(
     name = "partner-sync",
-    version,
+    version = generate::VERSION,
     about = "Mirrors energy-partner data into PostgreSQL"
 )]
 pub struct Cli {
@@ -177,6 +179,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script, e.g. `partner-sync completions bash >
+    /// /etc/bash_completion.d/partner-sync`; needs no settings.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff), e.g. `partner-sync man > /usr/share/man/man1/partner-sync.1`;
+    /// needs no settings.
+    Man,
     /// Mirror a generated RABOT sandbox into the database named by DATABASE_URL, and report.
     #[cfg(feature = "sandbox")]
     Demo {
@@ -246,6 +257,21 @@ pub async fn run(cli: Cli) -> ExitCode {
         let _ = error.print();
         return ExitCode::from(2);
     }
+    // Generated from the definitions alone: they work before any settings exist.
+    let generated = match cli.command {
+        Command::Completions { shell } => Some(generate::completions(shell)),
+        Command::Man => Some(generate::man()),
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("partner-sync: {}", terminal::one_line(&error));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
@@ -307,6 +333,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status { jobs, json } => show_status(&settings, &jobs, json).await,
         Command::Healthcheck => healthcheck(&settings).await,
         Command::Migrate { create_database } => migrate(&settings, create_database).await,
+        // Answered above, before the settings were loaded.
+        Command::Completions { .. } | Command::Man => Ok(()),
         Command::CheckConfig => {
             print!("{}", settings.to_masked_toml());
             Ok(())

@@ -33,6 +33,8 @@ impl Command {
             Command::Links { .. } => "links".into(),
             Command::Audit { .. } => "audit".into(),
             Command::Grants { .. } => "grants".into(),
+            Command::Completions { .. } => "completions".into(),
+            Command::Man => "man".into(),
             #[cfg(feature = "sandbox")]
             Command::Demo { .. } => "demo".into(),
         }
@@ -52,7 +54,9 @@ impl Command {
             | Command::Links { .. }
             | Command::Audit { .. }
             | Command::Resync { .. }
-            | Command::Healthcheck => "warn",
+            | Command::Healthcheck
+            | Command::Completions { .. }
+            | Command::Man => "warn",
             Command::Run => telemetry::DEFAULT_FILTER,
             _ if output == Output::Human => "warn,partner_sync::events::dispatcher=off",
             _ => telemetry::DEFAULT_FILTER,

@@ -14,6 +14,7 @@ mod energyzero_client;
 mod finance_guide;
 mod forget;
 mod freshness;
+mod help;
 mod hostile_api;
 mod hostile_clients;
 mod http_stack;
