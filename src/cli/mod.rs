@@ -54,7 +54,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: scheduled jobs until SIGTERM/SIGINT.
+    /// Run the daemon until SIGTERM/SIGINT: scheduled and requested jobs (resync, signals,
+    /// links), the HTTP listeners (consent callback, customer links, health, metrics); SIGHUP
+    /// reloads the settings. Logs JSON unless `--log-format pretty`.
     Run,
     /// Run one pass of a job now and exit (0 succeeded, 1 failed). A partner name runs its
     /// scheduled job (`sync rabobank` is `rotate-tokens`).
@@ -73,11 +75,14 @@ pub enum Command {
         #[arg(long)]
         create_database: bool,
     },
-    /// Validate the settings and print them with every secret masked.
+    /// Validate the settings and print the effective ones (TOML) with every secret masked; an
+    /// unusable one exits 2 naming its key.
     CheckConfig,
-    /// Serve the simulated partner APIs for trials and tests.
+    /// Serve the simulated partners (RABOT, EnergyZero, Rabobank) for trials and tests; prints
+    /// URLs, credentials and ready-to-paste environment lines, then serves until Ctrl-C.
     #[cfg(feature = "sandbox")]
     Sandbox {
+        /// Address to serve every simulated partner on.
         #[arg(long, default_value = "127.0.0.1:8089")]
         listen: SocketAddr,
         #[command(flatten)]
@@ -141,6 +146,7 @@ pub enum Command {
     Unlink {
         #[arg(value_enum)]
         partner: LinkPartner,
+        /// The partner's customer number (as in `links`).
         customer_number: String,
     },
     /// Erase a customer the partner no longer returns (tombstoned in the mirror, or unlinked
@@ -151,9 +157,10 @@ pub enum Command {
     Forget {
         #[arg(value_enum)]
         partner: LinkPartner,
+        /// The partner's customer number.
         customer_number: String,
     },
-    /// List customer links: status, external id, customer number, times.
+    /// List customer links: status, external id, customer number, times, refusal reason.
     Links {
         /// One JSON object per link, for scripts.
         #[arg(long)]
@@ -188,11 +195,17 @@ pub enum Command {
     /// Print the man page (roff), e.g. `partner-sync man > /usr/share/man/man1/partner-sync.1`;
     /// needs no settings.
     Man,
-    /// Mirror a generated RABOT sandbox into the database named by DATABASE_URL, and report.
+    /// Every partner flow against the built-in sandbox, into the database named by
+    /// DATABASE_URL (created and migrated): a RABOT customer links through a scripted browser
+    /// and is mirrored at once; then the RABOT mirror (customers and contracts), each contract's
+    /// costs and consumption, and the EnergyZero mirror (users by impersonation, their
+    /// contracts); each step reports what it wrote. A second run changes nothing.
     #[cfg(feature = "sandbox")]
     Demo {
+        /// RABOT customers the sandbox generates (the one that links comes on top).
         #[arg(long, default_value_t = 1000)]
         customers: usize,
+        /// Contracts of each generated RABOT customer.
         #[arg(long, default_value_t = 2)]
         contracts_per_customer: usize,
     },
