@@ -150,6 +150,44 @@ where
     command.envs(env).output().await.expect("the binary runs")
 }
 
+/// Runs `partner-sync <args>` as a person at a terminal would: under a pseudo-terminal made by
+/// util-linux's `script` (stdin, stdout and stderr all a tty), with the same clean environment
+/// as [`run_binary`]. Returns the exit code and what the terminal showed (stdout and stderr
+/// together, `\r\n` read as `\n`).
+pub async fn run_in_terminal<K, V>(
+    args: &[&str],
+    env: impl IntoIterator<Item = (K, V)>,
+) -> (Option<i32>, String)
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let quote = |word: &str| format!("'{}'", word.replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(daemon::BIN)
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect();
+    let mut command = tokio::process::Command::new("script");
+    // -q: no "Script started" lines; -e: its exit code is the command's; -c: the command;
+    // /dev/null: no typescript file.
+    command
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .env_remove("RUST_LOG")
+        .env_remove("DATABASE_URL");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PARTNER_SYNC") {
+            command.env_remove(key);
+        }
+    }
+    let out = command
+        .envs(env)
+        .output()
+        .await
+        .expect("util-linux `script` runs (Debian: bsdutils)");
+    let shown = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    (out.status.code(), shown)
+}
+
 /// A port nothing listens on right now, for a daemon whose public URL must be known up front.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

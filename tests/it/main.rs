@@ -32,4 +32,5 @@ mod secrets;
 mod settings;
 mod snapshots;
 mod status;
+mod terminal;
 mod token_cache;
