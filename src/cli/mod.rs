@@ -24,6 +24,7 @@ mod actions;
 mod generate;
 mod once;
 mod parsers;
+mod progress;
 mod reports;
 mod terminal;
 
@@ -302,9 +303,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sync {
             job,
             allow_mass_delete,
-        } => run_job_once(settings, job, allow_mass_delete).await,
+        } => run_job_once(settings, job, allow_mass_delete, output).await,
         Command::RotateTokens => {
-            run_job_once(settings, JobName::RabobankTokenRotation, false).await
+            run_job_once(settings, JobName::RabobankTokenRotation, false, output).await
         }
         Command::Rabobank {
             command: RabobankCommand::Authorize { label },

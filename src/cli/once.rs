@@ -1,6 +1,8 @@
 //! The one-shot passes: `migrate` and `sync` (`rotate-tokens`), each recorded like a scheduled
 //! run.
 
+use std::time::Instant;
+
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +15,7 @@ use crate::partners::rabot::links::RabotLinks;
 use crate::settings::Settings;
 use crate::store::audit::{self, Actor, Entry};
 use crate::store::runs::{RunCounts, RunStatus};
+use crate::telemetry::Output;
 use crate::{app, store};
 
 pub(super) async fn migrate(settings: &Settings, create_database: bool) -> anyhow::Result<()> {
@@ -32,6 +35,7 @@ pub(super) async fn run_job_once(
     mut settings: Settings,
     job: JobName,
     allow_mass_delete: bool,
+    output: Output,
 ) -> anyhow::Result<()> {
     let actor = Actor::cli_user();
     if allow_mass_delete {
@@ -63,10 +67,16 @@ pub(super) async fn run_job_once(
         pool.clone(),
         settings.daemon.shutdown_grace,
     );
-    let (counts, _) = watch::channel(RunCounts::default());
+    let (counts, progress) = watch::channel(RunCounts::default());
+    let spinner = (output == Output::Human).then(|| tokio::spawn(super::progress::show(progress)));
+    let started = Instant::now();
     let outcome = runner
         .run_once(TriggerCause::Cli, actor.clone(), &shutdown, counts)
         .await;
+    if let Some(spinner) = spinner {
+        // The sender is gone with the run, so the spinner ends and clears its line.
+        let _ = spinner.await;
+    }
     let ran = match &outcome {
         Ok(RunOutcome::Finished { run_id, status, .. }) => {
             serde_json::json!({ "run_id": run_id, "status": status.as_str() })
@@ -92,9 +102,18 @@ pub(super) async fn run_job_once(
     }
     match outcome? {
         RunOutcome::Finished {
+            run_id,
             status: RunStatus::Succeeded,
-            ..
-        } => Ok(()),
+            counts,
+            error,
+        } => {
+            if output == Output::Human {
+                let line =
+                    super::progress::summary(job, run_id, started, &counts, error.as_deref());
+                eprintln!("partner-sync: {line}");
+            }
+            Ok(())
+        }
         // The command's last line says how the run ended and why (at a terminal the run's own
         // error line is not logged, so this is the one place it appears).
         RunOutcome::Finished {

@@ -6,10 +6,19 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// The lines the terminal showed, blank ones left out.
+/// The lines the terminal shows once everything is drawn: of a line redrawn in place (a
+/// spinner's frames, each ended by `\r` and erased with `ESC[2K`) only its last text is left;
+/// blank lines are left out.
 fn lines(shown: &str) -> Vec<&str> {
     shown
-        .lines()
+        .split('\n')
+        .map(|line| {
+            let last = line
+                .rsplit('\r')
+                .find(|part| !part.is_empty())
+                .unwrap_or("");
+            last.trim_start_matches("\u{1b}[2K")
+        })
         .filter(|line| !line.trim().is_empty())
         .collect()
 }
@@ -111,4 +120,30 @@ async fn a_failed_run_at_a_terminal_is_one_line_with_the_runs_error() {
         &shown,
         "partner-sync: invalid setting log.format: must be auto",
     );
+}
+
+#[tokio::test]
+async fn a_pass_at_a_terminal_ends_with_a_summary_line_and_without_one_stays_json() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(4)).await;
+    let env = sandbox_env(&sandbox, &db.url);
+    let (code, shown) = run_in_terminal(&["sync", "rabot"], env.clone()).await;
+    assert_eq!(code, Some(0), "{shown}");
+    // The spinner's frames end with its line cleared: the summary is the one line left.
+    let last = assert_one_plain_line(&shown, "partner-sync: ");
+    assert!(
+        last.starts_with("partner-sync: rabot_mirror run ") && last.contains(" succeeded in "),
+        "{shown:?}"
+    );
+    assert!(
+        last.contains("inserted 12"),
+        "4 customers, 8 contracts: {last}"
+    );
+
+    let piped = run_binary(&["sync", "rabot"], env).await;
+    assert_eq!(piped.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    for line in stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    }
 }
