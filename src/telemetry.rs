@@ -1,29 +1,53 @@
 //! Logging: JSON lines (or a human format) to stderr, filtered by `RUST_LOG`.
 //! Standard output stays free for command output such as `check-config` and the demo summary.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::LogFormat;
+
+/// What `log.format` (or `--log-format`) comes to for one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// JSON lines, for log collectors and scripts.
+    Json,
+    /// Lines for a person; a failing command ends with one plain line.
+    Human,
+}
+
+impl Output {
+    /// `auto` is human-readable only for a one-shot command whose stderr is a terminal: the
+    /// daemon's lines go to a collector even when started by hand, unless told `pretty`.
+    pub fn resolve(format: LogFormat, daemon: bool) -> Self {
+        match format {
+            LogFormat::Json => Output::Json,
+            LogFormat::Pretty => Output::Human,
+            LogFormat::Auto if !daemon && std::io::stderr().is_terminal() => Output::Human,
+            LogFormat::Auto => Output::Json,
+        }
+    }
+}
 
 /// What is logged when `RUST_LOG` is unset: our own info, dependencies' warnings.
 pub const DEFAULT_FILTER: &str = "warn,partner_sync=info";
 
 /// Installs the global subscriber; `RUST_LOG` wins over `default_filter`.
-pub fn init(format: LogFormat, default_filter: &str) {
+pub fn init(output: Output, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     // A second init (tests calling into the CLI twice) is harmless, so its error is ignored.
-    let _ = match format {
-        LogFormat::Json => builder
+    let _ = match output {
+        Output::Json => builder
             .json()
             .with_current_span(true)
             .with_span_list(true)
             .flatten_event(true)
             .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+        Output::Human => builder.try_init(),
     };
 }
 
@@ -52,6 +76,13 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("inner")]
     struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn the_daemon_logs_json_unless_told_pretty() {
+        assert_eq!(Output::resolve(LogFormat::Auto, true), Output::Json);
+        assert_eq!(Output::resolve(LogFormat::Json, false), Output::Json);
+        assert_eq!(Output::resolve(LogFormat::Pretty, true), Output::Human);
+    }
 
     #[test]
     fn every_cause_is_written_once_in_order() {

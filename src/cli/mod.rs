@@ -6,37 +6,40 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::app;
 #[cfg(feature = "sandbox")]
 use crate::demo;
-use crate::events::TriggerCause;
-use crate::events::dispatcher::{JobRunner, RunOutcome};
 use crate::events::signals;
-use crate::finance::forget;
-use crate::jobs::{self, JobName};
-use crate::partners::rabobank::grants::{self, RabobankGrants, RefreshTasks};
-use crate::partners::rabot::links::{LinkSpec, RabotLinks};
+use crate::jobs::JobName;
+use crate::partners::rabot::links::LinkSpec;
 #[cfg(feature = "sandbox")]
-use crate::sandbox::{self, SandboxOptions};
+use crate::sandbox::SandboxOptions;
 use crate::settings::{LogFormat, Settings};
-use crate::store::audit::{self, Actor, Entry};
-use crate::store::runs::{RunCounts, RunStatus};
-use crate::{app, resync, status, store, telemetry};
+use crate::telemetry::{self, Output};
 
+mod actions;
+mod generate;
+mod once;
 mod parsers;
+mod progress;
 mod reports;
+mod terminal;
 
+#[cfg(feature = "sandbox")]
+use actions::serve_sandbox;
+use actions::{forget_rabot, healthcheck, link_rabot, rabobank_authorize, resync, unlink_rabot};
+pub use generate::CompletionShell;
+use once::{migrate, run_job_once};
 use parsers::{CustomerIdParser, JobNameParser, parse_label};
 use reports::{list_audit, list_grants, list_links, show_status};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "partner-sync",
-    version,
+    version = generate::VERSION,
     about = "Mirrors energy-partner data into PostgreSQL"
 )]
 pub struct Cli {
@@ -52,7 +55,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: scheduled jobs until SIGTERM/SIGINT.
+    /// Run the daemon until SIGTERM/SIGINT: scheduled and requested jobs (resync, signals,
+    /// links), the HTTP listeners (consent callback, customer links, health, metrics); SIGHUP
+    /// reloads the settings. Logs JSON unless `--log-format pretty`.
     Run,
     /// Run one pass of a job now and exit (0 succeeded, 1 failed). A partner name runs its
     /// scheduled job (`sync rabobank` is `rotate-tokens`).
@@ -65,12 +70,20 @@ pub enum Command {
         allow_mass_delete: bool,
     },
     /// Apply pending database migrations.
-    Migrate,
-    /// Validate the settings and print them with every secret masked.
+    Migrate {
+        /// First create the database named in DATABASE_URL (database.url) if it does not
+        /// exist, connecting to the server's `postgres` database to do so.
+        #[arg(long)]
+        create_database: bool,
+    },
+    /// Validate the settings and print the effective ones (TOML) with every secret masked; an
+    /// unusable one exits 2 naming its key.
     CheckConfig,
-    /// Serve the simulated partner APIs for trials and tests.
+    /// Serve the simulated partners (RABOT, EnergyZero, Rabobank) for trials and tests; prints
+    /// URLs, credentials and ready-to-paste environment lines, then serves until Ctrl-C.
     #[cfg(feature = "sandbox")]
     Sandbox {
+        /// Address to serve every simulated partner on.
         #[arg(long, default_value = "127.0.0.1:8089")]
         listen: SocketAddr,
         #[command(flatten)]
@@ -134,6 +147,7 @@ pub enum Command {
     Unlink {
         #[arg(value_enum)]
         partner: LinkPartner,
+        /// The partner's customer number (as in `links`).
         customer_number: String,
     },
     /// Erase a customer the partner no longer returns (tombstoned in the mirror, or unlinked
@@ -144,9 +158,10 @@ pub enum Command {
     Forget {
         #[arg(value_enum)]
         partner: LinkPartner,
+        /// The partner's customer number.
         customer_number: String,
     },
-    /// List customer links: status, external id, customer number, times.
+    /// List customer links: status, external id, customer number, times, refusal reason.
     Links {
         /// One JSON object per link, for scripts.
         #[arg(long)]
@@ -172,11 +187,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Mirror a generated RABOT sandbox into the database named by DATABASE_URL, and report.
+    /// Print a shell completion script, e.g. `partner-sync completions bash >
+    /// /etc/bash_completion.d/partner-sync`; needs no settings.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff), e.g. `partner-sync man > /usr/share/man/man1/partner-sync.1`;
+    /// needs no settings.
+    Man,
+    /// Every partner flow against the built-in sandbox, into the database named by
+    /// DATABASE_URL (created and migrated): a RABOT customer links through a scripted browser
+    /// and is mirrored at once; then the RABOT mirror (customers and contracts), each contract's
+    /// costs and consumption, and the EnergyZero mirror (users by impersonation, their
+    /// contracts); each step reports what it wrote. A second run changes nothing.
     #[cfg(feature = "sandbox")]
     Demo {
+        /// RABOT customers the sandbox generates (the one that links comes on top).
         #[arg(long, default_value_t = 1000)]
         customers: usize,
+        /// Contracts of each generated RABOT customer.
         #[arg(long, default_value_t = 2)]
         contracts_per_customer: usize,
     },
@@ -241,6 +271,21 @@ pub async fn run(cli: Cli) -> ExitCode {
         let _ = error.print();
         return ExitCode::from(2);
     }
+    // Generated from the definitions alone: they work before any settings exist.
+    let generated = match cli.command {
+        Command::Completions { shell } => Some(generate::completions(shell)),
+        Command::Man => Some(generate::man()),
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("partner-sync: {}", terminal::one_line(&error));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
@@ -249,30 +294,18 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     };
     let format = cli.log_format.unwrap_or(settings.log.format);
-    // The demo talks to a person: only warnings interleave with its report.
-    let default_filter = match cli.command {
-        #[cfg(feature = "sandbox")]
-        // The demo prints what each step did, drift included; warnings would repeat it.
-        Command::Demo { .. } => "error",
-        Command::CheckConfig
-        | Command::Status { .. }
-        | Command::Grants { .. }
-        | Command::Links { .. }
-        | Command::Audit { .. }
-        | Command::Resync { .. }
-        | Command::Healthcheck => "warn",
-        _ => telemetry::DEFAULT_FILTER,
-    };
-    telemetry::init(format, default_filter);
+    let output = Output::resolve(format, matches!(cli.command, Command::Run));
+    telemetry::init(output, cli.command.default_filter(output));
+    let what = cli.command.label();
 
     let result = match cli.command {
         Command::Run => run_daemon(settings, cli.config).await,
         Command::Sync {
             job,
             allow_mass_delete,
-        } => run_job_once(settings, job, allow_mass_delete).await,
+        } => run_job_once(settings, job, allow_mass_delete, output).await,
         Command::RotateTokens => {
-            run_job_once(settings, JobName::RabobankTokenRotation, false).await
+            run_job_once(settings, JobName::RabobankTokenRotation, false, output).await
         }
         Command::Rabobank {
             command: RabobankCommand::Authorize { label },
@@ -313,7 +346,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => resync(&settings, jobs, customer.as_deref(), wait, timeout).await,
         Command::Status { jobs, json } => show_status(&settings, &jobs, json).await,
         Command::Healthcheck => healthcheck(&settings).await,
-        Command::Migrate => migrate(&settings).await,
+        Command::Migrate { create_database } => migrate(&settings, create_database).await,
+        // Answered above, before the settings were loaded.
+        Command::Completions { .. } | Command::Man => Ok(()),
         Command::CheckConfig => {
             print!("{}", settings.to_masked_toml());
             Ok(())
@@ -328,10 +363,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "failed");
-            ExitCode::FAILURE
-        }
+        Err(error) => terminal::report_failure(output, &what, &error),
     }
 }
 
@@ -339,269 +371,4 @@ async fn run_daemon(settings: Settings, config_file: Option<PathBuf>) -> anyhow:
     let shutdown = CancellationToken::new();
     signals::spawn_shutdown_handler(shutdown.clone())?;
     app::run_daemon(settings, config_file, shutdown).await
-}
-
-async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let pool = store::connect(&settings.database).await?;
-    store::migrate(&pool).await?;
-    tracing::info!("migrations applied");
-    Ok(())
-}
-
-/// One pass, recorded in `sync.runs` like a scheduled one; Ctrl-C cancels it cleanly. Audited
-/// under the OS user: the override of the tombstone guards before the pass (so it is in the
-/// trail whatever the pass does), the run once it has ended.
-async fn run_job_once(
-    mut settings: Settings,
-    job: JobName,
-    allow_mass_delete: bool,
-) -> anyhow::Result<()> {
-    let actor = Actor::cli_user();
-    if allow_mass_delete {
-        settings.allow_mass_delete();
-    }
-    let rabobank = RabobankGrants::from_settings(&settings)?;
-    let rabot = RabotLinks::from_settings(&settings)?;
-    let scheduled = jobs::registry(&jobs::RunnerParts {
-        settings: &settings,
-        rabobank: rabobank.as_ref(),
-        rabot: rabot.as_ref(),
-    })?
-    .into_iter()
-    .find(|j| j.name == job)
-    .ok_or_else(|| anyhow::anyhow!("{job} is not enabled: set {}.enabled = true", job.partner()))?;
-    let pool = app::open_database(&settings).await?;
-    if allow_mass_delete {
-        let entry = Entry::new(&actor, "guard.override")
-            .partner(job.partner())
-            .subject(job.as_str())
-            .detail(serde_json::json!({ "job": job.as_str(), "allow_mass_delete": true }));
-        audit::record(&pool, &entry).await?;
-    }
-    let shutdown = CancellationToken::new();
-    signals::spawn_shutdown_handler(shutdown.clone())?;
-    let runner = JobRunner::new(
-        job,
-        scheduled.job,
-        pool.clone(),
-        settings.daemon.shutdown_grace,
-    );
-    let (counts, _) = watch::channel(RunCounts::default());
-    let outcome = runner
-        .run_once(TriggerCause::Cli, actor.clone(), &shutdown, counts)
-        .await;
-    let ran = match &outcome {
-        Ok(RunOutcome::Finished { run_id, status, .. }) => {
-            serde_json::json!({ "run_id": run_id, "status": status.as_str() })
-        }
-        Ok(RunOutcome::LockedElsewhere) => serde_json::json!({ "status": "locked elsewhere" }),
-        Err(_) => serde_json::json!({ "status": "not recorded" }),
-    };
-    let entry = Entry::new(&actor, "sync.run")
-        .partner(job.partner())
-        .subject(job.as_str())
-        .detail(ran);
-    if let Err(error) = audit::record(&pool, &entry).await {
-        tracing::error!(error = %error, "could not record the run in the audit trail");
-    }
-    // A refresh sent before a stop ended the run is still answered and saved.
-    if let Some(rabobank) = &rabobank {
-        let refreshes = rabobank.refresh_tasks();
-        if !refreshes.finish(RefreshTasks::bound(&settings.http)).await {
-            tracing::error!(
-                "a grant refresh did not finish in time; its grant will show as in doubt"
-            );
-        }
-    }
-    match outcome? {
-        RunOutcome::Finished {
-            status: RunStatus::Succeeded,
-            ..
-        } => Ok(()),
-        // The run's own error is already in the log; this line says how the command ended.
-        RunOutcome::Finished { run_id, status, .. } => {
-            anyhow::bail!("{job} run {run_id} {}", status.as_str())
-        }
-        RunOutcome::LockedElsewhere => anyhow::bail!("{job} is already running elsewhere"),
-    }
-}
-
-async fn rabobank_authorize(settings: &Settings, label: Option<&str>) -> anyhow::Result<()> {
-    let grants = RabobankGrants::from_settings(settings)?
-        .ok_or_else(|| anyhow::anyhow!("Rabobank is not enabled: set rabobank.enabled = true"))?;
-    let pool = app::open_database(settings).await?;
-    let url = grants.begin_consent(&pool, label).await?;
-    println!("{url}");
-    eprintln!(
-        "Open this URL in the account holder's own browser within {} minutes. Rabobank then \
-         redirects to {}, which the running daemon (`partner-sync run`) must serve.",
-        grants::STATE_LIFETIME.as_secs() / 60,
-        settings.rabobank.redirect_uri
-    );
-    Ok(())
-}
-
-fn rabot_links(settings: &Settings) -> anyhow::Result<std::sync::Arc<RabotLinks>> {
-    RabotLinks::from_settings(settings)?
-        .ok_or_else(|| anyhow::anyhow!("RABOT is not enabled: set rabot.enabled = true"))
-}
-
-async fn link_rabot(settings: &Settings, spec: LinkSpec) -> anyhow::Result<()> {
-    let links = rabot_links(settings)?;
-    let pool = app::open_database(settings).await?;
-    let link = links.begin(&pool, spec, &Actor::cli_user()).await?;
-    println!("{}", link.authorization_url);
-    eprintln!(
-        "Send the customer to this URL before {} (link {}). RABOT then redirects to {}{}/…, \
-         which the running daemon (`partner-sync run`) must serve.",
-        link.expires_at.format("%H:%M:%S UTC"),
-        link.id,
-        settings.server.public_url.trim_end_matches('/'),
-        crate::settings::RABOT_LINKS_PATH,
-    );
-    Ok(())
-}
-
-async fn unlink_rabot(settings: &Settings, customer_number: &str) -> anyhow::Result<()> {
-    let links = rabot_links(settings)?;
-    let pool = app::open_database(settings).await?;
-    let marked = links
-        .unlink(&pool, customer_number, &Actor::cli_user())
-        .await?;
-    if marked == 0 {
-        println!("unlinked customer {customer_number} at RABOT (no link of it was recorded here)");
-    } else {
-        println!(
-            "unlinked customer {customer_number}; its mirrored rows stay but are no longer refreshed"
-        );
-    }
-    Ok(())
-}
-
-async fn forget_rabot(settings: &Settings, customer_number: &str) -> anyhow::Result<()> {
-    let pool = app::open_database(settings).await?;
-    match forget::forget_rabot_customer(&pool, customer_number, &Actor::cli_user()).await? {
-        Ok(erased) => {
-            let tables: Vec<String> = erased
-                .iter()
-                .filter(|(_, rows)| **rows > 0)
-                .map(|(table, rows)| format!("{table} {rows}"))
-                .collect();
-            println!(
-                "forgot RABOT customer {customer_number}: {} rows erased ({})",
-                erased.values().sum::<u64>(),
-                tables.join(", ")
-            );
-            Ok(())
-        }
-        Err(refusal) => anyhow::bail!("{}", refusal.explain(customer_number)),
-    }
-}
-
-async fn resync(
-    settings: &Settings,
-    jobs: Vec<JobName>,
-    customer: Option<&str>,
-    wait: bool,
-    timeout: std::time::Duration,
-) -> anyhow::Result<()> {
-    let jobs: Vec<JobName> = if customer.is_some() {
-        // `rabot --customer ID` is the targeted refresh, not a full pass.
-        vec![JobName::RabotCustomerRefresh]
-    } else if jobs.is_empty() {
-        // The mirror jobs these settings enable: waiting for one no daemon runs would only
-        // time out. Settings that enable none (a bare ops shell) still ask for every mirror.
-        let mirrors = JobName::all().filter(|j| j.is_mirror());
-        let enabled: Vec<JobName> = mirrors
-            .clone()
-            .filter(|&j| jobs::is_enabled(settings, j))
-            .collect();
-        if enabled.is_empty() {
-            mirrors.collect()
-        } else {
-            enabled
-        }
-    } else {
-        // `rabot rabot_mirror` names one job once.
-        let mut unique = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if !unique.contains(&job) {
-                unique.push(job);
-            }
-        }
-        unique
-    };
-    let pool = app::open_database(settings).await?;
-    let id = resync::request(&pool, &jobs, customer, &Actor::cli_user()).await?;
-    let names: Vec<&str> = jobs.iter().map(|j| j.as_str()).collect();
-    let of_customer = customer
-        .map(|customer| format!(" of customer {}", status::printable(customer)))
-        .unwrap_or_default();
-    println!("requested {}{of_customer} (request {id})", names.join(", "));
-    if !wait {
-        return Ok(());
-    }
-    let outcomes = resync::wait(&pool, id, timeout).await?;
-    for outcome in &outcomes {
-        match outcome {
-            resync::Outcome::Ran(run) => println!(
-                "{} run {} {} in {:.1}s on {}: {}{}",
-                run.job,
-                run.id,
-                run.status,
-                run.duration().unwrap_or_default().as_secs_f64(),
-                run.host,
-                run.counts_summary(),
-                run.error
-                    .as_deref()
-                    .map(|e| format!("; error: {}", status::printable(e)))
-                    .unwrap_or_default(),
-            ),
-            resync::Outcome::NotRun { job, reason } => println!("{job} not run: {reason}"),
-        }
-    }
-    anyhow::ensure!(
-        outcomes.iter().all(resync::Outcome::succeeded),
-        "not every requested run succeeded"
-    );
-    Ok(())
-}
-
-/// GET /healthz on this machine's daemon, on both listeners (`server.listen` and
-/// `server.ops_listen`): the container is healthy only while both answer.
-async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
-        .build()?;
-    for (key, mut address) in [
-        ("server.listen", settings.server.listen),
-        ("server.ops_listen", settings.server.ops_listen),
-    ] {
-        if address.ip().is_unspecified() {
-            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        let url = format!("http://{address}/healthz");
-        let answer = client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("{url} ({key}) did not answer"))?;
-        anyhow::ensure!(
-            answer.status().is_success(),
-            "{url} ({key}) answered {}",
-            answer.status()
-        );
-    }
-    Ok(())
-}
-
-#[cfg(feature = "sandbox")]
-async fn serve_sandbox(listen: SocketAddr, options: SandboxOptions) -> anyhow::Result<()> {
-    let sandbox = sandbox::start(options, listen).await?;
-    println!("{}", sandbox.describe());
-    let shutdown = CancellationToken::new();
-    signals::spawn_shutdown_handler(shutdown.clone())?;
-    shutdown.cancelled().await;
-    sandbox.shutdown().await;
-    Ok(())
 }

@@ -62,6 +62,10 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// Time allowed to open one connection (TCP, TLS, authentication): a server that is down,
+    /// unknown or refusing us is reported within it, not after `acquire_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     pub migrate_on_start: bool,
 }
 
@@ -78,11 +82,29 @@ pub struct DaemonSettings {
     pub timezone: chrono_tz::Tz,
 }
 
+/// Read through a string so that a wrong value is refused naming the choices, not the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum LogFormat {
+    /// Human-readable when stderr is a terminal, JSON otherwise; the daemon (`run`) always JSON.
+    Auto,
+    /// One JSON object per line.
     Json,
+    /// Human-readable lines.
     Pretty,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = &'static str;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "auto" => Ok(LogFormat::Auto),
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err("must be auto, json or pretty"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -334,6 +356,12 @@ impl Settings {
             return Err(SettingsError::invalid(
                 "database.max_connections",
                 "must be at least 1",
+            ));
+        }
+        if self.database.connect_timeout.is_zero() {
+            return Err(SettingsError::invalid(
+                "database.connect_timeout",
+                "must be longer than 0s",
             ));
         }
         if self.daemon.stuck_after.is_zero() {

@@ -32,6 +32,17 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Opening a connection failed: where (never the password), why, and what to do.
+    #[error(
+        "cannot connect to PostgreSQL at {server} (database {database}, user {user}): {reason}; {hint}"
+    )]
+    Connect {
+        server: String,
+        database: String,
+        user: String,
+        reason: String,
+        hint: String,
+    },
 }
 
 fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, StoreError> {
@@ -48,13 +59,101 @@ fn without_secrets(message: &str) -> String {
     message.split(':').next().unwrap_or("invalid").to_owned()
 }
 
+/// The pool, once one connection has been opened within `database.connect_timeout`: a server
+/// that is down, unknown or refusing us is reported at once and specifically, instead of as the
+/// pool's "timed out" after `database.acquire_timeout`.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> {
+    let options = connect_options(settings)?;
+    let probe = open_connection(&options, settings.connect_timeout).await?;
+    // Only the probe's success matters; a failure to say goodbye changes nothing.
+    let _ = probe.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
-        .connect_with(connect_options(settings)?)
-        .await?;
+        .connect_with(options.clone())
+        .await
+        .map_err(|error| connect_error(&options, settings.connect_timeout, error))?;
     Ok(pool)
+}
+
+/// One connection within `limit`, its failure described by [`connect_error`].
+async fn open_connection(
+    options: &PgConnectOptions,
+    limit: std::time::Duration,
+) -> Result<PgConnection, StoreError> {
+    match tokio::time::timeout(limit, PgConnection::connect_with(options)).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(connect_error(options, limit, error)),
+        Err(_) => Err(connect_error(options, limit, sqlx::Error::PoolTimedOut)),
+    }
+}
+
+/// A failed connection attempt as a person can act on it: host, port, database and user from
+/// the options (the password never), the cause, and what to do about it.
+fn connect_error(
+    options: &PgConnectOptions,
+    limit: std::time::Duration,
+    error: sqlx::Error,
+) -> StoreError {
+    let server = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let database = options.get_database().unwrap_or(options.get_username());
+    let url = "DATABASE_URL (database.url)";
+    let (reason, hint) = match &error {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
+            "connection refused".to_owned(),
+            format!("is PostgreSQL running on {server}?"),
+        ),
+        sqlx::Error::Io(io) if io.to_string().contains("lookup") => (
+            format!("unknown host ({io})"),
+            format!("check the host in {url}"),
+        ),
+        sqlx::Error::Io(io) => (
+            io.to_string(),
+            format!("is PostgreSQL running on {server}, and reachable from here?"),
+        ),
+        sqlx::Error::Tls(tls) => (
+            format!("TLS failed: {tls}"),
+            format!("check sslmode in {url} and the server's certificate"),
+        ),
+        sqlx::Error::Database(db) => {
+            let hint = match db.code().as_deref() {
+                // invalid_password
+                Some("28P01") => format!("check the password in {url}"),
+                // invalid_authorization_specification: no pg_hba.conf entry, unknown role
+                Some("28000") => {
+                    format!("check the user in {url} and the server's pg_hba.conf")
+                }
+                // invalid_catalog_name
+                Some("3D000") => {
+                    "create it with `partner-sync migrate --create-database`".to_owned()
+                }
+                _ => format!("check {url}"),
+            };
+            (db.message().to_owned(), hint)
+        }
+        sqlx::Error::PoolTimedOut => (
+            format!(
+                "no answer within {} (database.connect_timeout)",
+                humantime::format_duration(limit)
+            ),
+            format!("is PostgreSQL running on {server}, and reachable from here?"),
+        ),
+        sqlx::Error::Protocol(_) => (
+            error.to_string(),
+            format!("is {server} a PostgreSQL server? check the host and port in {url}"),
+        ),
+        other => (other.to_string(), format!("check {url}")),
+    };
+    StoreError::Connect {
+        server,
+        database: database.to_owned(),
+        user: options.get_username().to_owned(),
+        reason,
+        hint,
+    }
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
@@ -83,7 +182,8 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<(
     let Some(name) = options.get_database().map(str::to_owned) else {
         return Ok(());
     };
-    let mut admin = options.database("postgres").connect().await?;
+    let admin_options = options.database("postgres");
+    let mut admin = open_connection(&admin_options, settings.connect_timeout).await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)

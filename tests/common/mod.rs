@@ -38,7 +38,7 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-fn url_with_database(name: &str) -> String {
+pub fn url_with_database(name: &str) -> String {
     let mut url = url::Url::parse(&server_url()).expect("DATABASE_URL is not a URL");
     url.set_path(&format!("/{name}"));
     url.to_string()
@@ -148,6 +148,44 @@ where
         }
     }
     command.envs(env).output().await.expect("the binary runs")
+}
+
+/// Runs `partner-sync <args>` as a person at a terminal would: under a pseudo-terminal made by
+/// util-linux's `script` (stdin, stdout and stderr all a tty), with the same clean environment
+/// as [`run_binary`]. Returns the exit code and what the terminal showed (stdout and stderr
+/// together, `\r\n` read as `\n`).
+pub async fn run_in_terminal<K, V>(
+    args: &[&str],
+    env: impl IntoIterator<Item = (K, V)>,
+) -> (Option<i32>, String)
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let quote = |word: &str| format!("'{}'", word.replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(daemon::BIN)
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect();
+    let mut command = tokio::process::Command::new("script");
+    // -q: no "Script started" lines; -e: its exit code is the command's; -c: the command;
+    // /dev/null: no typescript file.
+    command
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .env_remove("RUST_LOG")
+        .env_remove("DATABASE_URL");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PARTNER_SYNC") {
+            command.env_remove(key);
+        }
+    }
+    let out = command
+        .envs(env)
+        .output()
+        .await
+        .expect("util-linux `script` runs (Debian: bsdutils)");
+    let shown = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    (out.status.code(), shown)
 }
 
 /// A port nothing listens on right now, for a daemon whose public URL must be known up front.
