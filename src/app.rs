@@ -74,6 +74,13 @@ impl JobSet {
         .await?;
         let stop = shutdown.child_token();
         dispatcher.spawn_runners(tracker, &stop, shutdown);
+        // Replicas with the same credentials divide each partner's rate between them.
+        store::rate_shares::spawn_keepers(
+            pool,
+            jobs.iter().filter_map(|j| j.job.rate_budget()),
+            tracker,
+            &stop,
+        );
         Ok(Self {
             dispatcher,
             schedule,

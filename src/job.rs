@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::RateBudget;
 use crate::store::drift::Drift;
 use crate::store::runs::RunCounts;
 
@@ -96,4 +97,10 @@ impl RunContext {
 /// of each run carries it.
 pub trait Job: Send + Sync {
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>>;
+
+    /// The partner rate limit the job's requests go through, which replicas divide between
+    /// them; `None` for a job that calls no partner.
+    fn rate_budget(&self) -> Option<RateBudget> {
+        None
+    }
 }

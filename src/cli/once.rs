@@ -61,12 +61,17 @@ pub(super) async fn run_job_once(
     }
     let shutdown = CancellationToken::new();
     signals::spawn_shutdown_handler(shutdown.clone())?;
+    let budget = scheduled.job.rate_budget();
     let runner = JobRunner::new(
         job,
         scheduled.job,
         pool.clone(),
         settings.daemon.shutdown_grace,
     );
+    // Like a daemon's jobs, the pass takes only its share of a rate other replicas also use.
+    let sharing = CancellationToken::new();
+    let keepers = tokio_util::task::TaskTracker::new();
+    store::rate_shares::spawn_keepers(&pool, budget, &keepers, &sharing);
     let (counts, progress) = watch::channel(RunCounts::default());
     let spinner = (output == Output::Human).then(|| tokio::spawn(super::progress::show(progress)));
     let started = Instant::now();
@@ -77,6 +82,9 @@ pub(super) async fn run_job_once(
         // The sender is gone with the run, so the spinner ends and clears its line.
         let _ = spinner.await;
     }
+    sharing.cancel();
+    keepers.close();
+    keepers.wait().await;
     let ran = match &outcome {
         Ok(RunOutcome::Finished { run_id, status, .. }) => {
             serde_json::json!({ "run_id": run_id, "status": status.as_str() })

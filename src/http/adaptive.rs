@@ -9,6 +9,10 @@
 //! refusal of requests sent at the current rate lowers it: the others in flight at the same
 //! moment answer for the same excess, and counting each would drive the rate to the floor.
 //!
+//! Replicas that use the same credential divide its rate: [`AdaptiveLimiter::set_share`] caps
+//! the rate at the configured one divided by the replicas sending now (counted through
+//! PostgreSQL, see `store::rate_shares`), and the decrease and the climb both stay under that cap.
+//!
 //! governor's quota is fixed when it is built, hence this small bucket of our own. Waiters
 //! queue on a tokio mutex (fair, first come first served) and the bucket itself sits behind a
 //! plain mutex that is never held across an await, so an answer can change the rate while a
@@ -49,6 +53,11 @@ pub struct AdaptiveLimiter {
 
 struct Bucket {
     rate: f64,
+    /// The configured rate divided by the replicas that send with the same credential.
+    ceiling: f64,
+    /// When a request last took a token (at first, when the limiter was made: a client is
+    /// made to send): whether this replica is sending.
+    last_acquired: Instant,
     tokens: f64,
     refilled: Instant,
     /// Raised by each decrease.
@@ -102,6 +111,8 @@ impl AdaptiveLimiter {
             queue: tokio::sync::Mutex::new(()),
             bucket: Mutex::new(Bucket {
                 rate: configured,
+                ceiling: configured,
+                last_acquired: Instant::now(),
                 tokens: burst,
                 refilled: Instant::now(),
                 epoch: 0,
@@ -115,6 +126,49 @@ impl AdaptiveLimiter {
         self.lock().rate
     }
 
+    /// The most this replica may send at now: the configured rate divided by the replicas
+    /// that share it.
+    pub fn ceiling(&self) -> f64 {
+        self.lock().ceiling
+    }
+
+    /// The partner this limiter paces.
+    pub fn partner(&self) -> &'static str {
+        self.partner
+    }
+
+    /// Whether a request took a token within `window`, or one is waiting for its turn now.
+    pub fn sent_within(&self, window: Duration) -> bool {
+        let waiting = self.queue.try_lock().is_err();
+        let last = self.lock().last_acquired;
+        waiting || last.elapsed() <= window
+    }
+
+    /// This replica's share of the configured rate, when `replicas` (≥ 1) send with the same
+    /// credential: the rate drops to the share at once and climbs back as after a 429 when
+    /// the share grows.
+    pub fn set_share(&self, replicas: u32) {
+        let ceiling = self.configured / f64::from(replicas.max(1));
+        let mut bucket = self.lock();
+        if bucket.ceiling == ceiling {
+            return;
+        }
+        tracing::info!(
+            partner = self.partner,
+            replicas,
+            requests_per_second = ceiling,
+            "replicas share the partner's rate limit"
+        );
+        bucket.ceiling = ceiling;
+        if bucket.rate > ceiling {
+            let burst = self.burst_at(bucket.rate);
+            bucket.refill(Instant::now(), burst);
+            bucket.rate = ceiling;
+            bucket.tokens = bucket.tokens.min(self.burst_at(ceiling));
+            self.report(ceiling);
+        }
+    }
+
     /// Waits for this request's turn and token.
     pub async fn acquire(&self) -> Ticket {
         let _turn = self.queue.lock().await;
@@ -122,9 +176,11 @@ impl AdaptiveLimiter {
             let wait = {
                 let mut bucket = self.lock();
                 let burst = self.burst_at(bucket.rate);
-                bucket.refill(Instant::now(), burst);
+                let now = Instant::now();
+                bucket.refill(now, burst);
                 if bucket.tokens >= 1.0 {
                     bucket.tokens -= 1.0;
+                    bucket.last_acquired = now;
                     return Ticket {
                         epoch: bucket.epoch,
                     };
@@ -142,11 +198,11 @@ impl AdaptiveLimiter {
         let mut bucket = self.lock();
         bucket.forget_before(now);
         bucket.accepted.push_back(now);
-        if bucket.rate < self.configured {
+        if bucket.rate < bucket.ceiling {
             let burst = self.burst_at(bucket.rate);
             bucket.refill(now, burst);
             let increase = INCREASE_PER_SECOND.max(self.configured / RECOVERY.as_secs_f64());
-            bucket.rate = (bucket.rate + increase / bucket.rate).min(self.configured);
+            bucket.rate = (bucket.rate + increase / bucket.rate).min(bucket.ceiling);
             self.report(bucket.rate);
         }
     }
@@ -169,7 +225,7 @@ impl AdaptiveLimiter {
         };
         let lowered = (DECREASE * bucket.rate.min(let_through))
             .max(FLOOR)
-            .min(self.configured);
+            .min(bucket.ceiling);
         tracing::info!(
             partner = self.partner,
             from = bucket.rate,

@@ -256,3 +256,55 @@ async fn a_partner_allowing_the_configured_rate_refuses_nothing() {
     assert!((9.9..=10.3).contains(&elapsed), "{elapsed}");
     assert_eq!(limiter.effective_rate(), 20.0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_share_caps_the_rate_and_a_larger_share_is_climbed_back_to() {
+    let limiter = AdaptiveLimiter::new("test", 20.0, 1);
+    limiter.set_share(2);
+    assert_eq!(limiter.effective_rate(), 10.0);
+    // At the share, 100 requests take 10 s, not the 5 s the configured rate would allow.
+    let started = Instant::now();
+    for _ in 0..100 {
+        let ticket = limiter.acquire().await;
+        limiter.accepted(ticket);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!((9.8..=10.1).contains(&elapsed), "{elapsed}");
+    // A refusal under a share lowers the rate below it, and the climb stops at the share.
+    let ticket = limiter.acquire().await;
+    limiter.refused(ticket);
+    assert!(limiter.effective_rate() <= 5.0);
+    for _ in 0..400 {
+        let ticket = limiter.acquire().await;
+        limiter.accepted(ticket);
+    }
+    assert_eq!(limiter.effective_rate(), 10.0);
+    // The other replica left: the rate climbs on to the configured one, not at once.
+    limiter.set_share(1);
+    let ticket = limiter.acquire().await;
+    limiter.accepted(ticket);
+    assert!(
+        limiter.effective_rate() < 11.0,
+        "{}",
+        limiter.effective_rate()
+    );
+    for _ in 0..400 {
+        let ticket = limiter.acquire().await;
+        limiter.accepted(ticket);
+    }
+    assert_eq!(limiter.effective_rate(), 20.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limiter_knows_whether_it_sent_lately() {
+    let limiter = AdaptiveLimiter::new("test", 20.0, 1);
+    // A client is made to send: a new one counts as sending.
+    assert!(limiter.sent_within(Duration::from_secs(6)));
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(!limiter.sent_within(Duration::from_secs(6)));
+    let ticket = limiter.acquire().await;
+    limiter.accepted(ticket);
+    assert!(limiter.sent_within(Duration::from_secs(6)));
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(!limiter.sent_within(Duration::from_secs(6)));
+}

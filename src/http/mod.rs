@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -116,6 +117,15 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// One credential's rate limit as the replicas divide it: `key` names the credential (its
+/// partner and a digest of its client id, never the id itself) so that every replica using it
+/// counts itself under the same name.
+#[derive(Clone)]
+pub struct RateBudget {
+    pub key: String,
+    pub limiter: Arc<AdaptiveLimiter>,
+}
+
 /// One partner's HTTP client: shares connections, the rate limit and the counters.
 #[derive(Clone)]
 pub struct PartnerHttp {
@@ -123,6 +133,8 @@ pub struct PartnerHttp {
     client: reqwest::Client,
     /// One per client, so every job and token request through it shares what it learns.
     limiter: Arc<AdaptiveLimiter>,
+    /// The name replicas share `limiter`'s configured rate under (see [`RateBudget`]).
+    budget_key: String,
     policy: RetryPolicy,
     /// Requests sent, retries and token requests included (`requests` in `sync.runs`).
     sent: Arc<AtomicU64>,
@@ -158,9 +170,26 @@ impl PartnerHttp {
                 rate.requests_per_second,
                 rate.burst,
             )),
+            budget_key: partner.to_owned(),
             policy: RetryPolicy::from_settings(settings),
             sent: Arc::default(),
         })
+    }
+
+    /// The same client, its rate budget named after the credential `client_id`: replicas
+    /// with the same client id divide the configured rate between them.
+    pub fn for_credential(mut self, client_id: &str) -> Self {
+        let digest = sha2::Sha256::digest(client_id.as_bytes());
+        self.budget_key = format!("{}:{}", self.partner, hex::encode(&digest[..8]));
+        self
+    }
+
+    /// What this client's replicas divide: see [`RateBudget`].
+    pub fn rate_budget(&self) -> RateBudget {
+        RateBudget {
+            key: self.budget_key.clone(),
+            limiter: self.limiter.clone(),
+        }
     }
 
     pub fn partner(&self) -> &'static str {

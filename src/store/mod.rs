@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod drift;
+pub mod rate_shares;
 pub mod runs;
 pub mod schedule_ticks;
 pub mod trigger_requests;

@@ -27,6 +27,7 @@ pub mod rabobank;
 mod rabot_consumption;
 mod rabot_costs;
 mod rabot_mirror;
+mod rate_shares;
 mod schedule;
 mod secrets;
 mod settings;

@@ -117,3 +117,72 @@ async fn a_slow_partner_is_read_at_the_configured_rate() {
     // …and is never exceeded (the burst of 5 aside).
     assert!(elapsed >= (seen - 5) as f64 / 50.0, "{elapsed:.2} s");
 }
+
+#[tokio::test]
+async fn two_replicas_with_one_credential_divide_the_partners_limit() {
+    // 40 customers, 80 contracts: the costs and the consumption pass send 80 requests each,
+    // at the same time from two processes, each configured to the partner's whole limit.
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(SandboxOptions {
+        rate_limit: Some(10.try_into().unwrap()),
+        ..small_sandbox(40)
+    })
+    .await;
+    let mut env = sandbox_env(&sandbox, &db.url);
+    env.extend(
+        [
+            ("PARTNER_SYNC__RABOT__REQUESTS_PER_SECOND", "10"),
+            ("PARTNER_SYNC__RABOT__BURST", "1"),
+            ("PARTNER_SYNC__HTTP__BACKOFF_BASE", "500ms"),
+            ("PARTNER_SYNC__HTTP__BACKOFF_MAX", "30s"),
+            ("PARTNER_SYNC__HTTP__MAX_ATTEMPTS", "5"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let mirrored = run_binary(&["sync", "rabot_mirror"], env.clone()).await;
+    assert!(mirrored.status.success(), "{mirrored:?}");
+    let before = sandbox.stats();
+
+    let started = Instant::now();
+    let costs = run_binary(&["sync", "rabot_costs"], env.clone());
+    let consumption = run_binary(&["sync", "rabot_consumption"], env.clone());
+    // While both run, the database shows two processes sending with the one credential.
+    let watch = async {
+        let mut most = 0;
+        for _ in 0..100 {
+            let members: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sync.rate_budget_members WHERE budget LIKE 'rabot:%'",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            most = most.max(members);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        most
+    };
+    let (costs, consumption, most) = tokio::join!(costs, consumption, watch);
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(costs.status.success(), "{costs:?}");
+    assert!(consumption.status.success(), "{consumption:?}");
+    assert_eq!(most, 2, "both processes counted themselves");
+
+    let after = sandbox.stats();
+    let seen =
+        after.api_requests + after.token_requests - before.api_requests - before.token_requests;
+    let refused = after.rate_limited - before.rate_limited;
+    let ideal = (seen - refused) as f64 / 10.0;
+    println!(
+        "two replicas at 10/s each, partner limit 10/s: {seen} requests, {refused} refused, {elapsed:.1} s (ideal {ideal:.1} s)"
+    );
+    // Each took half: together within the partner's limit, a refusal or two while they
+    // learn of each other aside.
+    assert!(
+        (refused as f64) < 0.03 * seen as f64,
+        "{refused} of {seen} requests refused"
+    );
+    assert!(
+        elapsed <= ideal * 1.25,
+        "{elapsed:.1} s, ideal {ideal:.1} s"
+    );
+}

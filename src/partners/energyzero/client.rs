@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::http::authorized::{ApiError, AuthorizedHttp};
 use crate::http::client_credentials::{ClientCredentials, UNSTATED_LIFETIME, stated_lifetime};
 use crate::http::token_cache::{AuthError, IssuedToken, TokenCache, TokenSource};
-use crate::http::{HttpError, PartnerHttp, RateLimit};
+use crate::http::{HttpError, PartnerHttp, RateBudget, RateLimit};
 use crate::settings::{EnergyzeroSettings, HttpSettings};
 use wire::{Contract, User};
 
@@ -118,7 +118,8 @@ impl EnergyzeroClient {
                 requests_per_second: settings.requests_per_second,
                 burst: settings.burst,
             },
-        )?;
+        )?
+        .for_credential(&settings.client_id);
         let auth_base = url::Url::parse(&settings.auth_base_url)?;
         let scopes = vec![settings.scope.clone()];
         let partner_tokens = TokenCache::new(
@@ -145,6 +146,11 @@ impl EnergyzeroClient {
     /// Requests sent so far (tokens, impersonations, GraphQL; retries included).
     pub fn requests_sent(&self) -> u64 {
         self.http.requests_sent()
+    }
+
+    /// The rate limit this client divides with replicas using the same credential.
+    pub fn rate_budget(&self) -> RateBudget {
+        self.http.rate_budget()
     }
 
     pub fn partner_tokens(&self) -> &Arc<TokenCache> {

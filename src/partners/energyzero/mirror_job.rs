@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use tracing::Instrument;
 
+use crate::http::RateBudget;
 use crate::http::one_line;
 use crate::job::{Job, JobError, RunContext};
 use crate::partners::energyzero::store;
@@ -228,6 +229,10 @@ impl EnergyzeroMirror {
 }
 
 impl Job for EnergyzeroMirror {
+    fn rate_budget(&self) -> Option<RateBudget> {
+        Some(self.client.rate_budget())
+    }
+
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(self.run_all(ctx))
     }

@@ -23,7 +23,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{HttpError, PartnerHttp, RateLimit, Replay};
+use crate::http::{HttpError, PartnerHttp, RateBudget, RateLimit, Replay};
 use crate::settings::{HttpSettings, RabobankSettings, RabobankVariant};
 use wire::{ConsentDetails, RabobankTokenFields};
 
@@ -137,7 +137,7 @@ impl RabobankClient {
         Ok(Self {
             oauth,
             // PartnerHttp never follows redirects, as the oauth2 crate advises against SSRF.
-            http: PartnerHttp::new(PARTNER, http, rate)?,
+            http: PartnerHttp::new(PARTNER, http, rate)?.for_credential(&settings.client_id),
             variant: settings.variant,
             client_id: settings.client_id.clone(),
             scopes: settings.scopes.clone(),
@@ -155,6 +155,11 @@ impl RabobankClient {
 
     pub fn requests_sent(&self) -> u64 {
         self.http.requests_sent()
+    }
+
+    /// The rate limit this client divides with replicas using the same credential.
+    pub fn rate_budget(&self) -> RateBudget {
+        self.http.rate_budget()
     }
 
     /// The URL to send the user's browser to; `state` is ours and checked on return.

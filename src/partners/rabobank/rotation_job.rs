@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::http::RateBudget;
 use crate::job::{Job, JobError, RunContext};
 use crate::partners::rabobank::grant_store as store;
 use crate::partners::rabobank::grants::{
@@ -147,6 +148,10 @@ enum Rotated {
 }
 
 impl Job for RabobankRotation {
+    fn rate_budget(&self) -> Option<RateBudget> {
+        Some(self.grants.client().rate_budget())
+    }
+
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(self.run_all(ctx))
     }

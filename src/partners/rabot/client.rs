@@ -15,7 +15,7 @@ use super::metrics_wire::{ContractMetrics, Interval};
 use crate::http::authorized::{ApiError, AuthorizedHttp};
 use crate::http::client_credentials::ClientCredentials;
 use crate::http::token_cache::{AuthError, TokenCache};
-use crate::http::{HttpError, PartnerHttp, RateLimit, Replay};
+use crate::http::{HttpError, PartnerHttp, RateBudget, RateLimit, Replay};
 use crate::partners::lenient::{json_kind, str_field, without_nul};
 use crate::settings::{HttpSettings, RabotSettings};
 use wire::{Contract, Customer, LinkRequest};
@@ -114,7 +114,8 @@ impl RabotClient {
                 requests_per_second: settings.requests_per_second,
                 burst: settings.burst,
             },
-        )?;
+        )?
+        .for_credential(&settings.client_id);
         let tokens = TokenCache::new(
             PARTNER,
             ClientCredentials {
@@ -136,6 +137,11 @@ impl RabotClient {
     /// Requests sent so far, token requests and retries included.
     pub fn requests_sent(&self) -> u64 {
         self.api.http().requests_sent()
+    }
+
+    /// The rate limit this client divides with replicas using the same credential.
+    pub fn rate_budget(&self) -> RateBudget {
+        self.api.http().rate_budget()
     }
 
     pub fn api(&self) -> &AuthorizedHttp {

@@ -24,6 +24,7 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use tracing::Instrument;
 
+use crate::http::RateBudget;
 use crate::http::one_line;
 use crate::job::{Job, JobError, RunContext};
 use crate::metrics;
@@ -265,6 +266,10 @@ impl RabotConsumption {
 }
 
 impl Job for RabotConsumption {
+    fn rate_budget(&self) -> Option<RateBudget> {
+        Some(self.client.rate_budget())
+    }
+
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(self.run_all(ctx))
     }

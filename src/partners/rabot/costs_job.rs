@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use tracing::Instrument;
 
+use crate::http::RateBudget;
 use crate::http::one_line;
 use crate::job::{Job, JobError, RunContext};
 use crate::partners::rabot::{RabotClient, RabotError};
@@ -150,6 +151,10 @@ impl RabotCosts {
 }
 
 impl Job for RabotCosts {
+    fn rate_budget(&self) -> Option<RateBudget> {
+        Some(self.client.rate_budget())
+    }
+
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(self.run_all(ctx))
     }

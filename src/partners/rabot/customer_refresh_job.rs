@@ -19,6 +19,7 @@ use futures::TryStreamExt;
 use futures::future::BoxFuture;
 
 use super::mirror_job::{failed, store_read, tombstone_unseen};
+use crate::http::RateBudget;
 use crate::job::{Job, JobError, RunContext};
 use crate::partners::rabot::store::{self as store, Scope};
 use crate::partners::rabot::{Customer, RabotClient};
@@ -232,6 +233,10 @@ async fn requested_id(ctx: &RunContext) -> Result<String, JobError> {
 }
 
 impl Job for RabotCustomerRefresh {
+    fn rate_budget(&self) -> Option<RateBudget> {
+        Some(self.client.rate_budget())
+    }
+
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             let result = self.refresh(ctx).await;

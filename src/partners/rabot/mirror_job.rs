@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::Instrument;
 
+use crate::http::RateBudget;
 use crate::http::one_line;
 use crate::job::{Job, JobError, RunContext};
 use crate::partners::rabot::link_store as links;
@@ -341,6 +342,10 @@ async fn configured_scopes(
 }
 
 impl Job for RabotMirror {
+    fn rate_budget(&self) -> Option<RateBudget> {
+        Some(self.client.rate_budget())
+    }
+
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             let result = self.run_all(ctx).await;
