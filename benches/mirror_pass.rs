@@ -384,7 +384,28 @@ const WAL_OF_FILE_NODES: &str = r#"
            AND b[2]::bigint = ANY($2))
 "#;
 
+/// Holds the WAL of a pass until it is read: the server, busy with other databases, would
+/// otherwise recycle segments of a long pass first. Temporary, so it goes with its session.
+const WAL_SLOT: &str = "partner_sync_bench_wal";
+
 async fn measure(
+    pool: &PgPool,
+    work: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<Measured> {
+    let mut slot = pool.acquire().await?;
+    sqlx::query("SELECT pg_create_physical_replication_slot($1, true, true)")
+        .bind(WAL_SLOT)
+        .execute(&mut *slot)
+        .await?;
+    let measured = measure_holding_wal(pool, work).await;
+    sqlx::query("SELECT pg_drop_replication_slot($1)")
+        .bind(WAL_SLOT)
+        .execute(&mut *slot)
+        .await?;
+    measured
+}
+
+async fn measure_holding_wal(
     pool: &PgPool,
     work: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<Measured> {
