@@ -61,9 +61,64 @@ pub async fn mirrored_external_id(
         .await
 }
 
-/// Upserts one page of customers and records them as seen by `run_id`, in one statement.
-/// Rows whose content hash is unchanged (and that are not tombstoned) are filtered out first,
-/// so an unchanged resync writes nothing to the mirror.
+/// Records a page of customers as seen by `run_id` and returns the positions of those to write:
+/// new, changed (content hash) or tombstoned. Only keys and hashes travel.
+const CUSTOMERS_TO_WRITE: &str = r#"
+    WITH input AS (
+        SELECT * FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY
+            AS t(customer_number, content_hash, position)
+    ),
+    seen AS (
+        INSERT INTO sync.rabot_seen (run_id, customer_number)
+        SELECT $1, customer_number FROM input
+        ON CONFLICT DO NOTHING
+    )
+    SELECT (i.position - 1)::int4 FROM input i
+    LEFT JOIN mirror.rabot_customers m USING (customer_number)
+    WHERE m.customer_number IS NULL
+       OR m.content_hash <> i.content_hash
+       OR m.deleted_at IS NOT NULL
+"#;
+
+/// Writes the rows [`CUSTOMERS_TO_WRITE`] chose, filtering again the same way, so a row another
+/// run wrote meanwhile is not written twice.
+const WRITE_CUSTOMERS: &str = r#"
+    WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::jsonb[], $8::jsonb[], $9::bytea[])
+            AS t(customer_number, external_id, first_name, last_name, business_name,
+                 email, relations, payload, content_hash)
+    ),
+    changed AS (
+        SELECT i.* FROM input i
+        LEFT JOIN mirror.rabot_customers m USING (customer_number)
+        WHERE m.customer_number IS NULL
+           OR m.content_hash <> i.content_hash
+           OR m.deleted_at IS NOT NULL
+    )
+    INSERT INTO mirror.rabot_customers AS m
+        (customer_number, external_id, first_name, last_name, business_name, email,
+         relations, payload, content_hash)
+    SELECT customer_number, external_id, first_name, last_name, business_name, email,
+           ARRAY(SELECT jsonb_array_elements_text(relations)), payload, content_hash
+      FROM changed
+    ON CONFLICT (customer_number) DO UPDATE SET
+        external_id = EXCLUDED.external_id,
+        first_name = EXCLUDED.first_name,
+        last_name = EXCLUDED.last_name,
+        business_name = EXCLUDED.business_name,
+        email = EXCLUDED.email,
+        relations = EXCLUDED.relations,
+        payload = EXCLUDED.payload,
+        content_hash = EXCLUDED.content_hash,
+        changed_at = now(),
+        deleted_at = NULL
+    RETURNING (xmax = 0)
+"#;
+
+/// Upserts one page of customers and records them as seen by `run_id`. The keys and content
+/// hashes go first; only the rows that are new, changed or tombstoned are then sent whole, so
+/// an unchanged resync ships no payload and writes nothing to the mirror.
 pub async fn upsert_customers(
     conn: &mut PgConnection,
     run_id: i64,
@@ -74,66 +129,103 @@ pub async fn upsert_customers(
     if total == 0 {
         return Ok(UpsertCounts::default());
     }
-    let mut cols = CustomerColumns::default();
-    for row in rows {
-        cols.push(row);
+    let hashes: Vec<Vec<u8>> = rows.iter().map(|r| content_hash(&r.raw)).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.customer_number.as_str()).collect();
+    let positions: Vec<i32> = sqlx::query_scalar(CUSTOMERS_TO_WRITE)
+        .bind(run_id)
+        .bind(keys)
+        .bind(&hashes)
+        .fetch_all(&mut *conn)
+        .await?;
+    if positions.is_empty() {
+        return Ok(counts(total, &[]));
     }
-    let inserted_flags: Vec<bool> = sqlx::query_scalar(
-        r#"
-        WITH input AS (
-            SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                 $7::text[], $8::jsonb[], $9::jsonb[], $10::bytea[])
-                AS t(customer_number, external_id, first_name, last_name, business_name,
-                     email, relations, payload, content_hash)
-        ),
-        seen AS (
-            INSERT INTO sync.rabot_seen (run_id, customer_number)
-            SELECT $1, customer_number FROM input
-            ON CONFLICT DO NOTHING
-        ),
-        changed AS (
-            SELECT i.* FROM input i
-            LEFT JOIN mirror.rabot_customers m USING (customer_number)
-            WHERE m.customer_number IS NULL
-               OR m.content_hash <> i.content_hash
-               OR m.deleted_at IS NOT NULL
-        )
-        INSERT INTO mirror.rabot_customers AS m
-            (customer_number, external_id, first_name, last_name, business_name, email,
-             relations, payload, content_hash)
-        SELECT customer_number, external_id, first_name, last_name, business_name, email,
-               ARRAY(SELECT jsonb_array_elements_text(relations)), payload, content_hash
-          FROM changed
-        ON CONFLICT (customer_number) DO UPDATE SET
-            external_id = EXCLUDED.external_id,
-            first_name = EXCLUDED.first_name,
-            last_name = EXCLUDED.last_name,
-            business_name = EXCLUDED.business_name,
-            email = EXCLUDED.email,
-            relations = EXCLUDED.relations,
-            payload = EXCLUDED.payload,
-            content_hash = EXCLUDED.content_hash,
-            changed_at = now(),
-            deleted_at = NULL
-        RETURNING (xmax = 0)
-        "#,
-    )
-    .bind(run_id)
-    .bind(cols.customer_number)
-    .bind(cols.external_id)
-    .bind(cols.first_name)
-    .bind(cols.last_name)
-    .bind(cols.business_name)
-    .bind(cols.email)
-    .bind(cols.relations)
-    .bind(cols.payload)
-    .bind(cols.content_hash)
-    .fetch_all(&mut *conn)
-    .await?;
+    let mut cols = CustomerColumns::default();
+    for (row, hash) in at_positions(rows, hashes, &positions) {
+        cols.push(row, hash);
+    }
+    let inserted_flags: Vec<bool> = sqlx::query_scalar(WRITE_CUSTOMERS)
+        .bind(cols.customer_number)
+        .bind(cols.external_id)
+        .bind(cols.first_name)
+        .bind(cols.last_name)
+        .bind(cols.business_name)
+        .bind(cols.email)
+        .bind(cols.relations)
+        .bind(cols.payload)
+        .bind(cols.content_hash)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(counts(total, &inserted_flags))
 }
 
-/// Upserts contracts (of any number of customers) and records them as seen by `run_id`.
+/// As [`CUSTOMERS_TO_WRITE`], for contracts.
+const CONTRACTS_TO_WRITE: &str = r#"
+    WITH input AS (
+        SELECT * FROM unnest($2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY
+            AS t(customer_number, contract_number, content_hash, position)
+    ),
+    seen AS (
+        INSERT INTO sync.rabot_seen (run_id, customer_number, contract_number)
+        SELECT $1, customer_number, contract_number FROM input
+        ON CONFLICT DO NOTHING
+    )
+    SELECT (i.position - 1)::int4 FROM input i
+    LEFT JOIN mirror.rabot_contracts m USING (customer_number, contract_number)
+    WHERE m.contract_number IS NULL
+       OR m.content_hash <> i.content_hash
+       OR m.deleted_at IS NOT NULL
+"#;
+
+/// As [`WRITE_CUSTOMERS`], for contracts.
+const WRITE_CONTRACTS: &str = r#"
+    WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::date[], $7::date[], $8::text[], $9::text[], $10::text[],
+                             $11::text[], $12::text[], $13::text[], $14::text[],
+                             $15::jsonb[], $16::bytea[])
+            AS t(customer_number, contract_number, name, state, tariff_name,
+                 delivery_start, delivery_end, meter_number, malo_id, melo_id,
+                 expected_annual_kwh, accounting_method, grid_operator_code,
+                 grid_operator_name, payload, content_hash)
+    ),
+    changed AS (
+        SELECT i.* FROM input i
+        LEFT JOIN mirror.rabot_contracts m USING (customer_number, contract_number)
+        WHERE m.contract_number IS NULL
+           OR m.content_hash <> i.content_hash
+           OR m.deleted_at IS NOT NULL
+    )
+    INSERT INTO mirror.rabot_contracts AS m
+        (customer_number, contract_number, name, state, tariff_name, delivery_start,
+         delivery_end, meter_number, malo_id, melo_id, expected_annual_kwh,
+         accounting_method, grid_operator_code, grid_operator_name, payload, content_hash)
+    SELECT customer_number, contract_number, name, state, tariff_name, delivery_start,
+           delivery_end, meter_number, malo_id, melo_id, expected_annual_kwh::numeric,
+           accounting_method, grid_operator_code, grid_operator_name, payload, content_hash
+      FROM changed
+    ON CONFLICT (customer_number, contract_number) DO UPDATE SET
+        name = EXCLUDED.name,
+        state = EXCLUDED.state,
+        tariff_name = EXCLUDED.tariff_name,
+        delivery_start = EXCLUDED.delivery_start,
+        delivery_end = EXCLUDED.delivery_end,
+        meter_number = EXCLUDED.meter_number,
+        malo_id = EXCLUDED.malo_id,
+        melo_id = EXCLUDED.melo_id,
+        expected_annual_kwh = EXCLUDED.expected_annual_kwh,
+        accounting_method = EXCLUDED.accounting_method,
+        grid_operator_code = EXCLUDED.grid_operator_code,
+        grid_operator_name = EXCLUDED.grid_operator_name,
+        payload = EXCLUDED.payload,
+        content_hash = EXCLUDED.content_hash,
+        changed_at = now(),
+        deleted_at = NULL
+    RETURNING (xmax = 0)
+"#;
+
+/// Upserts contracts (of any number of customers) and records them as seen by `run_id`, keys
+/// and hashes first as [`upsert_customers`] does.
 pub async fn upsert_contracts(
     conn: &mut PgConnection,
     run_id: i64,
@@ -146,82 +238,64 @@ pub async fn upsert_contracts(
     if total == 0 {
         return Ok(UpsertCounts::default());
     }
-    let mut cols = ContractColumns::default();
-    for row in rows {
-        cols.push(row);
+    let hashes: Vec<Vec<u8>> = rows.iter().map(|r| content_hash(&r.raw)).collect();
+    let customers: Vec<&str> = rows.iter().map(|r| r.customer_number.as_str()).collect();
+    let contracts: Vec<&str> = rows.iter().map(|r| r.contract_number.as_str()).collect();
+    let positions: Vec<i32> = sqlx::query_scalar(CONTRACTS_TO_WRITE)
+        .bind(run_id)
+        .bind(customers)
+        .bind(contracts)
+        .bind(&hashes)
+        .fetch_all(&mut *conn)
+        .await?;
+    if positions.is_empty() {
+        return Ok(counts(total, &[]));
     }
-    let inserted_flags: Vec<bool> = sqlx::query_scalar(
-        r#"
-        WITH input AS (
-            SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                 $7::date[], $8::date[], $9::text[], $10::text[], $11::text[],
-                                 $12::text[], $13::text[], $14::text[], $15::text[],
-                                 $16::jsonb[], $17::bytea[])
-                AS t(customer_number, contract_number, name, state, tariff_name,
-                     delivery_start, delivery_end, meter_number, malo_id, melo_id,
-                     expected_annual_kwh, accounting_method, grid_operator_code,
-                     grid_operator_name, payload, content_hash)
-        ),
-        seen AS (
-            INSERT INTO sync.rabot_seen (run_id, customer_number, contract_number)
-            SELECT $1, customer_number, contract_number FROM input
-            ON CONFLICT DO NOTHING
-        ),
-        changed AS (
-            SELECT i.* FROM input i
-            LEFT JOIN mirror.rabot_contracts m USING (customer_number, contract_number)
-            WHERE m.contract_number IS NULL
-               OR m.content_hash <> i.content_hash
-               OR m.deleted_at IS NOT NULL
-        )
-        INSERT INTO mirror.rabot_contracts AS m
-            (customer_number, contract_number, name, state, tariff_name, delivery_start,
-             delivery_end, meter_number, malo_id, melo_id, expected_annual_kwh,
-             accounting_method, grid_operator_code, grid_operator_name, payload, content_hash)
-        SELECT customer_number, contract_number, name, state, tariff_name, delivery_start,
-               delivery_end, meter_number, malo_id, melo_id, expected_annual_kwh::numeric,
-               accounting_method, grid_operator_code, grid_operator_name, payload, content_hash
-          FROM changed
-        ON CONFLICT (customer_number, contract_number) DO UPDATE SET
-            name = EXCLUDED.name,
-            state = EXCLUDED.state,
-            tariff_name = EXCLUDED.tariff_name,
-            delivery_start = EXCLUDED.delivery_start,
-            delivery_end = EXCLUDED.delivery_end,
-            meter_number = EXCLUDED.meter_number,
-            malo_id = EXCLUDED.malo_id,
-            melo_id = EXCLUDED.melo_id,
-            expected_annual_kwh = EXCLUDED.expected_annual_kwh,
-            accounting_method = EXCLUDED.accounting_method,
-            grid_operator_code = EXCLUDED.grid_operator_code,
-            grid_operator_name = EXCLUDED.grid_operator_name,
-            payload = EXCLUDED.payload,
-            content_hash = EXCLUDED.content_hash,
-            changed_at = now(),
-            deleted_at = NULL
-        RETURNING (xmax = 0)
-        "#,
-    )
-    .bind(run_id)
-    .bind(cols.customer_number)
-    .bind(cols.contract_number)
-    .bind(cols.name)
-    .bind(cols.state)
-    .bind(cols.tariff_name)
-    .bind(cols.delivery_start)
-    .bind(cols.delivery_end)
-    .bind(cols.meter_number)
-    .bind(cols.malo_id)
-    .bind(cols.melo_id)
-    .bind(cols.expected_annual_kwh)
-    .bind(cols.accounting_method)
-    .bind(cols.grid_operator_code)
-    .bind(cols.grid_operator_name)
-    .bind(cols.payload)
-    .bind(cols.content_hash)
-    .fetch_all(&mut *conn)
-    .await?;
+    let mut cols = ContractColumns::default();
+    for (row, hash) in at_positions(rows, hashes, &positions) {
+        cols.push(row, hash);
+    }
+    let inserted_flags: Vec<bool> = sqlx::query_scalar(WRITE_CONTRACTS)
+        .bind(cols.customer_number)
+        .bind(cols.contract_number)
+        .bind(cols.name)
+        .bind(cols.state)
+        .bind(cols.tariff_name)
+        .bind(cols.delivery_start)
+        .bind(cols.delivery_end)
+        .bind(cols.meter_number)
+        .bind(cols.malo_id)
+        .bind(cols.melo_id)
+        .bind(cols.expected_annual_kwh)
+        .bind(cols.accounting_method)
+        .bind(cols.grid_operator_code)
+        .bind(cols.grid_operator_name)
+        .bind(cols.payload)
+        .bind(cols.content_hash)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(counts(total, &inserted_flags))
+}
+
+/// The rows (with their hashes) at `positions`, which the database returned in any order.
+fn at_positions<T>(
+    rows: Vec<T>,
+    hashes: Vec<Vec<u8>>,
+    positions: &[i32],
+) -> impl Iterator<Item = (T, Vec<u8>)> {
+    let mut wanted = vec![false; rows.len()];
+    for &position in positions {
+        if let Some(slot) = usize::try_from(position)
+            .ok()
+            .and_then(|p| wanted.get_mut(p))
+        {
+            *slot = true;
+        }
+    }
+    rows.into_iter()
+        .zip(hashes)
+        .zip(wanted)
+        .filter_map(|(row, wanted)| wanted.then_some(row))
 }
 
 /// What [`tombstone_unseen`] did: rows tombstoned, of the rows the scope had live before.
@@ -356,8 +430,8 @@ struct CustomerColumns {
 }
 
 impl CustomerColumns {
-    fn push(&mut self, row: Customer) {
-        self.content_hash.push(content_hash(&row.raw));
+    fn push(&mut self, row: Customer, hash: Vec<u8>) {
+        self.content_hash.push(hash);
         self.customer_number.push(row.customer_number);
         self.external_id.push(row.external_id);
         self.first_name.push(row.first_name);
@@ -390,8 +464,8 @@ struct ContractColumns {
 }
 
 impl ContractColumns {
-    fn push(&mut self, row: Contract) {
-        self.content_hash.push(content_hash(&row.raw));
+    fn push(&mut self, row: Contract, hash: Vec<u8>) {
+        self.content_hash.push(hash);
         self.customer_number.push(row.customer_number);
         self.contract_number.push(row.contract_number);
         self.name.push(row.name);
