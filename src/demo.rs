@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
@@ -234,13 +233,13 @@ async fn run_job(
 ) -> anyhow::Result<DemoRun> {
     let runner = JobRunner::new(name, job, pool.clone(), settings.daemon.shutdown_grace);
     let (counts, progress) = watch::channel(RunCounts::default());
-    let display = tokio::spawn(show_progress(progress));
+    let display = tokio::spawn(crate::status::progress::show(progress));
     let started = Instant::now();
     let outcome = runner
         .run_once(cause, Actor::cli_user(), shutdown, counts)
         .await;
     let elapsed = started.elapsed();
-    display.abort();
+    // The sender is gone with the run, so the spinner ends and clears its line.
     let _ = display.await;
     match outcome? {
         RunOutcome::Finished {
@@ -465,22 +464,4 @@ fn settings_for(sandbox: &Sandbox, config_file: Option<&Path>) -> Result<Setting
     // A later variable wins over an earlier one of the same name.
     let env = std::env::vars().chain(sandbox.env()).chain(demo);
     Settings::load_from(config_file, env)
-}
-
-async fn show_progress(mut progress: watch::Receiver<RunCounts>) {
-    // indicatif draws nothing when stderr is not a terminal.
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    spinner.enable_steady_tick(Duration::from_millis(120));
-    while progress.changed().await.is_ok() {
-        let c = *progress.borrow();
-        spinner.set_message(format!(
-            "{} items fetched: {} inserted, {} updated, {} unchanged ({} requests)",
-            c.fetched, c.inserted, c.updated, c.unchanged, c.requests
-        ));
-    }
-    spinner.finish_and_clear();
 }

@@ -38,7 +38,7 @@ pub fn init(output: Output, default_filter: &str) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| AroundProgress);
     // A second init (tests calling into the CLI twice) is harmless, so its error is ignored.
     let _ = match output {
         Output::Json => builder
@@ -49,6 +49,43 @@ pub fn init(output: Output, default_filter: &str) {
             .try_init(),
         Output::Human => builder.try_init(),
     };
+}
+
+/// The progress line drawn on stderr now, if any (see [`draw_progress`]).
+static PROGRESS: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Makes `bar` the line log lines are written above: while it is drawn, each log line clears
+/// it, is written, and has it drawn again below, instead of being written into its middle.
+/// `None` when it is gone.
+pub fn draw_progress(bar: Option<indicatif::ProgressBar>) {
+    *PROGRESS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = bar;
+}
+
+/// stderr, around the progress line. The fmt layer writes each event with one `write_all`.
+struct AroundProgress;
+
+impl std::io::Write for AroundProgress {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let bar = PROGRESS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf)),
+            None => std::io::stderr().write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// `error` and each of its causes, `: `-separated: how an error is written into a log field, a

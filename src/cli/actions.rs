@@ -148,7 +148,7 @@ pub(super) async fn resync(
                 run.status,
                 run.duration().unwrap_or_default().as_secs_f64(),
                 run.host,
-                run.counts_summary(),
+                run.counts().summary(),
                 run.error
                     .as_deref()
                     .map(|e| format!("; error: {}", status::printable(e)))

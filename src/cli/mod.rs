@@ -24,7 +24,6 @@ mod actions;
 mod generate;
 mod once;
 mod parsers;
-mod progress;
 mod reports;
 mod terminal;
 

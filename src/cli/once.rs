@@ -73,7 +73,8 @@ pub(super) async fn run_job_once(
     let keepers = tokio_util::task::TaskTracker::new();
     store::rate_shares::spawn_keepers(&pool, budget, &keepers, &sharing);
     let (counts, progress) = watch::channel(RunCounts::default());
-    let spinner = (output == Output::Human).then(|| tokio::spawn(super::progress::show(progress)));
+    let spinner =
+        (output == Output::Human).then(|| tokio::spawn(crate::status::progress::show(progress)));
     let started = Instant::now();
     let outcome = runner
         .run_once(TriggerCause::Cli, actor.clone(), &shutdown, counts)
@@ -116,8 +117,13 @@ pub(super) async fn run_job_once(
             error,
         } => {
             if output == Output::Human {
-                let line =
-                    super::progress::summary(job, run_id, started, &counts, error.as_deref());
+                let line = crate::status::progress::summary(
+                    job,
+                    run_id,
+                    started,
+                    &counts,
+                    error.as_deref(),
+                );
                 eprintln!("partner-sync: {line}");
             }
             Ok(())

@@ -126,6 +126,24 @@ pub struct RateBudget {
     pub limiter: Arc<AdaptiveLimiter>,
 }
 
+/// What a client has sent since it was built: requests (retries and token requests included)
+/// and how many of their answers were 429. A run reports its own share with [`Self::since`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestTally {
+    pub sent: u64,
+    pub throttled: u64,
+}
+
+impl RequestTally {
+    /// What was sent after `before` was taken.
+    pub fn since(self, before: RequestTally) -> RequestTally {
+        RequestTally {
+            sent: self.sent.saturating_sub(before.sent),
+            throttled: self.throttled.saturating_sub(before.throttled),
+        }
+    }
+}
+
 /// One partner's HTTP client: shares connections, the rate limit and the counters.
 #[derive(Clone)]
 pub struct PartnerHttp {
@@ -138,6 +156,8 @@ pub struct PartnerHttp {
     policy: RetryPolicy,
     /// Requests sent, retries and token requests included (`requests` in `sync.runs`).
     sent: Arc<AtomicU64>,
+    /// Answers that were 429 (`throttled` in `sync.runs`).
+    throttled: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PartnerHttp {
@@ -173,6 +193,7 @@ impl PartnerHttp {
             budget_key: partner.to_owned(),
             policy: RetryPolicy::from_settings(settings),
             sent: Arc::default(),
+            throttled: Arc::default(),
         })
     }
 
@@ -196,8 +217,11 @@ impl PartnerHttp {
         self.partner
     }
 
-    pub fn requests_sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
+    pub fn tally(&self) -> RequestTally {
+        RequestTally {
+            sent: self.sent.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+        }
     }
 
     /// The rate this client sends at now (the configured one unless the partner answered 429).
@@ -300,11 +324,13 @@ impl PartnerHttp {
                 // answer lets it climb; no answer at all says nothing about the partner's limit.
                 match &sent {
                     Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
+                        self.throttled.fetch_add(1, Ordering::Relaxed);
                         self.limiter.refused(ticket)
                     }
                     Ok(_) => self.limiter.accepted(ticket),
                     Err(_) => {}
                 }
+                let throttled = matches!(&sent, Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS);
                 let (retry_reason, retry_after) = match sent {
                     Ok(response) if replay.retries_status(response.status()) => {
                         let status = response.status();
@@ -342,7 +368,14 @@ impl PartnerHttp {
                         });
                     }
                 };
-                tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, reason = %retry_reason, "retrying");
+                // A 429 is the partner pacing us: expected, answered by the limiter, counted
+                // in the run (`throttled`) and the metrics, so it is no warning. Anything else
+                // retried is.
+                if throttled {
+                    tracing::info!(attempt, delay_ms = delay.as_millis() as u64, reason = %retry_reason, "throttled; retrying");
+                } else {
+                    tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, reason = %retry_reason, "retrying");
+                }
                 tokio::select! {
                     biased;
                     _ = stopped() => return Err(not_sent(method, path)),

@@ -7,6 +7,7 @@
 //! recolour the terminal or start a line that looks like ours. JSON output needs no such care:
 //! serde escapes control characters.
 
+pub mod progress;
 mod render;
 mod table;
 
@@ -17,7 +18,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use sqlx::PgPool;
 
-pub use render::{printable, render_audit, render_grants, render_links};
+pub use render::{printable, render_audit, render_grants, render_links, thousands};
 pub use table::colour_wanted;
 
 use crate::cron::{next_occurrence, parse_cron};

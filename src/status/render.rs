@@ -51,7 +51,7 @@ fn when(t: DateTime<Utc>, zone: Tz) -> String {
 }
 
 /// `4096` → `4,096`.
-fn thousands(n: i64) -> String {
+pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
     if n < 0 {

@@ -21,6 +21,7 @@ fn run(job: &str, status: &str, error: Option<&str>) -> RunRow {
         finished_at: Some(at("2026-12-03T09:45:02.5Z")),
         pages: 1,
         requests: 3,
+        throttled: 0,
         fetched: 1500,
         inserted: 1200,
         updated: 3,

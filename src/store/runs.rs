@@ -2,6 +2,7 @@
 
 use sqlx::PgPool;
 
+use crate::http::RequestTally;
 use crate::store::drift::Drift;
 
 /// What a run did, as recorded in `sync.runs` and printed by the demo.
@@ -9,6 +10,8 @@ use crate::store::drift::Drift;
 pub struct RunCounts {
     pub pages: i32,
     pub requests: i64,
+    /// Requests the partner answered with 429 (each was retried or counted as failed).
+    pub throttled: i64,
     pub fetched: i64,
     pub inserted: i64,
     pub updated: i64,
@@ -17,9 +20,74 @@ pub struct RunCounts {
     pub skipped: i64,
     /// Items that could not be processed (e.g. grants that failed to rotate).
     pub failed: i64,
+    /// Not recorded: how much the run expects is left, for a progress display; `None` until
+    /// the run knows.
+    pub remaining: Option<Remaining>,
+}
+
+/// What a run has left, by its own estimate: `done` of `total` items (`what` names them), and
+/// the time the requests still to send take at the client's rate now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remaining {
+    pub what: &'static str,
+    pub done: i64,
+    pub total: i64,
+    pub time_left: std::time::Duration,
+}
+
+impl Remaining {
+    /// `done` of `total` items after `requests` requests: each item left is taken to need as
+    /// many as the done ones did on average (one, before any is done), sent at `rate` per
+    /// second.
+    pub fn at_rate(what: &'static str, done: i64, total: i64, requests: i64, rate: f64) -> Self {
+        let per_item = if done > 0 {
+            requests as f64 / done as f64
+        } else {
+            1.0
+        };
+        let left = (total - done).max(0) as f64 * per_item;
+        let seconds = if rate > 0.0 { left / rate } else { 0.0 };
+        Remaining {
+            what,
+            done,
+            total: total.max(done),
+            time_left: std::time::Duration::try_from_secs_f64(seconds).unwrap_or_default(),
+        }
+    }
 }
 
 impl RunCounts {
+    /// "40 requests, throttled 3, fetched 60, inserted 2, …" (throttled: answered 429) with the zero counts after
+    /// the requests left out: the words of a pass's last line at a terminal and of
+    /// `resync --wait`.
+    pub fn summary(&self) -> String {
+        let named = [
+            ("throttled", self.throttled),
+            ("fetched", self.fetched),
+            ("inserted", self.inserted),
+            ("updated", self.updated),
+            ("unchanged", self.unchanged),
+            ("deleted", self.deleted),
+            ("skipped", self.skipped),
+            ("failed", self.failed),
+        ];
+        let mut parts = vec![format!("{} requests", self.requests)];
+        parts.extend(
+            named
+                .iter()
+                .filter(|(_, n)| *n != 0)
+                .map(|(name, n)| format!("{name} {n}")),
+        );
+        parts.join(", ")
+    }
+
+    /// The run's share of its client's requests: the tally now since the one at its start.
+    pub fn set_requests(&mut self, now: RequestTally, at_start: RequestTally) {
+        let run = now.since(at_start);
+        self.requests = run.sent as i64;
+        self.throttled = run.throttled as i64;
+    }
+
     pub fn add_upsert(&mut self, upsert: UpsertCounts) {
         self.inserted += upsert.inserted;
         self.updated += upsert.updated;
@@ -87,7 +155,7 @@ pub async fn finish(
     sqlx::query(
         "UPDATE sync.runs SET status = $2, finished_at = now(), pages = $3, requests = $4,
                 fetched = $5, inserted = $6, updated = $7, unchanged = $8, deleted = $9,
-                skipped = $10, failed = $11, error = $12, drift = $13
+                skipped = $10, failed = $11, error = $12, drift = $13, throttled = $14
           WHERE id = $1",
     )
     .bind(run_id)
@@ -103,6 +171,7 @@ pub async fn finish(
     .bind(counts.failed)
     .bind(error)
     .bind(drift.to_json())
+    .bind(counts.throttled)
     .execute(pool)
     .await?;
     Ok(())
@@ -138,6 +207,7 @@ pub struct RunRow {
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     pub pages: i32,
     pub requests: i64,
+    pub throttled: i64,
     pub fetched: i64,
     pub inserted: i64,
     pub updated: i64,
@@ -154,32 +224,26 @@ impl RunRow {
         (self.finished_at? - self.started_at).to_std().ok()
     }
 
-    /// "fetched 10, inserted 2, …" with the zero counts left out.
-    pub fn counts_summary(&self) -> String {
-        let counts = [
-            ("fetched", self.fetched),
-            ("inserted", self.inserted),
-            ("updated", self.updated),
-            ("unchanged", self.unchanged),
-            ("deleted", self.deleted),
-            ("skipped", self.skipped),
-            ("failed", self.failed),
-        ];
-        let parts: Vec<String> = counts
-            .iter()
-            .filter(|(_, n)| *n != 0)
-            .map(|(name, n)| format!("{name} {n}"))
-            .collect();
-        if parts.is_empty() {
-            "nothing".to_owned()
-        } else {
-            parts.join(", ")
+    /// The counts as the run recorded them.
+    pub fn counts(&self) -> RunCounts {
+        RunCounts {
+            pages: self.pages,
+            requests: self.requests,
+            throttled: self.throttled,
+            fetched: self.fetched,
+            inserted: self.inserted,
+            updated: self.updated,
+            unchanged: self.unchanged,
+            deleted: self.deleted,
+            skipped: self.skipped,
+            failed: self.failed,
+            remaining: None,
         }
     }
 }
 
 const RUN_COLUMNS: &str = "id, job, cause, status, started_at, finished_at, pages, requests,
-    fetched, inserted, updated, unchanged, deleted, skipped, failed, error, host";
+    throttled, fetched, inserted, updated, unchanged, deleted, skipped, failed, error, host";
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<RunRow>, sqlx::Error> {
     sqlx::query_as(&format!(
@@ -288,4 +352,45 @@ pub async fn recency(pool: &PgPool, jobs: &[&str]) -> Result<Vec<JobRecency>, sq
     .bind(jobs)
     .fetch_all(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn time_left_assumes_the_requests_per_item_seen_so_far() {
+        // 100 items took 250 requests: 900 left need 2,250 more, at 5 per second.
+        let r = Remaining::at_rate("customers", 100, 1000, 250, 5.0);
+        assert_eq!(r.time_left, Duration::from_secs(450));
+        // Before any item is done, one request each.
+        let r = Remaining::at_rate("contracts", 0, 20, 3, 10.0);
+        assert_eq!(r.time_left, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn an_estimate_never_runs_past_its_end_or_divides_by_no_rate() {
+        // More done than the partner said there were: nothing left, and the total follows.
+        let r = Remaining::at_rate("customers", 12, 10, 12, 10.0);
+        assert_eq!((r.total, r.time_left), (12, Duration::ZERO));
+        let r = Remaining::at_rate("customers", 1, 10, 1, 0.0);
+        assert_eq!(r.time_left, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_runs_requests_are_its_share_of_the_clients() {
+        let mut counts = RunCounts::default();
+        let start = RequestTally {
+            sent: 40,
+            throttled: 2,
+        };
+        let now = RequestTally {
+            sent: 95,
+            throttled: 7,
+        };
+        counts.set_requests(now, start);
+        assert_eq!((counts.requests, counts.throttled), (55, 5));
+        assert_eq!(counts.summary(), "55 requests, throttled 5");
+    }
 }

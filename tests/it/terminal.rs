@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use partner_sync_sandbox::{Fault, SandboxOptions};
+
 use crate::common::*;
 
 /// The lines the terminal shows once everything is drawn: of a line redrawn in place (a
@@ -120,6 +122,76 @@ async fn a_failed_run_at_a_terminal_is_one_line_with_the_runs_error() {
         &shown,
         "partner-sync: invalid setting log.format: must be auto",
     );
+}
+
+/// A partner that allows 10 requests/s while 40 are configured, and whose `count` gives the
+/// list's size: the spinner says how many customers of how many and the time left, and counts
+/// the 429s; the summary and `sync.runs` count them as the partner does. Two 503s are retried
+/// with a warning each, written on a line of its own above the spinner, not into it.
+#[tokio::test]
+async fn a_pass_at_a_terminal_shows_its_429s_and_the_time_left() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(SandboxOptions {
+        contracts_per_customer: 1,
+        count_is_total: true,
+        rate_limit: std::num::NonZeroU32::new(10),
+        rate_limit_burst: std::num::NonZeroU32::new(2),
+        ..small_sandbox(40)
+    })
+    .await;
+    let mut env = sandbox_env(&sandbox, &db.url);
+    env.push((
+        "PARTNER_SYNC__RABOT__REQUESTS_PER_SECOND".into(),
+        "40".into(),
+    ));
+    sandbox.inject_fault(Fault {
+        path_contains: "/contracts".into(),
+        status: 503,
+        retry_after: Some("0".into()),
+        times: 2,
+    });
+    let (code, shown) = run_in_terminal(&["sync", "rabot"], env).await;
+    assert_eq!(code, Some(0), "{shown}");
+
+    // The frames drawn while it ran, before the summary replaced them.
+    assert!(
+        shown.contains(" of 40 customers, ~") && shown.contains("s left; "),
+        "no estimate in {shown:?}"
+    );
+    assert!(
+        shown.contains(" requests, throttled "),
+        "no 429s in {shown:?}"
+    );
+
+    let stats = sandbox.stats();
+    assert!(stats.rate_limited > 0, "the partner refused nothing");
+    let (requests, throttled): (i64, i64) =
+        sqlx::query_as("SELECT requests, throttled FROM sync.runs WHERE job = 'rabot_mirror'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(throttled as u64, stats.rate_limited);
+    assert_eq!(requests as u64, stats.token_requests + stats.api_requests);
+    let shown_lines = lines(&shown);
+    let (last, warnings) = shown_lines.split_last().expect("a summary line");
+    assert!(
+        last.starts_with("partner-sync: rabot_mirror run ")
+            && last.contains(&format!(
+                "{requests} requests, throttled {throttled}, fetched 80"
+            )),
+        "{last}"
+    );
+    // The 429s are counted, not warned about; each 503 is a warning line that starts with its
+    // timestamp (dimmed), not with a spinner frame.
+    assert_eq!(warnings.len(), 2, "{shown:?}");
+    for warning in warnings {
+        assert!(
+            warning.trim_start_matches("\u{1b}[2m").starts_with("20")
+                && warning.contains("retrying")
+                && warning.contains("503"),
+            "{warning:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -108,6 +108,10 @@ pub struct SandboxOptions {
     /// Fraction (0.0..=1.0) of API (non-token) requests answered with 503 at random
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
+    /// RABOT's customer list answers give in `count` the number of matching customers instead
+    /// of the page's item count (the documents' example allows both readings)
+    #[arg(long)]
+    pub count_is_total: bool,
     /// Added latency per request, humantime
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub latency: Duration,

@@ -143,9 +143,9 @@ impl EnergyzeroClient {
         })
     }
 
-    /// Requests sent so far (tokens, impersonations, GraphQL; retries included).
-    pub fn requests_sent(&self) -> u64 {
-        self.http.requests_sent()
+    /// Requests sent so far (tokens, impersonations, GraphQL; retries included), and 429s.
+    pub fn tally(&self) -> crate::http::RequestTally {
+        self.http.tally()
     }
 
     /// The rate limit this client divides with replicas using the same credential.

@@ -68,8 +68,7 @@ impl EnergyzeroMirror {
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
         // The client (and its counter) lives as long as the daemon; a run reports its own share.
-        let requests_before = self.client.requests_sent();
-        let requests = || (self.client.requests_sent() - requests_before) as i64;
+        let requests_before = self.client.tally();
         let users = self.users(ctx).await?;
         if users.is_empty() {
             tracing::warn!(
@@ -91,7 +90,8 @@ impl EnergyzeroMirror {
         let mut failures: Vec<String> = Vec::new();
         let mut gone: Vec<(String, String)> = Vec::new();
         while let Some((user_id, outcome)) = outcomes.next().await {
-            ctx.counts.send_modify(|c| c.requests = requests());
+            ctx.counts
+                .send_modify(|c| c.set_requests(self.client.tally(), requests_before));
             match outcome {
                 Ok(missing) => gone.extend(missing),
                 // Dropping the stream abandons the other users' passes; their open
@@ -108,7 +108,8 @@ impl EnergyzeroMirror {
             }
         }
         drop(outcomes);
-        ctx.counts.send_modify(|c| c.requests = requests());
+        ctx.counts
+            .send_modify(|c| c.set_requests(self.client.tally(), requests_before));
         self.tombstone(ctx, &gone).await?;
 
         if failures.is_empty() {

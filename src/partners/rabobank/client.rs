@@ -153,8 +153,14 @@ impl RabobankClient {
         self.consent_api_base_url.is_some()
     }
 
-    pub fn requests_sent(&self) -> u64 {
-        self.http.requests_sent()
+    /// Requests sent so far (tokens, refreshes; retries included), and 429s.
+    pub fn tally(&self) -> crate::http::RequestTally {
+        self.http.tally()
+    }
+
+    /// The rate requests go out at now, for an estimate of the time a run has left.
+    pub fn effective_rate(&self) -> f64 {
+        self.http.effective_rate()
     }
 
     /// The rate limit this client divides with replicas using the same credential.

@@ -21,6 +21,7 @@ use crate::partners::rabobank::grants::{
 };
 use crate::partners::rabobank::{PARTNER, REFRESH_LIMIT};
 use crate::settings::Settings;
+use crate::store::runs::Remaining;
 
 /// Warn when fewer refreshes than this remain (about two years of daily use is far more; this
 /// is about a tenth of the allowance).
@@ -42,18 +43,27 @@ impl RabobankRotation {
     }
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
-        let requests_before = self.grants.client().requests_sent();
+        let client = self.grants.client();
+        let requests_before = client.tally();
         grants::record_interrupted_refreshes(&ctx.pool, &ctx.actor).await?;
         let ids = store::active_ids(&ctx.pool, PARTNER).await?;
         let mut failures = Vec::new();
         let mut in_doubt = Vec::new();
-        for id in ids {
+        let total = ids.len() as i64;
+        for (done, id) in (1..).zip(ids) {
             ctx.check_cancelled()?;
             let span = tracing::info_span!("grant", grant_id = %id);
             let outcome = self.rotate_one(ctx, id).instrument(span).await;
             ctx.counts.send_modify(|c| {
                 c.fetched += 1;
-                c.requests = (self.grants.client().requests_sent() - requests_before) as i64;
+                c.set_requests(client.tally(), requests_before);
+                c.remaining = Some(Remaining::at_rate(
+                    "grants",
+                    done,
+                    total,
+                    c.requests,
+                    client.effective_rate(),
+                ));
                 match &outcome {
                     Ok(Rotated::Refreshed) => c.updated += 1,
                     Ok(Rotated::NotDue) => c.unchanged += 1,

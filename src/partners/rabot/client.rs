@@ -72,6 +72,8 @@ pub struct Page<T> {
     /// The list changed while it was read (rows deleted before a page boundary, or the
     /// customer gone), so a row missing from this pass may still exist.
     pub moved: bool,
+    /// The list's size, when RABOT's `count` can only mean that (see [`list_size`]).
+    pub list_size: Option<u64>,
 }
 
 impl<T> Page<T> {
@@ -81,6 +83,7 @@ impl<T> Page<T> {
             skipped: 0,
             pages: 0,
             moved: false,
+            list_size: None,
         }
     }
 }
@@ -134,9 +137,14 @@ impl RabotClient {
         })
     }
 
-    /// Requests sent so far, token requests and retries included.
-    pub fn requests_sent(&self) -> u64 {
-        self.api.http().requests_sent()
+    /// Requests sent so far, token requests and retries included, and 429s.
+    pub fn tally(&self) -> crate::http::RequestTally {
+        self.api.http().tally()
+    }
+
+    /// The rate requests go out at now, for an estimate of the time a run has left.
+    pub fn effective_rate(&self) -> f64 {
+        self.api.http().effective_rate()
     }
 
     /// The rate limit this client divides with replicas using the same credential.
@@ -432,11 +440,14 @@ impl RabotClient {
                     .zip(step.fresh)
                     .filter_map(|(item, fresh)| fresh.then(|| without_nul(item)))
                     .collect();
+                let list_size =
+                    list_size(envelope.count.as_ref(), more, cursor.offset + keys.len());
                 let next = more.then(|| cursor.next(keys));
                 Ok(Some((
                     ListPage {
                         items,
                         moved: step.moved,
+                        list_size,
                     },
                     next,
                 )))
@@ -458,6 +469,16 @@ struct ListPage {
     items: Vec<Value>,
     /// The list moved under the pass at this page: a live row may have been passed over.
     moved: bool,
+    list_size: Option<u64>,
+}
+
+/// RABOT's `count` as the list's size, when it can be nothing else: a number larger than the
+/// items up to this page's end (`through`) while more pages follow. A page's own item count,
+/// the other reading of the documents, never is. Only a progress estimate uses it.
+fn list_size(count: Option<&Value>, more: bool, through: usize) -> Option<u64> {
+    count
+        .and_then(Value::as_u64)
+        .filter(|&count| more && count > through as u64)
 }
 
 /// Where the next page starts, and the keys of the page before it (to check the overlap).
@@ -527,6 +548,7 @@ fn read_items<T>(raw: ListPage, read: impl Fn(Value) -> Result<T, String>) -> Pa
         items: Vec::with_capacity(raw.items.len()),
         pages: 1,
         moved: raw.moved,
+        list_size: raw.list_size,
         ..Page::empty()
     };
     for value in raw.items {
@@ -599,5 +621,23 @@ mod tests {
         let next = Cursor::default().next(one);
         assert_eq!((next.offset, next.overlap), (1, 0));
         assert!(next.step(&["b".to_owned()]).moved);
+    }
+
+    #[test]
+    fn count_is_a_list_size_only_when_it_can_mean_nothing_else() {
+        let count = serde_json::json!(30_000);
+        assert_eq!(list_size(Some(&count), true, 100), Some(30_000));
+        // The page's own item count, the documents' other reading.
+        let page = serde_json::json!(100);
+        assert_eq!(list_size(Some(&page), true, 100), None);
+        // The last page: nothing left to estimate.
+        assert_eq!(list_size(Some(&count), false, 30_000), None);
+        // Missing, negative or not a number.
+        assert_eq!(list_size(None, true, 100), None);
+        assert_eq!(list_size(Some(&serde_json::json!(-5)), true, 100), None);
+        assert_eq!(
+            list_size(Some(&serde_json::json!("30000")), true, 100),
+            None
+        );
     }
 }

@@ -32,7 +32,7 @@ use crate::partners::rabot::consumption_store;
 use crate::partners::rabot::store::{self, LiveContract};
 use crate::partners::rabot::{Interval, MetricsQuery, RabotClient, RabotError};
 use crate::settings::Settings;
-use crate::store::runs;
+use crate::store::runs::{self, Remaining};
 
 pub struct RabotConsumption {
     client: RabotClient,
@@ -88,8 +88,7 @@ impl RabotConsumption {
     }
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
-        let requests_before = self.client.requests_sent();
-        let requests = || (self.client.requests_sent() - requests_before) as i64;
+        let requests_before = self.client.tally();
         self.last_forbidden.store(0, Ordering::Relaxed);
         let contracts = store::live_contracts(&ctx.pool).await?;
         if contracts.is_empty() {
@@ -114,9 +113,20 @@ impl RabotConsumption {
             })
             .buffer_unordered(self.concurrency);
         let mut failures: Vec<String> = Vec::new();
+        let mut done: i64 = 0;
         let mut forbidden: u64 = 0;
         while let Some((contract, outcome)) = outcomes.next().await {
-            ctx.counts.send_modify(|c| c.requests = requests());
+            done += 1;
+            ctx.counts.send_modify(|c| {
+                c.set_requests(self.client.tally(), requests_before);
+                c.remaining = Some(Remaining::at_rate(
+                    "contracts",
+                    done,
+                    contracts.len() as i64,
+                    c.requests,
+                    self.client.effective_rate(),
+                ));
+            });
             match outcome {
                 Ok(ContractOutcome::Stored | ContractOutcome::NotDelivered) => {}
                 Ok(ContractOutcome::Forbidden) => {
@@ -142,7 +152,10 @@ impl RabotConsumption {
             }
         }
         drop(outcomes);
-        ctx.counts.send_modify(|c| c.requests = requests());
+        ctx.counts.send_modify(|c| {
+            c.set_requests(self.client.tally(), requests_before);
+            c.remaining = None;
+        });
         if forbidden > 0 {
             // Expected, and the same every run: one line, not one per contract.
             tracing::info!(

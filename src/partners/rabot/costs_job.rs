@@ -18,7 +18,7 @@ use crate::job::{Job, JobError, RunContext};
 use crate::partners::rabot::{RabotClient, RabotError};
 use crate::partners::rabot::{cost_store, store};
 use crate::settings::Settings;
-use crate::store::runs;
+use crate::store::runs::{self, Remaining};
 
 pub struct RabotCosts {
     client: RabotClient,
@@ -44,8 +44,7 @@ impl RabotCosts {
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
         // The client (and its counter) lives as long as the daemon; a run reports its own share.
-        let requests_before = self.client.requests_sent();
-        let requests = || (self.client.requests_sent() - requests_before) as i64;
+        let requests_before = self.client.tally();
         let contracts = store::live_contracts(&ctx.pool).await?;
         if contracts.is_empty() {
             tracing::info!("no live RABOT contracts: the RABOT mirror has not stored any yet");
@@ -70,8 +69,19 @@ impl RabotCosts {
             })
             .buffer_unordered(self.concurrency);
         let mut failures: Vec<String> = Vec::new();
+        let mut done: i64 = 0;
         while let Some((customer_number, contract_number, outcome)) = outcomes.next().await {
-            ctx.counts.send_modify(|c| c.requests = requests());
+            done += 1;
+            ctx.counts.send_modify(|c| {
+                c.set_requests(self.client.tally(), requests_before);
+                c.remaining = Some(Remaining::at_rate(
+                    "contracts",
+                    done,
+                    contracts.len() as i64,
+                    c.requests,
+                    self.client.effective_rate(),
+                ));
+            });
             match outcome {
                 Ok(()) => {}
                 // Dropping the stream abandons the contracts in flight; none holds a
@@ -89,7 +99,10 @@ impl RabotCosts {
             }
         }
         drop(outcomes);
-        ctx.counts.send_modify(|c| c.requests = requests());
+        ctx.counts.send_modify(|c| {
+            c.set_requests(self.client.tally(), requests_before);
+            c.remaining = None;
+        });
 
         if failures.is_empty() {
             return Ok(());

@@ -67,11 +67,10 @@ impl RabotCustomerRefresh {
 
     async fn refresh(&self, ctx: &RunContext) -> Result<(), JobError> {
         let id = requested_id(ctx).await?;
-        let requests_before = self.client.requests_sent();
+        let requests_before = self.client.tally();
         let result = self.refresh_id(ctx, &id).await;
-        ctx.counts.send_modify(|c| {
-            c.requests = (self.client.requests_sent() - requests_before) as i64;
-        });
+        ctx.counts
+            .send_modify(|c| c.set_requests(self.client.tally(), requests_before));
         result
     }
 

@@ -10,14 +10,14 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::Instrument;
 
-use crate::http::RateBudget;
-use crate::http::one_line;
+use crate::http::{RateBudget, RequestTally, one_line};
 use crate::job::{Job, JobError, RunContext};
 use crate::partners::rabot::link_store as links;
 use crate::partners::rabot::store::{self as store, Scope};
 use crate::partners::rabot::{Contract, Customer, Page, RabotClient};
 use crate::settings::{LINKED_CUSTOMERS, Settings, TombstoneGuard};
-use crate::store::{runs, upsert_setting_aside};
+use crate::store::runs::{self, Remaining};
+use crate::store::upsert_setting_aside;
 
 /// Which customers a run covers.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ impl RabotMirror {
 
     async fn run_all(&self, ctx: &RunContext) -> Result<(), JobError> {
         // The client (and its counter) lives as long as the daemon; a run reports its own share.
-        let requests_before = self.client.requests_sent();
+        let requests_before = self.client.tally();
         let result = match &self.coverage {
             Coverage::Configured(external_ids) => {
                 // Customers whose link trigger was lost are caught up first. One that cannot
@@ -88,8 +88,10 @@ impl RabotMirror {
             }
             Coverage::NewlyLinked => self.run_newly_linked(ctx, requests_before).await,
         };
-        ctx.counts
-            .send_modify(|c| c.requests = self.requests_since(requests_before));
+        ctx.counts.send_modify(|c| {
+            c.set_requests(self.client.tally(), requests_before);
+            c.remaining = None;
+        });
         result
     }
 
@@ -98,7 +100,7 @@ impl RabotMirror {
     async fn run_newly_linked(
         &self,
         ctx: &RunContext,
-        requests_before: u64,
+        requests_before: RequestTally,
     ) -> Result<(), JobError> {
         loop {
             // A link marked mirrored leaves this list, so the loop ends once nothing is new.
@@ -123,7 +125,7 @@ impl RabotMirror {
         &self,
         ctx: &RunContext,
         scope: Scope,
-        requests_before: u64,
+        requests_before: RequestTally,
     ) -> Result<(), JobError> {
         let span = tracing::info_span!("scope", scope = %scope);
         self.run_scope(ctx, scope, requests_before)
@@ -131,15 +133,11 @@ impl RabotMirror {
             .await
     }
 
-    fn requests_since(&self, before: u64) -> i64 {
-        (self.client.requests_sent() - before) as i64
-    }
-
     async fn run_scope(
         &self,
         ctx: &RunContext,
         scope: Scope,
-        requests_before: u64,
+        requests_before: RequestTally,
     ) -> Result<(), JobError> {
         let external_id = match &scope {
             Scope::AllCustomers => None,
@@ -159,6 +157,10 @@ impl RabotMirror {
         // not the partner's latency or the database, sets the pace. `concurrency` permits
         // bound the contract requests in flight across those pages.
         let permits = tokio::sync::Semaphore::new(self.concurrency);
+        // For the progress estimate: the scope's size, once RABOT's `count` says it.
+        let scope_start = self.client.tally();
+        let mut customers_done: i64 = 0;
+        let mut list_size: Option<u64> = None;
         let (sender, mut read) = tokio::sync::mpsc::channel(1);
         let reading = async {
             let mut pages = self
@@ -180,6 +182,8 @@ impl RabotMirror {
                 if page.moved || contract_pages.iter().any(|p| p.moved) {
                     doubt.get_or_insert("the list changed while it was read");
                 }
+                list_size = page.list_size.or(list_size);
+                customers_done += page.items.len() as i64;
                 let fetched =
                     page.items.len() + contract_pages.iter().map(|p| p.items.len()).sum::<usize>();
                 let unreadable =
@@ -195,7 +199,16 @@ impl RabotMirror {
                     c.pages += pages_read as i32;
                     c.fetched += fetched as i64;
                     c.skipped += unreadable as i64;
-                    c.requests = self.requests_since(requests_before);
+                    c.set_requests(self.client.tally(), requests_before);
+                    c.remaining = list_size.map(|size| {
+                        Remaining::at_rate(
+                            "customers",
+                            customers_done,
+                            size as i64,
+                            self.client.tally().since(scope_start).sent as i64,
+                            self.client.effective_rate(),
+                        )
+                    });
                 });
                 // Shutdown stops the pass between pages: the page in hand is written, not
                 // thrown away; what was read ahead is dropped unwritten.

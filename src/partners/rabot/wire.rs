@@ -77,6 +77,10 @@ pub struct Envelope {
     pub data: Option<Value>,
     #[serde(default)]
     pub has_more_items: Option<bool>,
+    /// On list answers: the page's item count, or the whole list's size (the documents'
+    /// example fits both). Kept loose: it only feeds a progress estimate.
+    #[serde(default)]
+    pub count: Option<Value>,
 }
 
 /// A field that is present, even as `null`.

@@ -118,8 +118,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn envelope_page(items: Vec<Value>, has_more_items: bool) -> Response {
-    let count = items.len();
+/// A list answer; `count` is the page's item count unless the list's size is given.
+fn envelope_page(items: Vec<Value>, has_more_items: bool, total: Option<usize>) -> Response {
+    let count = total.unwrap_or(items.len());
     Json(json!({
         "isSuccess": true,
         "message": null,
@@ -272,8 +273,9 @@ pub(super) async fn list_customers(
     authenticate(&shared, &headers)?;
     let (fields, page) = paged_query(query.as_deref())?;
     let external_id = fields.get("filter.externalId").map(String::as_str);
-    let (items, has_more_items) = shared.rabot.customer_page(external_id, page);
-    Ok(envelope_page(items, has_more_items))
+    let (items, has_more_items, matching) = shared.rabot.customer_page(external_id, page);
+    let total = shared.options.count_is_total.then_some(matching);
+    Ok(envelope_page(items, has_more_items, total))
 }
 
 pub(super) async fn list_contracts(
@@ -293,7 +295,9 @@ pub(super) async fn list_contracts(
         .rabot
         .contract_page(&customer_number, has_contract_role(&scopes), page)
     {
-        ContractPage::Found(items, has_more_items) => Ok(envelope_page(items, has_more_items)),
+        ContractPage::Found(items, has_more_items) => {
+            Ok(envelope_page(items, has_more_items, None))
+        }
         ContractPage::UnknownCustomer => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",

@@ -198,7 +198,8 @@ impl Rabot {
         Ok(scopes)
     }
 
-    fn customer_page(&self, external_id: Option<&str>, page: Page) -> (Vec<Value>, bool) {
+    /// The page's customers, whether more follow, and how many match in all.
+    fn customer_page(&self, external_id: Option<&str>, page: Page) -> (Vec<Value>, bool, usize) {
         let customers = lock(&self.customers);
         let matching: Vec<&Customer> = customers
             .list
@@ -212,7 +213,7 @@ impl Rabot {
             .into_iter()
             .map(|customer| customer.record.clone())
             .collect();
-        (records, has_more_items)
+        (records, has_more_items, matching.len())
     }
 
     fn contract_page(&self, customer_number: &str, has_role: bool, page: Page) -> ContractPage {
