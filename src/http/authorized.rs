@@ -18,7 +18,7 @@ pub enum ApiError {
     #[error(transparent)]
     Http(#[from] HttpError),
     #[error(
-        "{partner} refused {path} with 403: the scopes requested [{scopes}] do not allow it ({detail})"
+        "{partner} refused {path} with 403: the scopes requested [{scopes}] do not allow it (set {partner}.scopes to what the partner grants this client): {detail}"
     )]
     Forbidden {
         partner: &'static str,

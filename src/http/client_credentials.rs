@@ -90,6 +90,7 @@ impl ClientCredentials {
         if *status == StatusCode::FORBIDDEN || detail.contains("invalid_scope") {
             AuthError::ScopeRejected {
                 partner,
+                settings_prefix: self.settings_prefix,
                 scopes: self.scopes.join(" "),
                 detail: format!("{status}: {detail}"),
             }

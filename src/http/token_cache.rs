@@ -30,9 +30,12 @@ pub enum AuthError {
         settings_prefix: &'static str,
         detail: String,
     },
-    #[error("{partner} refused the requested scopes [{scopes}]: {detail}")]
+    #[error(
+        "{partner} refused the requested scopes [{scopes}] (set {settings_prefix}.scopes to what the partner grants this client): {detail}"
+    )]
     ScopeRejected {
         partner: &'static str,
+        settings_prefix: &'static str,
         scopes: String,
         detail: String,
     },

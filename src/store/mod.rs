@@ -111,6 +111,18 @@ fn connect_error(
             format!("unknown host ({io})"),
             format!("check the host in {url}"),
         ),
+        // A handshake rustls refused (an unknown issuer, a name that does not match) comes
+        // as an I/O error wrapping rustls's own.
+        sqlx::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+        {
+            (
+                format!("TLS failed: {io}"),
+                format!("check sslmode in {url} and the server's certificate"),
+            )
+        }
         sqlx::Error::Io(io) => (
             io.to_string(),
             format!("is PostgreSQL running on {server}, and reachable from here?"),

@@ -92,3 +92,35 @@ async fn an_unknown_role_says_which_user_to_check() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn an_unknown_host_says_to_check_the_host_at_once() {
+    // `.invalid` never resolves (RFC 6761).
+    let url = format!("postgres://postgres:{PASSWORD}@db.partner-sync.invalid:5432/partner_sync");
+    let (code, stderr, took) = status(&url, &[]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {stderr}");
+    assert!(
+        stderr.contains("db.partner-sync.invalid:5432")
+            && stderr.contains("unknown host")
+            && stderr.contains("check the host in DATABASE_URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_certificate_the_client_cannot_verify_is_a_tls_failure_not_a_server_down() {
+    // verify-full with no root certificate configured: the test server's certificate, if it
+    // has one, is from an issuer the client does not know; if it has none, it refuses TLS.
+    let mut url = url::Url::parse(&url_with_database("postgres")).unwrap();
+    url.query_pairs_mut().append_pair("sslmode", "verify-full");
+    let url = url.to_string();
+    let (code, stderr, took) = status(&url, &[]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {stderr}");
+    assert!(
+        stderr.contains("TLS failed") && stderr.contains("check sslmode in DATABASE_URL"),
+        "{stderr}"
+    );
+}

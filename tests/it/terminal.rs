@@ -219,3 +219,22 @@ async fn a_pass_at_a_terminal_ends_with_a_summary_line_and_without_one_stays_jso
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     }
 }
+
+/// The usual first mistake with a partner: scopes without the role contracts need. One line
+/// names the setting to change and keeps the partner's own explanation.
+#[tokio::test]
+async fn a_scope_without_the_contracts_role_is_one_line_naming_the_setting() {
+    let db = TestDb::new().await;
+    let sandbox = start_sandbox(small_sandbox(2)).await;
+    let mut env = sandbox_env(&sandbox, &db.url);
+    env.push(("PARTNER_SYNC__RABOT__SCOPES".into(), "api:partner".into()));
+    let (code, shown) = run_in_terminal(&["sync", "rabot"], env).await;
+    assert_eq!(code, Some(1), "{shown}");
+    let line = assert_one_plain_line(&shown, "partner-sync: sync: rabot_mirror run ");
+    assert!(
+        line.contains("with 403: the scopes requested [api:partner] do not allow it")
+            && line.contains("set rabot.scopes to what the partner grants this client")
+            && line.contains("role:finance-reporting"),
+        "{line}"
+    );
+}
