@@ -81,11 +81,23 @@ impl RunCounts {
         parts.join(", ")
     }
 
-    /// The run's share of its client's requests: the tally now since the one at its start.
-    pub fn set_requests(&mut self, now: RequestTally, at_start: RequestTally) {
-        let run = now.since(at_start);
+    /// The run's share of its client's requests (the tally now since the one at its start).
+    pub fn set_requests(&mut self, run: RequestTally) {
         self.requests = run.sent as i64;
         self.throttled = run.throttled as i64;
+    }
+
+    /// After `done` of `total` items: the run's requests, and the time left at `rate`.
+    pub fn set_progress(
+        &mut self,
+        what: &'static str,
+        done: i64,
+        total: i64,
+        run: RequestTally,
+        rate: f64,
+    ) {
+        self.set_requests(run);
+        self.remaining = Some(Remaining::at_rate(what, done, total, self.requests, rate));
     }
 
     pub fn add_upsert(&mut self, upsert: UpsertCounts) {
@@ -389,7 +401,7 @@ mod tests {
             sent: 95,
             throttled: 7,
         };
-        counts.set_requests(now, start);
+        counts.set_requests(now.since(start));
         assert_eq!((counts.requests, counts.throttled), (55, 5));
         assert_eq!(counts.summary(), "55 requests, throttled 5");
     }

@@ -91,7 +91,7 @@ impl EnergyzeroMirror {
         let mut gone: Vec<(String, String)> = Vec::new();
         while let Some((user_id, outcome)) = outcomes.next().await {
             ctx.counts
-                .send_modify(|c| c.set_requests(self.client.tally(), requests_before));
+                .send_modify(|c| c.set_requests(self.client.tally().since(requests_before)));
             match outcome {
                 Ok(missing) => gone.extend(missing),
                 // Dropping the stream abandons the other users' passes; their open
@@ -109,7 +109,7 @@ impl EnergyzeroMirror {
         }
         drop(outcomes);
         ctx.counts
-            .send_modify(|c| c.set_requests(self.client.tally(), requests_before));
+            .send_modify(|c| c.set_requests(self.client.tally().since(requests_before)));
         self.tombstone(ctx, &gone).await?;
 
         if failures.is_empty() {

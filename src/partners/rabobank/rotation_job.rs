@@ -21,7 +21,6 @@ use crate::partners::rabobank::grants::{
 };
 use crate::partners::rabobank::{PARTNER, REFRESH_LIMIT};
 use crate::settings::Settings;
-use crate::store::runs::Remaining;
 
 /// Warn when fewer refreshes than this remain (about two years of daily use is far more; this
 /// is about a tenth of the allowance).
@@ -56,14 +55,13 @@ impl RabobankRotation {
             let outcome = self.rotate_one(ctx, id).instrument(span).await;
             ctx.counts.send_modify(|c| {
                 c.fetched += 1;
-                c.set_requests(client.tally(), requests_before);
-                c.remaining = Some(Remaining::at_rate(
+                c.set_progress(
                     "grants",
                     done,
                     total,
-                    c.requests,
+                    client.tally().since(requests_before),
                     client.effective_rate(),
-                ));
+                );
                 match &outcome {
                     Ok(Rotated::Refreshed) => c.updated += 1,
                     Ok(Rotated::NotDue) => c.unchanged += 1,

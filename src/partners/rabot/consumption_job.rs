@@ -32,7 +32,7 @@ use crate::partners::rabot::consumption_store;
 use crate::partners::rabot::store::{self, LiveContract};
 use crate::partners::rabot::{Interval, MetricsQuery, RabotClient, RabotError};
 use crate::settings::Settings;
-use crate::store::runs::{self, Remaining};
+use crate::store::runs;
 
 pub struct RabotConsumption {
     client: RabotClient,
@@ -118,14 +118,13 @@ impl RabotConsumption {
         while let Some((contract, outcome)) = outcomes.next().await {
             done += 1;
             ctx.counts.send_modify(|c| {
-                c.set_requests(self.client.tally(), requests_before);
-                c.remaining = Some(Remaining::at_rate(
+                c.set_progress(
                     "contracts",
                     done,
                     contracts.len() as i64,
-                    c.requests,
+                    self.client.tally().since(requests_before),
                     self.client.effective_rate(),
-                ));
+                );
             });
             match outcome {
                 Ok(ContractOutcome::Stored | ContractOutcome::NotDelivered) => {}
@@ -153,7 +152,7 @@ impl RabotConsumption {
         }
         drop(outcomes);
         ctx.counts.send_modify(|c| {
-            c.set_requests(self.client.tally(), requests_before);
+            c.set_requests(self.client.tally().since(requests_before));
             c.remaining = None;
         });
         if forbidden > 0 {

@@ -18,7 +18,7 @@ use crate::job::{Job, JobError, RunContext};
 use crate::partners::rabot::{RabotClient, RabotError};
 use crate::partners::rabot::{cost_store, store};
 use crate::settings::Settings;
-use crate::store::runs::{self, Remaining};
+use crate::store::runs;
 
 pub struct RabotCosts {
     client: RabotClient,
@@ -73,14 +73,13 @@ impl RabotCosts {
         while let Some((customer_number, contract_number, outcome)) = outcomes.next().await {
             done += 1;
             ctx.counts.send_modify(|c| {
-                c.set_requests(self.client.tally(), requests_before);
-                c.remaining = Some(Remaining::at_rate(
+                c.set_progress(
                     "contracts",
                     done,
                     contracts.len() as i64,
-                    c.requests,
+                    self.client.tally().since(requests_before),
                     self.client.effective_rate(),
-                ));
+                );
             });
             match outcome {
                 Ok(()) => {}
@@ -100,7 +99,7 @@ impl RabotCosts {
         }
         drop(outcomes);
         ctx.counts.send_modify(|c| {
-            c.set_requests(self.client.tally(), requests_before);
+            c.set_requests(self.client.tally().since(requests_before));
             c.remaining = None;
         });
 

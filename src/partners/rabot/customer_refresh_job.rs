@@ -70,7 +70,7 @@ impl RabotCustomerRefresh {
         let requests_before = self.client.tally();
         let result = self.refresh_id(ctx, &id).await;
         ctx.counts
-            .send_modify(|c| c.set_requests(self.client.tally(), requests_before));
+            .send_modify(|c| c.set_requests(self.client.tally().since(requests_before)));
         result
     }
 

@@ -89,7 +89,7 @@ impl RabotMirror {
             Coverage::NewlyLinked => self.run_newly_linked(ctx, requests_before).await,
         };
         ctx.counts.send_modify(|c| {
-            c.set_requests(self.client.tally(), requests_before);
+            c.set_requests(self.client.tally().since(requests_before));
             c.remaining = None;
         });
         result
@@ -199,7 +199,7 @@ impl RabotMirror {
                     c.pages += pages_read as i32;
                     c.fetched += fetched as i64;
                     c.skipped += unreadable as i64;
-                    c.set_requests(self.client.tally(), requests_before);
+                    c.set_requests(self.client.tally().since(requests_before));
                     c.remaining = list_size.map(|size| {
                         Remaining::at_rate(
                             "customers",
