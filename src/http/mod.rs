@@ -322,15 +322,16 @@ impl PartnerHttp {
                 crate::metrics::http_request(self.partner, sent.as_ref().ok().map(Response::status));
                 // Only answers tell the limiter anything: a 429 lowers the rate, any other
                 // answer lets it climb; no answer at all says nothing about the partner's limit.
+                let throttled =
+                    matches!(&sent, Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS);
                 match &sent {
-                    Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    _ if throttled => {
                         self.throttled.fetch_add(1, Ordering::Relaxed);
                         self.limiter.refused(ticket)
                     }
                     Ok(_) => self.limiter.accepted(ticket),
                     Err(_) => {}
                 }
-                let throttled = matches!(&sent, Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS);
                 let (retry_reason, retry_after) = match sent {
                     Ok(response) if replay.retries_status(response.status()) => {
                         let status = response.status();

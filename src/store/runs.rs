@@ -57,9 +57,9 @@ impl Remaining {
 }
 
 impl RunCounts {
-    /// "40 requests, throttled 3, fetched 60, inserted 2, …" (throttled: answered 429) with the zero counts after
-    /// the requests left out: the words of a pass's last line at a terminal and of
-    /// `resync --wait`.
+    /// "40 requests, throttled 3, fetched 60, inserted 2, …" (throttled: answered 429), the
+    /// zero counts after the requests left out: the words of a pass's last line at a terminal
+    /// and of `resync --wait`.
     pub fn summary(&self) -> String {
         let named = [
             ("throttled", self.throttled),

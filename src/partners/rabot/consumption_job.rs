@@ -151,10 +151,8 @@ impl RabotConsumption {
             }
         }
         drop(outcomes);
-        ctx.counts.send_modify(|c| {
-            c.set_requests(self.client.tally().since(requests_before));
-            c.remaining = None;
-        });
+        ctx.counts
+            .send_modify(|c| c.set_requests(self.client.tally().since(requests_before)));
         if forbidden > 0 {
             // Expected, and the same every run: one line, not one per contract.
             tracing::info!(

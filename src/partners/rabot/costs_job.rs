@@ -98,10 +98,8 @@ impl RabotCosts {
             }
         }
         drop(outcomes);
-        ctx.counts.send_modify(|c| {
-            c.set_requests(self.client.tally().since(requests_before));
-            c.remaining = None;
-        });
+        ctx.counts
+            .send_modify(|c| c.set_requests(self.client.tally().since(requests_before)));
 
         if failures.is_empty() {
             return Ok(());

@@ -88,10 +88,8 @@ impl RabotMirror {
             }
             Coverage::NewlyLinked => self.run_newly_linked(ctx, requests_before).await,
         };
-        ctx.counts.send_modify(|c| {
-            c.set_requests(self.client.tally().since(requests_before));
-            c.remaining = None;
-        });
+        ctx.counts
+            .send_modify(|c| c.set_requests(self.client.tally().since(requests_before)));
         result
     }
 
