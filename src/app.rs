@@ -250,6 +250,12 @@ pub async fn run_daemon(
                     partners_tx.send_replace(next_partners);
                     scrape_tx.send_replace(ScrapeSettings::from_settings(&next_settings));
                     settings = next_settings;
+                    // Only now is all of it in force: the schedules, and the partners the
+                    // HTTP server answers for (a callback enabled by this reload).
+                    tracing::info!(
+                        jobs = current.dispatcher.jobs().count(),
+                        "configuration reloaded"
+                    );
                 }
             }
             Control::Request(id) => claim_request(&current, &pool, id, &host).await,
@@ -371,10 +377,7 @@ async fn reload(
     )
     .await
     {
-        Ok(set) => {
-            tracing::info!(jobs = jobs.len(), "configuration reloaded");
-            Some((next, partners, set))
-        }
+        Ok(set) => Some((next, partners, set)),
         Err(error) => {
             refuse(&format!("{error:#}"));
             None
